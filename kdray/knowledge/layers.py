@@ -1,0 +1,113 @@
+"""Layer-level knowledge: hidden states (FeaK), layer relations (RelK), attention maps."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdray.knowledge.base import Knowledge, KnowledgeContext, projection, register
+from kdray.knowledge.masked import masked_mse
+from kdray.models import Features, Needs
+
+
+class _Projected(Knowledge):
+    """Shared by `hidden` and `relation`: student layers 0..N (or 1..N) projected to d_T."""
+
+    def __init__(self, ctx: KnowledgeContext) -> None:
+        super().__init__(ctx)
+        first = 0 if ctx.cfg.hidden_include_embeddings else 1
+        self.layers = list(range(first, ctx.student_layers + 1))
+        self.proj = nn.ModuleList(
+            projection(ctx.student_width, ctx.teacher_width) for _ in self.layers
+        )
+        self.student_needs = Needs(hidden=frozenset(self.layers))
+        self.teacher_needs = Needs(hidden=frozenset(ctx.mapped(n) for n in self.layers))
+
+    def projected(self, student: Features) -> list[torch.Tensor]:
+        """H^S_n W_n for each layer, (B, T, d_T)."""
+        return [w(student.hidden[n].float()) for w, n in zip(self.proj, self.layers, strict=True)]
+
+
+@register
+class Hidden(_Projected):
+    """`hidden` (FeaK): Σ_n MSE(H^S_n W_n, H^T_{g(n)}) over non-padding tokens.
+
+    H_0 (embeddings) is included unless `knowledge.hidden_include_embeddings` is false.
+    Source: TinyBERT (Jiao et al. 2020); methods.md §1.
+    """
+
+    name = "hidden"
+
+    def loss(
+        self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        assert teacher is not None
+        mask = batch["attention_mask"].bool()  # (B, T)
+        total = student.logits.new_zeros((), dtype=torch.float32)
+        for hs, n in zip(self.projected(student), self.layers, strict=True):
+            total = total + masked_mse(hs, teacher.hidden[self.ctx.mapped(n)].float(), mask)
+        return total
+
+
+def gram(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """G(a, b) = H_aᵀ H_b / tokens per example over non-padding tokens.
+
+    a, b: (B, T, d); mask: (B, T) bool -> (B, d, d).
+    """
+    m = mask.to(a.dtype).unsqueeze(-1)  # (B, T, 1)
+    tokens = m.sum(1, keepdim=True).clamp_min(1)  # (B, 1, 1)
+    return torch.bmm((a * m).transpose(1, 2), b * m) / tokens
+
+
+@register
+class Relation(_Projected):
+    """`relation` (RelK, FSP/Gram): Σ over consecutive layer pairs (n, n+1) of
+    MSE(G_S(n, n+1), G_T(g(n), g(n+1))), student states projected to the teacher width.
+
+    Source: FSP (Yim et al. 2017) as used by Wang et al. 2022; methods.md §1.
+    """
+
+    name = "relation"
+
+    def loss(
+        self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        assert teacher is not None
+        mask = batch["attention_mask"].bool()
+        hs = self.projected(student)
+        ht = [teacher.hidden[self.ctx.mapped(n)].float() for n in self.layers]
+        total = student.logits.new_zeros((), dtype=torch.float32)
+        for i in range(len(self.layers) - 1):
+            gs = gram(hs[i], hs[i + 1], mask)  # (B, d_T, d_T)
+            gt = gram(ht[i], ht[i + 1], mask)
+            total = total + (gs - gt).pow(2).mean()
+        return total
+
+
+@register
+class Attention(Knowledge):
+    """`attention` (TinyBERT): Σ_n MSE(A^S_n, A^T_{g(n)}) over valid (query, key) pairs.
+
+    Needs equal head counts (checked at config time; otherwise use `attention_relation`).
+    """
+
+    name = "attention"
+
+    def __init__(self, ctx: KnowledgeContext) -> None:
+        super().__init__(ctx)
+        self.layers = list(range(1, ctx.student_layers + 1))
+        self.student_needs = Needs(attn_probs=frozenset(self.layers))
+        self.teacher_needs = Needs(attn_probs=frozenset(ctx.mapped(n) for n in self.layers))
+
+    def loss(
+        self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        assert teacher is not None
+        m = batch["attention_mask"].bool()
+        pairs = (m[:, :, None] & m[:, None, :]).unsqueeze(1)  # (B, 1, T, T)
+        total = student.logits.new_zeros((), dtype=torch.float32)
+        for n in self.layers:
+            a_s = student.attn_probs[n].float()  # (B, H, T, T)
+            a_t = teacher.attn_probs[self.ctx.mapped(n)].float()
+            total = total + masked_mse(a_s, a_t, pairs.expand_as(a_s))
+        return total

@@ -1,0 +1,133 @@
+"""MLKD-BERT relation knowledge (Zhang et al. 2024): token, attention, sample and contrastive."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kdray.knowledge.base import Knowledge, KnowledgeContext, projection, register
+from kdray.knowledge.masked import row_kl
+from kdray.models import Features, Needs
+
+
+def self_similarity(x: torch.Tensor) -> torch.Tensor:
+    """x xᵀ / √d over the last two dims: (..., R, d) -> (..., R, R)."""
+    return x @ x.transpose(-1, -2) / math.sqrt(x.shape[-1])
+
+
+@register
+class EmbeddingRelation(Knowledge):
+    """`embedding_relation` (L_EMB): row-wise KL(softmax(E_T E_Tᵀ/√d_T) ‖ softmax(E_S E_Sᵀ/√d_S))
+    over the non-padding tokens of each example, E the embedding-layer output."""
+
+    name = "embedding_relation"
+
+    def __init__(self, ctx: KnowledgeContext) -> None:
+        super().__init__(ctx)
+        self.student_needs = Needs(hidden=frozenset({0}))
+        self.teacher_needs = Needs(hidden=frozenset({0}))
+
+    def loss(
+        self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        assert teacher is not None
+        mask = batch["attention_mask"].bool()  # (B, T)
+        r_s = self_similarity(student.hidden[0].float())  # (B, T, T)
+        r_t = self_similarity(teacher.hidden[0].float())
+        return row_kl(r_t, r_s, mask)
+
+
+def split_heads(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, T, d) -> (B, groups, T, d / groups)."""
+    b, t, d = x.shape
+    return x.view(b, t, groups, d // groups).transpose(1, 2)
+
+
+@register
+class AttentionRelation(Knowledge):
+    """`attention_relation` (L_MHA): for each mapped layer, the attention context vectors (the
+    self-attention output before its output projection) are split into A_S groups along the
+    width (A_S = student heads); R = softmax(O Oᵀ/√(d/A_S)) per group; KL(R_T ‖ R_S) per row,
+    averaged over groups and non-padding rows, summed over layers. Any head counts."""
+
+    name = "attention_relation"
+
+    def __init__(self, ctx: KnowledgeContext) -> None:
+        super().__init__(ctx)
+        self.layers = list(range(1, ctx.student_layers + 1))
+        self.student_needs = Needs(attn_context=frozenset(self.layers))
+        self.teacher_needs = Needs(attn_context=frozenset(ctx.mapped(n) for n in self.layers))
+
+    def loss(
+        self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        assert teacher is not None
+        a = self.ctx.student_heads
+        key_mask = batch["attention_mask"].bool().unsqueeze(1)  # (B, 1, T)
+        total = student.logits.new_zeros((), dtype=torch.float32)
+        for n in self.layers:
+            r_s = self_similarity(split_heads(student.attn_context[n].float(), a))  # (B, A, T, T)
+            o_t = teacher.attn_context[self.ctx.mapped(n)].float()
+            r_t = self_similarity(split_heads(o_t, a))
+            total = total + row_kl(r_t, r_s, key_mask)
+        return total
+
+
+def cls_vectors(features: Features, layer: int) -> torch.Tensor:
+    """[CLS] of the last layer: (B, d)."""
+    return features.hidden[layer][:, 0].float()
+
+
+@register
+class SampleRelation(Knowledge):
+    """`sample_relation` (L_SS): KL(softmax(C_T C_Tᵀ/√d_T) ‖ softmax(C_S C_Sᵀ/√d_S)) over the
+    rows of the batch, C the last layer's [CLS] vectors."""
+
+    name = "sample_relation"
+
+    def __init__(self, ctx: KnowledgeContext) -> None:
+        super().__init__(ctx)
+        self.student_needs = Needs(hidden=frozenset({ctx.student_layers}))
+        self.teacher_needs = Needs(hidden=frozenset({ctx.teacher_layers}))
+
+    def loss(
+        self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        assert teacher is not None
+        c_s = cls_vectors(student, self.ctx.student_layers)  # (B, d_S)
+        c_t = cls_vectors(teacher, self.ctx.teacher_layers)  # (B, d_T)
+        return row_kl(self_similarity(c_t), self_similarity(c_s))
+
+
+@register
+class Contrastive(Knowledge):
+    """`contrastive` (L_SC): supervised InfoNCE over the 2B student and teacher [CLS] vectors
+    (student projected to the teacher width when widths differ), L2-normalised, temperature t
+    (`knowledge.contrastive_temperature`); positives are the other vectors with the same label.
+    Not defined for regression (dropped with a warning at build time)."""
+
+    name = "contrastive"
+    zero_at_match = False
+
+    def __init__(self, ctx: KnowledgeContext) -> None:
+        super().__init__(ctx)
+        self.proj = projection(ctx.student_width, ctx.teacher_width)
+        self.student_needs = Needs(hidden=frozenset({ctx.student_layers}))
+        self.teacher_needs = Needs(hidden=frozenset({ctx.teacher_layers}))
+
+    def loss(
+        self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        assert teacher is not None
+        c_s = self.proj(cls_vectors(student, self.ctx.student_layers))  # (B, d_T)
+        c_t = cls_vectors(teacher, self.ctx.teacher_layers)
+        z = F.normalize(torch.cat([c_s, c_t]), dim=-1)  # (2B, d_T)
+        y = torch.cat([batch["labels"], batch["labels"]])  # (2B,)
+        sim = z @ z.T / self.ctx.cfg.contrastive_temperature  # (2B, 2B)
+        self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+        log_prob = sim.masked_fill(self_mask, -1e9).log_softmax(dim=-1)
+        pos = (y[:, None] == y[None, :]) & ~self_mask  # (2B, 2B); >= 1 per row (own twin)
+        per_anchor = -(log_prob * pos).sum(-1) / pos.sum(-1)
+        return per_anchor.mean()

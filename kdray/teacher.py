@@ -1,0 +1,166 @@
+"""Fine-tune a teacher once per (backbone, task, recipe) and reuse it everywhere.
+
+`python -m kdray.teacher --task sst2 --data-dir ../shared/glue` fine-tunes the default offline
+backbone (all-MiniLM-L6-v2) on the task's training split, with the recipe in `TeacherConfig`,
+and saves it with its validation and dev (test) scores under
+`<cache>/teachers/<task>-<key>/`. Later runs and sweeps find it there. The teacher trains on
+the same split carving as the students (validation, reward and dev are never trained on) and
+uses kdray's own trainer (init `pretrained`, knowledge `hard`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from transformers import AutoTokenizer
+
+from kdray.config import TrialConfig
+from kdray.data import load_task, resolve_data_dir
+from kdray.io import atomic_dir
+from kdray.models import TEACHER_META, Shape, load_config, resolve_backbone
+
+
+def teacher_data(cfg: TrialConfig) -> dict[str, Any]:
+    """The data settings the teacher is trained with."""
+    data = asdict(cfg.data)
+    data["max_train_examples"] = cfg.teacher.max_train_examples
+    data["max_test_examples"] = None
+    source = resolve_data_dir(cfg.data.data_dir)
+    data["data_dir"] = str(source) if source else None
+    return data
+
+
+def teacher_key(cfg: TrialConfig) -> str:
+    recipe = asdict(cfg.teacher)
+    recipe.pop("path")
+    recipe["backbone"] = resolve_backbone(cfg.teacher.backbone)
+    payload = json.dumps({"recipe": recipe, "data": teacher_data(cfg)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def teacher_dir(cfg: TrialConfig) -> Path:
+    from kdray.trainer import cache_root
+
+    return cache_root(cfg) / "teachers" / f"{cfg.data.task}-{teacher_key(cfg)}"
+
+
+def teacher_trial(cfg: TrialConfig, n_train: int, output_dir: Path) -> TrialConfig:
+    """The trainer config that fine-tunes the backbone."""
+    t = cfg.teacher
+    steps = t.max_steps or max(1, math.ceil(t.epochs * n_train / t.batch_size))
+    layers = Shape.of(load_config(t.backbone)).layers
+    return TrialConfig.from_dict(
+        {
+            "data": teacher_data(cfg),
+            "teacher": asdict(t),
+            "student": {"init": "pretrained", "num_layers": layers, "dropout": 0.1},
+            "knowledge": {"types": ["hard"]},
+            "trainer": {
+                **asdict(cfg.trainer),
+                "max_steps": steps,
+                "batch_size": t.batch_size,
+                "learning_rate": t.learning_rate,
+                "warmup_ratio": 0.1,
+                "eval_every": max(1, steps // 4),
+                "seed": t.seed,
+                "teacher_cache": False,
+                "output_dir": str(output_dir),
+                "save_student": True,
+            },
+            "cache_dir": cfg.cache_dir,
+        }
+    )
+
+
+def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False) -> str:
+    """The fine-tuned teacher's folder, fine-tuning it first when it is not cached."""
+    from kdray.trainer import run_trial
+
+    final = teacher_dir(cfg)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if (final / TEACHER_META).is_file() and not force:
+            return str(final)
+        backbone = resolve_backbone(cfg.teacher.backbone)
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        probe = TrialConfig.from_dict({"data": teacher_data(cfg)})
+        from kdray.trainer import cache_root
+
+        n_train = len(load_task(probe.data, tokenizer, cache_root(cfg)).train)
+        work = final.parent / f".{final.name}.run"
+        trial = teacher_trial(cfg, n_train, work)
+        if progress:
+            print(
+                f"fine-tuning teacher {cfg.teacher.backbone} on {cfg.data.task} "
+                f"({trial.trainer.max_steps} steps) -> {final}"
+            )
+        result = run_trial(trial, progress=progress)
+        if result.status != "finished":
+            from kdray.errors import KdrayError
+
+            raise KdrayError(
+                f"teacher fine-tuning diverged at step {result.steps}; lower "
+                f"teacher.learning_rate (now {cfg.teacher.learning_rate})"
+            )
+        with atomic_dir(final) as tmp:
+            assert result.student_dir is not None
+            for f in Path(result.student_dir).iterdir():
+                f.rename(tmp / f.name)
+            tokenizer.save_pretrained(tmp)
+            meta = {
+                "task": cfg.data.task,
+                "backbone": cfg.teacher.backbone,
+                "recipe": asdict(cfg.teacher),
+                "steps": result.steps,
+                "wall_s": result.wall_s,
+                "validation": result.validation,
+                "test": result.test,
+                "main_metric": result.main_metric,
+            }
+            (tmp / TEACHER_META).write_text(json.dumps(meta, indent=2))
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+        return str(final)
+
+
+def teacher_meta(path: str | Path) -> dict[str, Any]:
+    meta = Path(path) / TEACHER_META
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def main() -> int:
+    from kdray.cli import add_common, trial_config
+
+    parser = argparse.ArgumentParser(
+        prog="python -m kdray.teacher",
+        description="Fine-tune a teacher backbone on a GLUE task once; later runs reuse it.",
+    )
+    add_common(parser)
+    parser.add_argument("--task", help="GLUE task (default: the config's data.task)")
+    parser.add_argument("--force", action="store_true", help="fine-tune again even if cached")
+    args = parser.parse_args()
+    overrides = list(args.overrides) + ([f"data.task={args.task}"] if args.task else [])
+    cfg = trial_config(args.config, overrides, args.data_dir)
+    path = ensure_teacher(cfg, progress=True, force=args.force)
+    meta = teacher_meta(path)
+    main_metric = meta.get("main_metric", "")
+    val = meta.get("validation", {}).get(main_metric, float("nan"))
+    print(f"teacher: {path}")
+    print(f"validation {main_metric}: {val:.4f}")
+    for split, m in meta.get("test", {}).items():
+        print(f"test ({split}) {main_metric}: {m.get(main_metric, float('nan')):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    from kdray.cli import run_cli
+
+    run_cli(main)

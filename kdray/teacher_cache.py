@@ -1,0 +1,196 @@
+"""Teacher outputs computed once and reused by every training step (and every trial).
+
+For one (teacher, task, split, max length, requested outputs) the teacher runs once in eval
+mode over the split; its logits (fp32) and the hidden states, attention context vectors and
+attention probabilities that the chosen knowledge reads (fp16) are stored ragged, without
+padding, in the split's own token layout. `TeacherOutputs.features(idx)` gathers a batch's
+`Features` with one indexing operation per tensor, padded exactly like the student's batch,
+so the training loop runs no teacher forward pass. When the outputs would exceed the memory
+budget the trainer falls back to live teacher forwards: same batches, same losses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from kdray.data import TokenizedSplit
+from kdray.io import atomic_torch_save
+from kdray.models import Features, Needs, encode
+from kdray.tensors import gather_padded, offsets_from_lengths, padded_index
+
+log = logging.getLogger(__name__)
+
+STORE = torch.float16
+
+
+@dataclass
+class TeacherOutputs:
+    """Ragged teacher outputs for every example of one split."""
+
+    offsets: torch.Tensor  # (n + 1,) token offsets, as in the split
+    logits: torch.Tensor  # (n, C) fp32
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # (tokens, d) fp16
+    attn_context: dict[int, torch.Tensor] = field(default_factory=dict)  # (tokens, d) fp16
+    attn_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # (Σ H·T_i², ) fp16
+    heads: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.logits, *self.hidden.values(), *self.attn_context.values()]
+        tensors += list(self.attn_probs.values())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def features(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> Features:
+        """The batch of rows `idx`, padded to its longest row, as float32 on `device`."""
+        feats = Features(logits=self.logits[idx].to(device))
+        for name in ("hidden", "attn_context"):
+            store = getattr(self, name)
+            out = getattr(feats, name)
+            for layer, flat in store.items():
+                out[layer] = gather_padded(flat, self.offsets, idx)[0].to(device).float()
+        if self.attn_probs:
+            where, mask = _square_index(self.offsets, idx, self.heads)
+            for layer, flat in self.attn_probs.items():
+                feats.attn_probs[layer] = (
+                    flat[where].masked_fill(~mask, 0).to(device).float()  # (B, H, L, L)
+                )
+        return feats
+
+    def to_state(self) -> dict[str, torch.Tensor]:
+        state = {"offsets": self.offsets, "logits": self.logits, "heads": torch.tensor(self.heads)}
+        for name in ("hidden", "attn_context", "attn_probs"):
+            for layer, t in getattr(self, name).items():
+                state[f"{name}.{layer}"] = t
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> TeacherOutputs:
+        out = cls(state["offsets"], state["logits"], heads=int(state["heads"]))
+        for key, t in state.items():
+            name, _, layer = key.partition(".")
+            if layer:
+                getattr(out, name)[int(layer)] = t
+        return out
+
+
+def _square_offsets(offsets: torch.Tensor, heads: int) -> torch.Tensor:
+    """Offsets of each example's (H, T_i, T_i) block in the flat attention store."""
+    lengths = offsets[1:] - offsets[:-1]
+    return offsets_from_lengths(heads * lengths * lengths)
+
+
+def _square_index(
+    offsets: torch.Tensor, idx: torch.Tensor, heads: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions (B, H, L, L) of rows `idx` of the attention store, and the valid mask."""
+    sq = _square_offsets(offsets, heads)
+    lengths = (offsets[idx + 1] - offsets[idx])[:, None, None, None]  # (B, 1, 1, 1)
+    width = int(lengths.max()) if len(idx) else 0
+    h = torch.arange(heads)[None, :, None, None]
+    q = torch.arange(width)[None, None, :, None]
+    k = torch.arange(width)[None, None, None, :]
+    mask = (q < lengths) & (k < lengths)  # (B, 1, L, L)
+    where = sq[idx][:, None, None, None] + h * lengths * lengths + q * lengths + k
+    mask = mask.expand(-1, heads, -1, -1)
+    return torch.where(mask, where, 0), mask
+
+
+def estimate_bytes(split: TokenizedSplit, needs: Needs, width: int, heads: int) -> int:
+    """Bytes the fp16 features of `needs` would take for `split` (logits are negligible)."""
+    lengths = split.lengths.long()
+    tokens = int(lengths.sum())
+    feature_layers = len(needs.hidden) + len(needs.attn_context)
+    squares = int((lengths * lengths).sum()) * heads * len(needs.attn_probs)
+    return 2 * (feature_layers * tokens * width + squares)
+
+
+@torch.inference_mode()
+def compute_teacher_outputs(
+    teacher: PreTrainedModel,
+    split: TokenizedSplit,
+    needs: Needs,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    autocast: bool = False,
+) -> TeacherOutputs:
+    """Run the teacher (eval mode) once over `split`, longest-first batches, store ragged."""
+    teacher.eval()
+    n = len(split)
+    offsets = split.offsets
+    tokens = int(offsets[-1])
+    heads = int(getattr(teacher.config, "num_attention_heads", 0) or 0)
+    out = TeacherOutputs(offsets=offsets, logits=torch.empty(0), heads=heads)
+    order = torch.argsort(split.lengths, descending=True)
+    sq = _square_offsets(offsets, heads) if needs.attn_probs else None
+    logits: torch.Tensor | None = None
+    batches = range(0, n, batch_size)
+    for start in tqdm(batches, desc="teacher outputs", disable=not progress, leave=False):
+        idx = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in split.batch(idx).items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            feats = encode(teacher, batch, needs)
+        if logits is None:
+            logits = torch.empty(n, feats.logits.shape[-1], dtype=torch.float32)
+        logits[idx] = feats.logits.float().cpu()
+        where, mask = padded_index(offsets, idx)
+        dest = where[mask]
+        for name in ("hidden", "attn_context"):
+            for layer, t in getattr(feats, name).items():
+                store = getattr(out, name)
+                if layer not in store:
+                    store[layer] = torch.empty(tokens, t.shape[-1], dtype=STORE)
+                store[layer][dest] = t.to(STORE).cpu()[mask]
+        if needs.attn_probs:
+            assert sq is not None
+            w, m = _square_index(offsets, idx, heads)
+            for layer, t in feats.attn_probs.items():
+                if layer not in out.attn_probs:
+                    out.attn_probs[layer] = torch.empty(int(sq[-1]), dtype=STORE)
+                out.attn_probs[layer][w[m]] = t.to(STORE).cpu()[m]
+    assert logits is not None
+    out.logits = logits
+    return out
+
+
+def cache_key(teacher_id: str, data_fingerprint: str, split: str, needs: Needs) -> str:
+    """Stable key over everything that determines the stored outputs."""
+    payload = json.dumps(
+        {
+            "teacher": teacher_id,
+            "data": data_fingerprint,
+            "split": split,
+            "hidden": sorted(needs.hidden),
+            "attn_context": sorted(needs.attn_context),
+            "attn_probs": sorted(needs.attn_probs),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_or_compute(
+    cache_dir: Path | None,
+    key: str,
+    compute: Callable[[], TeacherOutputs],
+) -> TeacherOutputs:
+    """Read the outputs stored under `key`, or compute and store them."""
+    path = cache_dir / "teacher_outputs" / f"{key}.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            return TeacherOutputs.from_state(torch.load(path, weights_only=True))
+        except Exception as exc:  # a truncated file from an older crash: recompute it
+            log.warning("teacher-output cache %s unreadable (%s); recomputing", path, exc)
+    outputs = compute()
+    if path is not None:
+        atomic_torch_save(outputs.to_state(), path)
+    return outputs

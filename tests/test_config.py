@@ -1,0 +1,71 @@
+"""Strict config: unknown keys, wrong types and bad values fail before any work, with the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdray.config import TrialConfig, config_paths
+from kdray.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip() -> None:
+    cfg = TrialConfig.from_dict({})
+    assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.knowledge.types == ("hard", "soft", "hidden", "relation")
+
+
+def test_replace_with_dotted_paths() -> None:
+    cfg = TrialConfig.from_dict({}).replace(**{"trainer.max_steps": 7, "data.task": "rte"})
+    assert cfg.trainer.max_steps == 7 and cfg.data.task == "rte"
+
+
+def test_config_paths_lists_leaves() -> None:
+    paths = config_paths()
+    assert "trainer.learning_rate" in paths and "knowledge.types" in paths
+    assert "trainer" not in paths
+
+
+@pytest.mark.parametrize(
+    ("raw", "needles"),
+    [
+        ({"trainer": {"max_step": 10}}, ["trainer.max_step", "did you mean 'max_steps'"]),
+        ({"trainr": {}}, ["trainr", "did you mean 'trainer'"]),
+        ({"data": {"task": "sst"}}, ["unknown task 'sst'", "sst2", "valid:"]),
+        ({"knowledge": {"types": ["hard", "sofft"]}}, ["sofft", "did you mean 'soft'"]),
+        ({"knowledge": {"types": ["hard", "hard"]}}, ["more than once"]),
+        ({"knowledge": {"types": []}}, ["empty"]),
+        (
+            {"knowledge": {"types": ["hard"], "weights": {"soft": 1.0}}},
+            ["knowledge.weights", "'soft'", "not in knowledge.types"],
+        ),
+        ({"trainer": {"max_steps": 0}}, ["trainer.max_steps", "> 0"]),
+        ({"trainer": {"batch_size": -4}}, ["trainer.batch_size", "> 0"]),
+        ({"trainer": {"learning_rate": 0}}, ["trainer.learning_rate", "> 0"]),
+        ({"trainer": {"max_steps": "ten"}}, ["trainer.max_steps", "integer"]),
+        ({"trainer": {"teacher_cache": "yes"}}, ["trainer.teacher_cache", "true or false"]),
+        (
+            {"student": {"hidden_size": 100, "num_heads": 12}},
+            ["must divide", "student.hidden_size"],
+        ),
+        ({"student": {"init": "copy"}}, ["student.init", "random, remap, pretrained"]),
+        ({"student": {"num_layers": 2, "layer_map": [6]}}, ["student.layer_map", "one teacher"]),
+        ({"selector": {"kind": "magic"}}, ["unknown selector kind 'magic'", "static"]),
+        ({"selector": {"phase_length": 0}}, ["selector.phase_length", "> 0"]),
+        ({"data": {"validation_fraction": 0.7}}, ["data.validation_fraction"]),
+        ({"data": "sst2"}, ["'data' must be a mapping"]),
+        (
+            {"student": {"architecture": "distilbert"}, "knowledge": {"types": ["attention"]}},
+            ["BERT students only"],
+        ),
+    ],
+)
+def test_bad_config_names_key_and_fix(raw: dict, needles: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        TrialConfig.from_dict(raw)
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_integral_floats_are_accepted_as_ints() -> None:
+    # YAML and samplers hand over 100.0 for int knobs; that is not a user error
+    assert TrialConfig.from_dict({"trainer": {"max_steps": 100.0}}).trainer.max_steps == 100

@@ -1,0 +1,117 @@
+"""GLUE metrics against hand-computed values, and `compute_metrics` on model outputs."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from kdray.data import TASKS
+from kdray.metrics import (
+    METRICS,
+    accuracy,
+    compute_metrics,
+    f1,
+    matthews,
+    pearson,
+    spearman,
+)
+
+
+def test_accuracy_hand_computed() -> None:
+    # 2 of 4 right.
+    assert accuracy(np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0])) == pytest.approx(0.5)
+
+
+def test_f1_positive_class_one() -> None:
+    # tp = 2 (rows 0, 4), fp = 1 (row 1), fn = 1 (row 3): P = R = 2/3, F1 = 2/3.
+    preds, labels = np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 1, 1])
+    assert f1(preds, labels) == pytest.approx(2 / 3)
+    # Swapping the class names changes F1: it is the F1 of class 1, not a macro average.
+    # tp = 1 (row 2), fp = 1 (row 3), fn = 1 (row 1): F1 = 1/2.
+    assert f1(1 - preds, 1 - labels) == pytest.approx(0.5)
+
+
+def test_f1_without_positives_is_zero() -> None:
+    assert f1(np.zeros(4, dtype=int), np.zeros(4, dtype=int)) == 0.0
+
+
+def test_matthews_hand_computed() -> None:
+    # tp = 2, fp = 1, tn = 1, fn = 0: (2*1 - 1*0) / sqrt(3 * 2 * 2 * 1) = 2 / sqrt(12).
+    value = matthews(np.array([1, 1, 1, 0]), np.array([1, 1, 0, 0]))
+    assert value == pytest.approx(2 / math.sqrt(12))
+    assert matthews(np.array([1, 0, 1, 0]), np.array([1, 0, 1, 0])) == pytest.approx(1.0)
+    assert matthews(np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0])) == pytest.approx(-1.0)
+
+
+def test_pearson_hand_computed() -> None:
+    # deviations p: (-1, 0, 1), l: (-4/3, -1/3, 5/3); cov = 3, var p = 2, var l = 42/9.
+    value = pearson(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]))
+    assert value == pytest.approx(3 / math.sqrt(2 * 42 / 9))
+
+
+def test_spearman_hand_computed() -> None:
+    # label ranks (1, 3, 2, 4): sum d^2 = 2, rho = 1 - 6 * 2 / (4 * 15) = 0.8.
+    value = spearman(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 30.0, 20.0, 40.0]))
+    assert value == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("fn", [pearson, spearman])
+def test_constant_predictions_give_zero_not_nan(fn) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ConstantInputWarning leaks out
+        assert fn(np.full(5, 2.5), np.arange(5.0)) == 0.0
+        assert fn(np.array([1.0]), np.array([2.0])) == 0.0  # fewer than two examples
+
+
+def test_metric_table_returns_python_floats() -> None:
+    preds, labels = np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1])
+    for name, fn in METRICS.items():
+        value = fn(preds, labels)
+        assert type(value) is float, name
+        assert -1.0 <= value <= 1.0, name
+
+
+def test_compute_metrics_classification_argmax() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.1, 0.3], [-1.0, 1.0], [3.0, 2.0]])  # (4, 2)
+    labels = torch.tensor([0, 1, 0, 1])
+    # preds (0, 1, 1, 0): accuracy 2/4; class 1: tp 1, fp 1, fn 1 -> F1 1/2.
+    assert compute_metrics(TASKS["sst2"], logits, labels) == {"accuracy": pytest.approx(0.5)}
+    out = compute_metrics(TASKS["mrpc"], logits.numpy(), labels.numpy())
+    assert out == {"f1": pytest.approx(0.5), "accuracy": pytest.approx(0.5)}
+    assert list(out) == ["f1", "accuracy"]
+    assert compute_metrics(TASKS["cola"], logits, labels) == {"matthews": pytest.approx(0.0)}
+
+
+def test_compute_metrics_three_classes() -> None:
+    logits = np.array([[3.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 1.0, 0.0]])  # (3, 3)
+    out = compute_metrics(TASKS["mnli"], logits, [0, 2, 2])
+    assert out == {"accuracy": pytest.approx(2 / 3)}
+
+
+def test_compute_metrics_regression() -> None:
+    logits = torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.bfloat16)  # (3, 1)
+    labels = torch.tensor([1.0, 2.0, 4.0])
+    out = compute_metrics(TASKS["stsb"], logits, labels)
+    assert set(out) == {"pearson", "spearman"}
+    assert out["pearson"] == pytest.approx(3 / math.sqrt(2 * 42 / 9))
+    assert out["spearman"] == pytest.approx(1.0)
+    flat = compute_metrics(TASKS["stsb"], np.array([1.0, 2.0, 3.0]), labels)  # (3,) works too
+    assert flat == pytest.approx(out)
+
+
+def test_compute_metrics_constant_regression_is_zero() -> None:
+    out = compute_metrics(TASKS["stsb"], torch.full((4, 1), 2.0), torch.tensor([0.0, 1, 2, 5]))
+    assert out == {"pearson": 0.0, "spearman": 0.0}
+
+
+def test_compute_metrics_shape_errors() -> None:
+    with pytest.raises(ValueError, match="predictions but"):
+        compute_metrics(TASKS["sst2"], np.zeros((3, 2)), np.zeros(4))
+    with pytest.raises(ValueError, match=r"\(B, C\)"):
+        compute_metrics(TASKS["sst2"], np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match=r"\(B, 1\)"):
+        compute_metrics(TASKS["stsb"], np.zeros((3, 2)), np.zeros(3))

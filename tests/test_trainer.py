@@ -1,0 +1,184 @@
+"""One run end to end on tiny models and real SST-2: reports, resume, divergence, teacher cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kdray.config import TrialConfig
+from kdray.errors import ConfigError, DataError
+from kdray.knowledge import REGISTRY
+from kdray.models import encode, load_classifier
+from kdray.teacher_cache import compute_teacher_outputs
+from kdray.trainer import CHECKPOINT, RESULTS, ListReporter, run_trial, setup
+
+
+def cfg_of(raw: dict[str, Any], **paths: Any) -> TrialConfig:
+    return TrialConfig.from_dict(raw).replace(**paths)
+
+
+def test_run_reports_each_eval_and_writes_results(tiny_cfg: dict) -> None:
+    rep = ListReporter()
+    result = run_trial(TrialConfig.from_dict(tiny_cfg), rep)
+    assert result.status == "finished" and result.steps == 10
+    assert [r["step"] for r in rep.results] == [5, 10]
+    assert rep.results[-1]["done"] and not rep.results[0]["done"]
+    assert 0 <= rep.results[-1]["test_metric"] <= 1
+    assert set(result.test) == {"dev"} and "accuracy" in result.test["dev"]
+    saved = json.loads((Path(result.output_dir) / RESULTS).read_text())
+    assert saved["status"] == "finished" and saved["test"] == result.test
+    assert result.teacher_cache == "cached"
+
+
+def test_resume_continues_exactly(tiny_cfg: dict, tmp_path: Path) -> None:
+    whole = run_trial(cfg_of(tiny_cfg, **{"trainer.output_dir": str(tmp_path / "a")}))
+
+    class Crash(ListReporter):
+        def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+            raise KeyboardInterrupt  # the run dies right after its first checkpoint
+
+    cfg_b = cfg_of(tiny_cfg, **{"trainer.output_dir": str(tmp_path / "b")})
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg_b, Crash())
+    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["step"] == 5
+    resumed = run_trial(cfg_b)
+    assert resumed.steps == 10
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    a = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=True)["student"]
+    b = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["student"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_ends_run_as_diverged(
+    tiny_cfg: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(REGISTRY["soft"], "loss", lambda self, s, t, b: torch.tensor(float("nan")))
+    rep = ListReporter()
+    result = run_trial(TrialConfig.from_dict(tiny_cfg), rep)
+    assert result.status == "diverged" and result.steps == 0
+    assert rep.results[-1]["status"] == "diverged" and rep.results[-1]["done"]
+
+
+def test_zero_weight_knowledge_is_not_computed(
+    tiny_cfg: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"soft": 0, "hidden": 0}
+    for name in calls:
+        original = REGISTRY[name].loss
+
+        def counted(self, s, t, b, _name=name, _orig=original):  # type: ignore[no-untyped-def]
+            calls[_name] += 1
+            return _orig(self, s, t, b)
+
+        monkeypatch.setattr(REGISTRY[name], "loss", counted)
+    run_trial(cfg_of(tiny_cfg, **{"knowledge.weights": {"soft": 0.0}}))
+    assert calls == {"soft": 0, "hidden": 10}
+
+
+def test_cached_and_live_teacher_give_the_same_losses(tiny_cfg: dict, tmp_path: Path) -> None:
+    all_types = sorted(REGISTRY)
+    base = {"knowledge.types": all_types, "student.num_layers": 2}
+    cached = run_trial(cfg_of(tiny_cfg, **base, **{"trainer.output_dir": str(tmp_path / "c")}))
+    live = run_trial(
+        cfg_of(
+            tiny_cfg,
+            **base,
+            **{"trainer.output_dir": str(tmp_path / "l"), "trainer.teacher_cache": False},
+        )
+    )
+    assert cached.teacher_cache == "cached" and live.teacher_cache == "off"
+    for c, l_ in zip(cached.history, live.history, strict=True):
+        assert c["train_loss"] == pytest.approx(l_["train_loss"], rel=2e-3)
+
+
+def test_teacher_outputs_gather_equals_live_forward(tiny_cfg: dict) -> None:
+    s = setup(cfg_of(tiny_cfg, **{"knowledge.types": sorted(REGISTRY), "student.num_layers": 2}))
+    teacher = load_classifier(s.teacher_path, eager=True).eval()  # type: ignore[arg-type]
+    out = compute_teacher_outputs(teacher, s.data.train, s.teacher_needs, batch_size=16)
+    idx = torch.tensor([3, 0, 17, 250])
+    batch = s.data.train.batch(idx)
+    with torch.no_grad():
+        live = encode(teacher, batch, s.teacher_needs)
+    got = out.features(idx)
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(got.logits, live.logits, rtol=1e-4, atol=1e-4)
+    for layer, h in live.hidden.items():
+        torch.testing.assert_close(got.hidden[layer][mask], h[mask], rtol=2e-3, atol=2e-3)
+    for layer, c in live.attn_context.items():
+        torch.testing.assert_close(got.attn_context[layer][mask], c[mask], rtol=2e-3, atol=2e-3)
+    pairs = (mask[:, :, None] & mask[:, None, :]).unsqueeze(1).expand_as(live.attn_probs[1])
+    for layer, p in live.attn_probs.items():
+        torch.testing.assert_close(got.attn_probs[layer][pairs], p[pairs], rtol=2e-3, atol=2e-3)
+
+
+def test_over_budget_falls_back_to_live_teacher(tiny_cfg: dict) -> None:
+    result = run_trial(cfg_of(tiny_cfg, **{"trainer.teacher_cache_max_mb": 0}))
+    assert result.status == "finished" and result.teacher_cache == "live (over budget)"
+
+
+def test_fine_tuning_needs_no_teacher(tiny_cfg: dict) -> None:
+    result = run_trial(cfg_of(tiny_cfg, **{"knowledge.types": ["hard"], "student.init": "random"}))
+    assert result.status == "finished" and result.teacher_cache == "off"
+
+
+def test_distilbert_student(tiny_cfg: dict) -> None:
+    raw = {**tiny_cfg, "student": {"architecture": "distilbert", "num_layers": 2, "init": "random"}}
+    assert run_trial(TrialConfig.from_dict(raw)).status == "finished"
+
+
+def test_attention_with_other_head_count_points_to_attention_relation(tiny_cfg: dict) -> None:
+    with pytest.raises(ConfigError, match="attention_relation"):
+        setup(
+            cfg_of(tiny_cfg, **{"knowledge.types": ["hard", "attention"], "student.num_heads": 2})
+        )
+
+
+def test_missing_glue_folder_is_a_data_error(tiny_cfg: dict, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="KDRAY_GLUE_DIR"):
+        setup(cfg_of(tiny_cfg, **{"data.data_dir": str(tmp_path / "no-glue")}))
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kdray.train", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_step: 10\n")
+    proc = run_cli("--config", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]]
+        and "did you mean 'max_steps'" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer:\n  max_steps: [1,\n")
+    proc = run_cli("--config", str(broken), cwd=tmp_path)
+    assert proc.returncode == 2 and "line 3" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_runs_a_trial(tiny_cfg: dict, tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(tiny_cfg))
+    proc = run_cli("--config", str(path), "--set", "trainer.max_steps=5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "test (dev) accuracy:" in proc.stdout and "status: finished after 5 steps" in proc.stdout
