@@ -49,21 +49,38 @@ class TeacherOutputs:
         tensors += list(self.attn_probs.values())
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def features(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> Features:
-        """The batch of rows `idx`, padded to its longest row, as float32 on `device`."""
+    def features(
+        self, idx: torch.Tensor, device: torch.device | str = "cpu", needs: Needs | None = None
+    ) -> Features:
+        """The batch of rows `idx` (only `needs`, when given), padded to its longest row, as
+        float32 on `device`."""
         feats = Features(logits=self.logits[idx].to(device))
         for name in ("hidden", "attn_context"):
-            store = getattr(self, name)
+            wanted = getattr(needs, name) if needs is not None else None
             out = getattr(feats, name)
-            for layer, flat in store.items():
-                out[layer] = gather_padded(flat, self.offsets, idx)[0].to(device).float()
-        if self.attn_probs:
+            for layer, flat in getattr(self, name).items():
+                if wanted is None or layer in wanted:
+                    out[layer] = gather_padded(flat, self.offsets, idx)[0].to(device).float()
+        probs = {
+            layer: flat
+            for layer, flat in self.attn_probs.items()
+            if needs is None or layer in needs.attn_probs
+        }
+        if probs:
             where, mask = _square_index(self.offsets, idx, self.heads)
-            for layer, flat in self.attn_probs.items():
+            for layer, flat in probs.items():
                 feats.attn_probs[layer] = (
                     flat[where].masked_fill(~mask, 0).to(device).float()  # (B, H, L, L)
                 )
         return feats
+
+    def covers(self, needs: Needs) -> bool:
+        """Whether every output in `needs` is stored."""
+        return (
+            needs.hidden <= self.hidden.keys()
+            and needs.attn_context <= self.attn_context.keys()
+            and needs.attn_probs <= self.attn_probs.keys()
+        )
 
     def to_state(self) -> dict[str, torch.Tensor]:
         state = {"offsets": self.offsets, "logits": self.logits, "heads": torch.tensor(self.heads)}

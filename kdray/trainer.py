@@ -35,6 +35,7 @@ from transformers import get_linear_schedule_with_warmup as linear_schedule
 
 from kdray.config import TrialConfig
 from kdray.data import TaskData, TaskSpec, TokenizedSplit, load_task
+from kdray.errors import ConfigError
 from kdray.io import atomic_torch_save, atomic_write_text
 from kdray.knowledge import active_types, build_knowledge, check_shapes, needs_of
 from kdray.knowledge.base import KnowledgeContext
@@ -121,8 +122,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from kdray.errors import ConfigError
-
         raise ConfigError("'trainer.device: cuda' but no CUDA device is visible; use auto or cpu")
     return torch.device(name)
 
@@ -221,6 +220,11 @@ def setup(
     if not uses_teacher_outputs:
         teacher_outputs = None
     elif teacher_outputs is not None:
+        if not teacher_outputs.covers(t_needs) or len(teacher_outputs.logits) != len(data.train):
+            raise ConfigError(
+                "the shared teacher outputs do not cover this trial's knowledge or data; "
+                "compute them for the union of the trials' needs on the same train split"
+            )
         cache_mode = "cached (shared)"
     elif cfg.trainer.teacher_cache:
         budget = cfg.trainer.teacher_cache_max_mb * 2**20
@@ -408,7 +412,7 @@ class Run:
     def teacher_features(self, batch: dict[str, torch.Tensor]) -> Features | None:
         s = self.s
         if s.teacher_outputs is not None:
-            return s.teacher_outputs.features(batch["index"], s.device)
+            return s.teacher_outputs.features(batch["index"], s.device, s.teacher_needs)
         if s.teacher is None:
             return None
         with torch.no_grad(), _autocast(s.device, self.cfg.trainer.bf16):

@@ -1,0 +1,97 @@
+"""Per-step cost of distillation against plain fine-tuning, on the same batches.
+
+    python benchmarks/overhead.py --data-dir ../shared/glue --out overhead.json [--quick]
+
+Three runs step in lockstep over identical batches (SST-2, 2-layer `remap` student of the
+MiniLM teacher): (a) plain fine-tuning, hard labels only; (b) hard+soft+hidden+relation with
+live teacher forwards; (c) the same with the teacher cache. The steps are interleaved a, b, c,
+a, b, c, ... so machine noise hits all three alike; the medians are compared as ratios.
+Targets: ratio_cached = c/a <= 1.15. Teacher weights do not change step time, so the teacher is
+the backbone with a fresh head unless --teacher names a fine-tuned one.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from bench_common import machine, parser, print_table, write_json
+
+from kdray.config import TrialConfig
+from kdray.models import resolve_backbone
+from kdray.trainer import Run, setup
+
+DISTIL = ["hard", "soft", "hidden", "relation"]
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="minilm", help="teacher checkpoint (default: backbone)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per variant")
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args()
+    steps = args.steps or (20 if args.quick else 60)
+    warmup = 3
+    base = {
+        "data": {"task": "sst2", "data_dir": args.data_dir, "max_length": 64,
+                 "max_train_examples": 2000 if args.quick else 8000},
+        "teacher": {"path": resolve_backbone(args.teacher)},
+        "student": {"num_layers": 2, "init": "remap"},
+        "trainer": {"max_steps": warmup + steps, "batch_size": args.batch_size,
+                    "eval_every": 10**6, "save_student": False},
+        "cache_dir": args.cache_dir,
+    }  # fmt: skip
+    variants = {
+        "a_finetune": {"knowledge": {"types": ["hard"]}},
+        "b_live": {"knowledge": {"types": DISTIL}, "trainer": {"teacher_cache": False}},
+        "c_cached": {"knowledge": {"types": DISTIL}, "trainer": {"teacher_cache": True}},
+    }
+    runs = {}
+    for name, over in variants.items():
+        raw = {k: {**v, **over.get(k, {})} if isinstance(v, dict) else v for k, v in base.items()}
+        t0 = time.perf_counter()
+        runs[name] = Run(setup(TrialConfig.from_dict(raw)), None, progress=False)
+        print(f"{name}: set up in {time.perf_counter() - t0:.1f} s "
+              f"(teacher outputs: {runs[name].s.cache_mode})")  # fmt: skip
+    times: dict[str, list[float]] = {n: [] for n in runs}
+    for run in runs.values():
+        run.s.student.train()
+    for step in range(warmup + steps):
+        for name, run in runs.items():
+            if step % run.cfg.selector.phase_length == 0:
+                run.start_phase()
+            t0 = time.perf_counter()
+            run.train_step()
+            if run.s.device.type == "cuda":
+                torch.cuda.synchronize()
+            if step >= warmup:
+                times[name].append(time.perf_counter() - t0)
+            run.step += 1
+    med = {n: statistics.median(t) for n, t in times.items()}
+    rows = [
+        {
+            "variant": n,
+            "median_step_ms": 1000 * med[n],
+            "ratio_vs_finetune": med[n] / med["a_finetune"],
+        }
+        for n in runs
+    ]
+    print_table(rows, ["variant", "median_step_ms", "ratio_vs_finetune"])
+    result = {
+        "benchmark": "overhead",
+        "steps": steps,
+        "batch_size": args.batch_size,
+        "median_step_s": med,
+        "ratio_live": med["b_live"] / med["a_finetune"],
+        "ratio_cached": med["c_cached"] / med["a_finetune"],
+        "target_ratio_cached": 1.15,
+        "machine": machine(),
+    }
+    print(f"ratio_live = {result['ratio_live']:.3f}   ratio_cached = {result['ratio_cached']:.3f}"
+          f" (target <= 1.15)")  # fmt: skip
+    write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
