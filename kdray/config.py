@@ -88,12 +88,64 @@ class KnowledgeConfig:
 
 
 @dataclass(frozen=True)
-class SelectorConfig:
-    """How the per-phase weights of the knowledge types are chosen."""
+class ScheduleBucket:
+    """Weights used while training progress t/T lies in [start, end)."""
 
-    kind: str = "static"
-    #: Student steps per phase: the selector is asked for weights once per phase.
+    start: float
+    end: float
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SelectorConfig:
+    """How the per-phase action a_k over the knowledge types is chosen (methods.md §2).
+
+    Kinds: all (a_k = 1), none (hard labels only), vanilla (hard and soft at 1 - alpha and
+    alpha), random_soft (a_k ~ U[0, 1] per phase), random_hard (a_k ~ Bernoulli(0.5) per
+    phase), schedule (a table of weights per progress bucket), acks (actor-critic knowledge
+    selection). The acks knobs are numbers the paper left open; defaults are kdray's.
+    """
+
+    kind: str = "all"
+    #: Student steps per phase: one action, one reward and one agent update per phase.
     phase_length: int = 50
+    seed: int = 0
+    #: vanilla: L = (1 - alpha)·hard + alpha·soft.
+    alpha: float = 0.5
+    #: schedule: buckets covering [0, 1], inline or in a YAML/JSON file (a list of buckets).
+    schedule: tuple[ScheduleBucket, ...] | None = None
+    schedule_file: str | None = None
+    # ---- acks
+    #: soft: a in [0, 1]^K used as weights; hard: a_k = 1[â_k > threshold], unselected skipped.
+    action: Literal["soft", "hard"] = "soft"
+    threshold: float = 0.5
+    #: online: the agent learns during the one run; two_stage: E episodes from fresh copies
+    #: of the initial student (stage A), then a final run with the frozen actor (stage B).
+    mode: Literal["online", "two_stage"] = "online"
+    episodes: int = 2
+    #: Student steps per stage-A episode (None: trainer.max_steps).
+    episode_steps: int | None = None
+    #: Reward-split examples scored before and after each phase (None: the whole split).
+    reward_examples: int | None = 256
+    #: Add progress t/T and the last per-knowledge losses to the state (off: the paper's state).
+    state_features: bool = True
+    feature_size: int = 32
+    hidden_size: int = 64
+    gamma: float = 0.9
+    #: Soft target-network update rate ρ.
+    target_update: float = 0.05
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    #: Std of the Gaussian exploration noise on actions while learning (clipped to [0, 1]).
+    exploration_noise: float = 0.2
+    buffer_size: int = 1000
+    update_batch_size: int = 32
+    #: Penalty on the actor's squared pre-sigmoid outputs (keeps saturated actions movable).
+    logit_penalty: float = 0.01
+    #: Weight β of the exploration bonus in the reward.
+    beta: float = 0.1
+    #: Multiplies the reward-split loss drop (rewards are otherwise ~1e-2).
+    reward_scale: float = 10.0
 
 
 @dataclass(frozen=True)

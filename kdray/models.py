@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from kdray.data import TaskSpec
 from kdray.errors import ConfigError
 
 TEACHER_META = "kdray_teacher.json"
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ what to compute
@@ -151,6 +154,13 @@ def student_shape(cfg: StudentConfig, teacher: Shape) -> Shape:
                 f"intermediate_size ({teacher.intermediate}); got {s.width} and {s.intermediate}. "
                 f"Leave them unset or use init: random"
             )
+    if cfg.init == "remap" and s.heads != teacher.heads:
+        log.warning(
+            "remap copies attention weights of %d teacher heads into %d student heads: the "
+            "projections are re-split, not selected head by head",
+            teacher.heads,
+            s.heads,
+        )
     if cfg.init == "pretrained" and s != teacher:
         raise ConfigError(
             f"'student.init: pretrained' takes the backbone as it is ({teacher.layers} layers, "
@@ -206,7 +216,11 @@ def load_classifier(
     name_or_path: str, num_labels: int | None = None, eager: bool = False
 ) -> PreTrainedModel:
     """A sequence classifier. `eager` when attention probabilities must be returned."""
-    kwargs: dict[str, Any] = {"attn_implementation": "eager" if eager else "sdpa"}
+    # float32 weights whatever dtype the checkpoint was saved in (autocast handles bf16)
+    kwargs: dict[str, Any] = {
+        "attn_implementation": "eager" if eager else "sdpa",
+        "dtype": torch.float32,
+    }
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
         kwargs["problem_type"] = "regression" if num_labels == 1 else None

@@ -42,6 +42,12 @@ class TeacherOutputs:
     attn_context: dict[int, torch.Tensor] = field(default_factory=dict)  # (tokens, d) fp16
     attn_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # (Σ H·T_i², ) fp16
     heads: int = 0
+    #: Fingerprint of the tokenised data these outputs were computed on (TaskData.fingerprint).
+    fingerprint: str = ""
+
+    def matches(self, split: TokenizedSplit, fingerprint: str) -> bool:
+        """Whether these outputs belong to exactly this split (same rows, same tokens)."""
+        return self.fingerprint == fingerprint and torch.equal(self.offsets, split.offsets)
 
     @property
     def nbytes(self) -> int:
@@ -54,6 +60,7 @@ class TeacherOutputs:
     ) -> Features:
         """The batch of rows `idx` (only `needs`, when given), padded to its longest row, as
         float32 on `device`."""
+        idx = idx.cpu()  # the store lives in host memory
         feats = Features(logits=self.logits[idx].to(device))
         for name in ("hidden", "attn_context"):
             wanted = getattr(needs, name) if needs is not None else None
@@ -83,7 +90,12 @@ class TeacherOutputs:
         )
 
     def to_state(self) -> dict[str, torch.Tensor]:
-        state = {"offsets": self.offsets, "logits": self.logits, "heads": torch.tensor(self.heads)}
+        state = {
+            "offsets": self.offsets,
+            "logits": self.logits,
+            "heads": torch.tensor(self.heads),
+            "fingerprint": torch.tensor(list(self.fingerprint.encode()), dtype=torch.uint8),
+        }
         for name in ("hidden", "attn_context", "attn_probs"):
             for layer, t in getattr(self, name).items():
                 state[f"{name}.{layer}"] = t
@@ -91,7 +103,10 @@ class TeacherOutputs:
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> TeacherOutputs:
-        out = cls(state["offsets"], state["logits"], heads=int(state["heads"]))
+        fingerprint = bytes(state["fingerprint"].tolist()).decode()
+        out = cls(
+            state["offsets"], state["logits"], heads=int(state["heads"]), fingerprint=fingerprint
+        )
         for key, t in state.items():
             name, _, layer = key.partition(".")
             if layer:
@@ -139,6 +154,7 @@ def compute_teacher_outputs(
     device: torch.device | str = "cpu",
     progress: bool = False,
     autocast: bool = False,
+    fingerprint: str = "",
 ) -> TeacherOutputs:
     """Run the teacher (eval mode) once over `split`, longest-first batches, store ragged."""
     teacher.eval()
@@ -146,7 +162,7 @@ def compute_teacher_outputs(
     offsets = split.offsets
     tokens = int(offsets[-1])
     heads = int(getattr(teacher.config, "num_attention_heads", 0) or 0)
-    out = TeacherOutputs(offsets=offsets, logits=torch.empty(0), heads=heads)
+    out = TeacherOutputs(offsets, torch.empty(0), heads=heads, fingerprint=fingerprint)
     order = torch.argsort(split.lengths, descending=True)
     sq = _square_offsets(offsets, heads) if needs.attn_probs else None
     logits: torch.Tensor | None = None
@@ -179,6 +195,18 @@ def compute_teacher_outputs(
     return out
 
 
+def model_fingerprint(path: str) -> str:
+    """The model folder plus the sizes and times of its files: a re-trained model in the same
+    folder gets a new key."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return path  # a hub id: its revision is fixed by the hub cache
+    files = sorted(f for f in folder.iterdir() if f.is_file())
+    return json.dumps(
+        [str(folder)] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    )
+
+
 def cache_key(teacher_id: str, data_fingerprint: str, split: str, needs: Needs) -> str:
     """Stable key over everything that determines the stored outputs."""
     payload = json.dumps(
@@ -198,14 +226,19 @@ def cache_key(teacher_id: str, data_fingerprint: str, split: str, needs: Needs) 
 def load_or_compute(
     cache_dir: Path | None,
     key: str,
+    split: TokenizedSplit,
+    fingerprint: str,
     compute: Callable[[], TeacherOutputs],
 ) -> TeacherOutputs:
-    """Read the outputs stored under `key`, or compute and store them."""
+    """Read the outputs stored under `key` (checked against the split), or compute and store."""
     path = cache_dir / "teacher_outputs" / f"{key}.pt" if cache_dir else None
     if path is not None and path.is_file():
         try:
-            return TeacherOutputs.from_state(torch.load(path, weights_only=True))
-        except Exception as exc:  # a truncated file from an older crash: recompute it
+            outputs = TeacherOutputs.from_state(torch.load(path, weights_only=True))
+            if outputs.matches(split, fingerprint):
+                return outputs
+            log.warning("teacher-output cache %s belongs to other data; recomputing", path)
+        except Exception as exc:  # unreadable (an older format, a damaged disk): recompute
             log.warning("teacher-output cache %s unreadable (%s); recomputing", path, exc)
     outputs = compute()
     if path is not None:

@@ -1,11 +1,15 @@
 """One distillation run from one `TrialConfig`. No Ray import: results leave through a Reporter.
 
-    setup (validate shapes from configs -> data -> teacher -> student -> knowledge -> selector)
-    for each phase of K steps:
-        a = selector.start_phase(state)                      # action per knowledge type
-        K x: L = Σ_k a_k·w_k·L_k (types with a_k·w_k = 0 not computed); AdamW step
-        selector.end_phase(outcome)
-        every eval_every steps: validation metrics -> checkpoint -> reporter.report
+    setup: config-level checks (shapes from HF configs) -> data -> teacher -> student ->
+           knowledge -> teacher outputs
+    for each episode (two-stage ACKS: E learning episodes from the initial student, then the
+    final run with the frozen actor; otherwise just the final run):
+        for each phase of K steps:
+            a = selector.start_phase(state)              # action per knowledge type
+            K x: L = Σ_k a_k·w_k·L_k (types with a_k·w_k = 0 not computed); AdamW step
+            selector.end_phase(outcome)                  # reward-split loss drop, if asked
+            one row of the phase log (phases.parquet)
+            every eval_every steps (final episode): validation -> checkpoint -> reporter.report
     final: test (GLUE dev) metrics, student saved, results.json
 
 A non-finite loss ends the run with status "diverged" (a result, not an exception). The
@@ -36,8 +40,8 @@ from transformers import get_linear_schedule_with_warmup as linear_schedule
 from kdray.config import TrialConfig
 from kdray.data import TaskData, TaskSpec, TokenizedSplit, load_task
 from kdray.errors import ConfigError
-from kdray.io import atomic_torch_save, atomic_write_text
-from kdray.knowledge import active_types, build_knowledge, check_shapes, needs_of
+from kdray.io import atomic_path, atomic_torch_save, atomic_write_text
+from kdray.knowledge import build_knowledge, check_shapes, needs_of
 from kdray.knowledge.base import KnowledgeContext
 from kdray.metrics import compute_metrics
 from kdray.models import (
@@ -53,19 +57,27 @@ from kdray.models import (
     resolve_backbone,
     student_shape,
 )
-from kdray.selector import PhaseOutcome, PhaseState, build_selector
+from kdray.selector import (
+    MIN_REWARD_EXAMPLES,
+    SELECTORS,
+    PhaseOutcome,
+    PhaseState,
+    build_selector,
+)
 from kdray.teacher_cache import (
     TeacherOutputs,
     cache_key,
     compute_teacher_outputs,
     estimate_bytes,
     load_or_compute,
+    model_fingerprint,
 )
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
+PHASE_LOG = "phases.parquet"
 
 
 # ---------------------------------------------------------------------------------- reporting
@@ -142,15 +154,23 @@ class Setup:
     teacher_outputs: TeacherOutputs | None
     teacher_path: str | None
     cache_mode: str
+    student_layers: int
+    teacher_layers: int
 
 
-def teacher_path_for(cfg: TrialConfig, progress: bool) -> str:
-    """The configured teacher, or the kdray-fine-tuned one (fine-tuned now if not cached)."""
-    if cfg.teacher.path:
-        return resolve_backbone(cfg.teacher.path)
-    from kdray.teacher import ensure_teacher
-
-    return ensure_teacher(cfg, progress=progress)
+def check_selector_data(cfg: TrialConfig, data: TaskData) -> None:
+    """A selector that is rewarded on the reward split needs enough examples there."""
+    if not SELECTORS[cfg.selector.kind].needs_reward_split:
+        return
+    have = len(data.reward)
+    need = max(MIN_REWARD_EXAMPLES, cfg.selector.reward_examples or 0)
+    if have < MIN_REWARD_EXAMPLES:
+        raise ConfigError(
+            f"selector '{cfg.selector.kind}' is rewarded on the reward split, which has {have} "
+            f"examples; it needs at least {MIN_REWARD_EXAMPLES} to measure a loss drop. Raise "
+            f"data.reward_fraction (now {cfg.data.reward_fraction}) or "
+            f"data.max_train_examples so that reward_fraction x train >= {need}"
+        )
 
 
 def setup(
@@ -158,25 +178,25 @@ def setup(
     progress: bool = False,
     teacher_outputs: TeacherOutputs | None = None,
 ) -> Setup:
-    """Validate everything that can be checked cheaply, then load data and models."""
+    """Check everything that HF configs and data sizes can tell, then load data and models."""
     from kdray.data import TASKS
 
+    torch.manual_seed(cfg.trainer.seed)  # student init and projections follow trainer.seed
     spec = TASKS[cfg.data.task]
     device = pick_device(cfg.trainer.device)
-    types = active_types(cfg.knowledge, spec.is_regression)
     pretrained = cfg.student.init == "pretrained"
-    needs_teacher = not pretrained and (
-        cfg.student.init == "remap" or any(t != "hard" for t in types)
-    )
+    needs_teacher = not pretrained
     if pretrained:
+        t_path: str | None = None
         source = resolve_backbone(cfg.teacher.backbone)
         t_config: PretrainedConfig = load_config(source)
-        t_path: str | None = None
-    else:
-        t_path = teacher_path_for(cfg, progress)
+    elif cfg.teacher.path:
+        t_path = source = resolve_backbone(cfg.teacher.path)
         t_config = load_config(t_path)
         check_teacher_task(t_path, t_config, spec)
-        source = t_path
+    else:  # fine-tuned by kdray from the backbone: the backbone's shape, checked first
+        t_path, source = None, resolve_backbone(cfg.teacher.backbone)
+        t_config = load_config(source)
     t_shape = Shape.of(t_config)
     s_shape = student_shape(cfg.student, t_shape)
     check_shapes(cfg.knowledge, s_shape, t_shape)
@@ -184,6 +204,11 @@ def setup(
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     data = load_task(cfg.data, tokenizer, cache_root(cfg), progress=progress)
+    check_selector_data(cfg, data)
+    if needs_teacher and t_path is None:
+        from kdray.teacher import ensure_teacher
+
+        t_path = ensure_teacher(cfg, progress=progress)
 
     ctx = KnowledgeContext(
         cfg=cfg.knowledge,
@@ -198,6 +223,9 @@ def setup(
     )
     knowledge = build_knowledge(ctx)
     s_needs, t_needs = needs_of(knowledge)
+    if SELECTORS[cfg.selector.kind].needs_cls:  # the agent's state reads the last [CLS]
+        s_needs = s_needs | Needs(hidden=frozenset({s_shape.layers}))
+        t_needs = t_needs | Needs(hidden=frozenset({t_shape.layers}))
     teacher: PreTrainedModel | None = None
     if needs_teacher:
         assert t_path is not None
@@ -216,14 +244,19 @@ def setup(
     knowledge.to(device)
 
     cache_mode = "off"
-    uses_teacher_outputs = any(m.needs_teacher for m in knowledge.values())
-    if not uses_teacher_outputs:
+    uses_teacher = any(m.needs_teacher for m in knowledge.values()) or (
+        SELECTORS[cfg.selector.kind].needs_cls
+    )
+    if not uses_teacher:
         teacher_outputs = None
     elif teacher_outputs is not None:
-        if not teacher_outputs.covers(t_needs) or len(teacher_outputs.logits) != len(data.train):
+        if not teacher_outputs.matches(data.train, data.fingerprint) or not teacher_outputs.covers(
+            t_needs
+        ):
             raise ConfigError(
-                "the shared teacher outputs do not cover this trial's knowledge or data; "
-                "compute them for the union of the trials' needs on the same train split"
+                "the shared teacher outputs were computed for other training data or fewer "
+                "teacher layers than this trial needs; compute them on this trial's train split "
+                "(same task, max_length, split settings) for the union of the trials' knowledge"
             )
         cache_mode = "cached (shared)"
     elif cfg.trainer.teacher_cache:
@@ -232,10 +265,12 @@ def setup(
         if size <= budget:
             assert teacher is not None and t_path is not None
             live_teacher = teacher
-            key = cache_key(t_path, data.fingerprint, "train", t_needs)
+            key = cache_key(model_fingerprint(t_path), data.fingerprint, "train", t_needs)
             teacher_outputs = load_or_compute(
                 cache_root(cfg),
                 key,
+                data.train,
+                data.fingerprint,
                 lambda: compute_teacher_outputs(
                     live_teacher,
                     data.train,
@@ -244,6 +279,7 @@ def setup(
                     device=device,
                     progress=progress,
                     autocast=device.type == "cuda" and cfg.trainer.bf16,
+                    fingerprint=data.fingerprint,
                 ),
             )
             cache_mode = "cached"
@@ -255,8 +291,8 @@ def setup(
                 cfg.trainer.teacher_cache_max_mb,
             )
             cache_mode = "live (over budget)"
-    if teacher_outputs is not None and not (t_needs.attn_probs or cfg.student.init == "remap"):
-        teacher = None  # not needed any more: free its memory
+    if teacher_outputs is not None or not uses_teacher:
+        teacher = None  # remap is done and every output is cached: free the teacher's memory
     return Setup(
         cfg,
         spec,
@@ -270,6 +306,8 @@ def setup(
         teacher_outputs,
         t_path,
         cache_mode,
+        s_shape.layers,
+        t_shape.layers,
     )
 
 
@@ -307,7 +345,7 @@ def evaluate(
     batch_size: int,
     bf16: bool = False,
 ) -> dict[str, float]:
-    """Metrics and mean hard loss of `model` on `split` (longest-first batches)."""
+    """Metrics and mean hard loss of `model` on `split` (longest-first batches, eval mode)."""
     was_training = model.training
     model.eval()
     order = torch.argsort(split.lengths, descending=True)
@@ -334,49 +372,89 @@ class Run:
         self.s, self.cfg = s, s.cfg
         self.reporter = reporter or ListReporter()
         self.progress = progress
-        tr = s.cfg.trainer
-        params = [p for p in s.student.parameters()] + [p for p in s.knowledge.parameters()]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        tr, sel = s.cfg.trainer, s.cfg.selector
+        self.out_dir = Path(tr.output_dir or tempfile.mkdtemp(prefix="kdray-run-")).resolve()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = self.out_dir.name
+        self.static = {k: s.cfg.knowledge.weights.get(k, 1.0) for k in s.knowledge}
+        self.episodes = sel.episodes if sel.mode == "two_stage" else 0  # stage-A episodes
+        self.selector = build_selector(
+            sel, tuple(s.knowledge.keys()), math.ceil(tr.max_steps / sel.phase_length)
+        )
+        n_reward = len(s.data.reward)
+        if sel.reward_examples is not None:
+            n_reward = min(n_reward, sel.reward_examples)
+        self.reward_split = s.data.reward.subset(torch.arange(n_reward))
+        self.initial = {  # the fresh student every stage-A episode starts from
+            "student": {k: v.detach().clone() for k, v in s.student.state_dict().items()},
+            "knowledge": {k: v.detach().clone() for k, v in s.knowledge.state_dict().items()},
+        }
+        self.episode = 0
+        self.new_episode()
+        self.history: list[dict[str, Any]] = []
+        self.phase_rows: list[dict[str, Any]] = []
+        self.best: dict[str, float] = {}
+        self.wall_before = 0.0
+        self.t0 = time.perf_counter()
+
+    # ---------------------------------------------------------------------------- episodes
+
+    @property
+    def final_episode(self) -> bool:
+        return self.episode >= self.episodes
+
+    @property
+    def episode_steps(self) -> int:
+        sel, tr = self.cfg.selector, self.cfg.trainer
+        return tr.max_steps if self.final_episode else (sel.episode_steps or tr.max_steps)
+
+    def new_episode(self) -> None:
+        """Fresh optimiser, schedule and data order; stage B reloads the initial student."""
+        s, tr = self.s, self.cfg.trainer
+        s.student.load_state_dict(self.initial["student"])
+        s.knowledge.load_state_dict(self.initial["knowledge"])
+        params = [*s.student.parameters(), *s.knowledge.parameters()]
         self.optimizer = torch.optim.AdamW(
             [
-                {"params": decay, "weight_decay": tr.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
+                {"params": [p for p in params if p.dim() >= 2], "weight_decay": tr.weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
             ],
             lr=tr.learning_rate,
         )
-        self.schedule = linear_schedule(
-            self.optimizer, int(tr.warmup_ratio * tr.max_steps), tr.max_steps
-        )
-        self.selector = build_selector(s.cfg.selector, tuple(s.knowledge.keys()))
-        self.order = BatchOrder(len(s.data.train), tr.batch_size, tr.seed)
-        self.static = {k: s.cfg.knowledge.weights.get(k, 1.0) for k in s.knowledge}
-        self.out_dir = Path(tr.output_dir or tempfile.mkdtemp(prefix="kdray-run-")).resolve()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        steps = self.episode_steps
+        self.schedule = linear_schedule(self.optimizer, int(tr.warmup_ratio * steps), steps)
+        seed = tr.seed if self.final_episode else tr.seed + 1000 * (self.episode + 1)
+        self.order = BatchOrder(len(s.data.train), tr.batch_size, seed)
         self.step = 0
         self.phase = 0
         self.action: dict[str, float] = {}
         self.phase_sums: dict[str, float] = {}
         self.phase_steps = 0
         self.last_losses: dict[str, float] = {}
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, float] = {}
-        self.wall_before = 0.0
-        torch.manual_seed(tr.seed)
+        self.reward_loss: float | None = None
+        self.phase_val = math.nan
+        if self.final_episode and self.episodes:
+            self.selector.freeze()
 
     # ------------------------------------------------------------------------- checkpointing
 
     def save(self) -> None:
         state = {
+            "config": self.cfg.to_dict(),
+            "episode": self.episode,
             "step": self.step,
             "phase": self.phase,
             "action": self.action,
             "phase_sums": self.phase_sums,
             "phase_steps": self.phase_steps,
             "last_losses": self.last_losses,
+            "reward_loss": self.reward_loss,
+            "phase_val": self.phase_val,
             "history": self.history,
+            "phase_rows": self.phase_rows,
             "best": self.best,
             "wall_s": self.wall_before + (time.perf_counter() - self.t0),
+            "initial": self.initial,
             "student": self.s.student.state_dict(),
             "knowledge": self.s.knowledge.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -386,12 +464,21 @@ class Run:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
         atomic_torch_save(state, self.out_dir / CHECKPOINT)
+        self.write_phase_log()
 
     def restore(self) -> bool:
         path = self.out_dir / CHECKPOINT
         if not path.is_file():
             return False
         state = torch.load(path, weights_only=True, map_location="cpu")
+        if _resumable(state["config"]) != _resumable(self.cfg.to_dict()):
+            raise ConfigError(
+                f"{self.out_dir} holds a checkpoint of a run with another config; resume with "
+                f"the same config, or use a fresh trainer.output_dir"
+            )
+        self.initial = state["initial"]
+        self.episode = state["episode"]
+        self.new_episode()  # optimiser and schedule for that episode, then their saved state
         self.s.student.load_state_dict(state["student"])
         self.s.knowledge.load_state_dict(state["knowledge"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -400,28 +487,41 @@ class Run:
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        for key in ("step", "phase", "action", "phase_sums", "phase_steps", "last_losses"):
+        for key in ("step", "phase", "action", "phase_sums", "phase_steps", "last_losses",
+                    "reward_loss", "phase_val", "history", "phase_rows", "best"):  # fmt: skip
             setattr(self, key, state[key])
-        self.history, self.best = state["history"], state["best"]
         self.wall_before = state["wall_s"]
-        log.info("resumed %s at step %d", self.out_dir, self.step)
+        log.info("resumed %s at episode %d, step %d", self.out_dir, self.episode, self.step)
         return True
+
+    def write_phase_log(self) -> None:
+        """All phase rows so far as Parquet (rewritten atomically at every checkpoint)."""
+        import pandas as pd
+
+        with atomic_path(self.out_dir / PHASE_LOG) as tmp:
+            pd.DataFrame(self.phase_rows).to_parquet(tmp, index=False)
 
     # ------------------------------------------------------------------------------ one step
 
     def teacher_features(self, batch: dict[str, torch.Tensor]) -> Features | None:
         s = self.s
         if s.teacher_outputs is not None:
-            return s.teacher_outputs.features(batch["index"], s.device, s.teacher_needs)
+            return s.teacher_outputs.features(batch["index"].cpu(), s.device, s.teacher_needs)
         if s.teacher is None:
             return None
         with torch.no_grad(), _autocast(s.device, self.cfg.trainer.bf16):
             return encode(s.teacher, batch, s.teacher_needs)
 
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        idx = self.order(step)
+        return {k: v.to(self.s.device) for k, v in self.s.data.train.batch(idx).items()}
+
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The losses of the knowledge types active in this phase (a_k·w_k > 0)."""
         s = self.s
         active = [k for k in s.knowledge if self.action.get(k, 0.0) * self.static[k] > 0]
+        if not active:
+            return {}
         with _autocast(s.device, self.cfg.trainer.bf16):
             student = encode(s.student, batch, s.student_needs)
         teacher = None
@@ -430,12 +530,13 @@ class Run:
         return {k: s.knowledge[k](student, teacher, batch) for k in active}
 
     def train_step(self) -> float:
-        s = self.s
-        idx = self.order(self.step)
-        batch = {k: v.to(s.device) for k, v in s.data.train.batch(idx).items()}
-        losses = self.losses(batch)
-        total = sum(self.action[k] * self.static[k] * v for k, v in losses.items())
-        assert isinstance(total, torch.Tensor)
+        """One optimiser step on this step's batch; the weighted loss (0 if nothing active)."""
+        losses = self.losses(self.batch(self.step))
+        if not losses:  # a hard action that selects nothing: the phase trains nothing
+            self.schedule.step()
+            self.phase_steps += 1
+            return 0.0
+        total = torch.stack([self.action[k] * self.static[k] * v for k, v in losses.items()]).sum()
         value = float(total.detach())
         if not math.isfinite(value):
             return value
@@ -453,7 +554,29 @@ class Run:
     # ------------------------------------------------------------------------------ phases
 
     def progress_frac(self) -> float:
-        return self.step / self.cfg.trainer.max_steps
+        return self.step / self.episode_steps
+
+    def measure_reward_loss(self) -> float:
+        s, tr = self.s, self.cfg.trainer
+        return evaluate(
+            s.student, self.reward_split, s.spec, s.device, tr.eval_batch_size, tr.bf16
+        )["loss"]
+
+    @torch.no_grad()
+    def mean_cls(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean last-layer [CLS] of student and teacher over this phase's first batch."""
+        s = self.s
+        batch = self.batch(self.step)
+        was_training = s.student.training
+        s.student.eval()
+        with _autocast(s.device, self.cfg.trainer.bf16):
+            hs = encode(s.student, batch, Needs(hidden=frozenset({s.student_layers})))
+        s.student.train(was_training)
+        teacher = self.teacher_features(batch)
+        assert teacher is not None
+        cls_s = hs.hidden[s.student_layers][:, 0].float().mean(0)  # (d_S,)
+        cls_t = teacher.hidden[s.teacher_layers][:, 0].float().mean(0)  # (d_T,)
+        return cls_s.cpu(), cls_t.cpu()
 
     def start_phase(self) -> None:
         state = PhaseState(
@@ -462,11 +585,19 @@ class Run:
             progress=self.progress_frac(),
             last_losses=dict(self.last_losses),
         )
+        if self.selector.needs_cls:
+            state.student_cls, state.teacher_cls = self.mean_cls()
+        if self.selector.needs_reward_split and self.reward_loss is None:
+            self.reward_loss = self.measure_reward_loss()
         self.action = self.selector.start_phase(state)
         self.phase_sums, self.phase_steps = {}, 0
 
     def end_phase(self) -> None:
         losses = {k: v / max(1, self.phase_steps) for k, v in self.phase_sums.items()}
+        before = after = None
+        if self.selector.needs_reward_split:
+            before, after = self.reward_loss, self.measure_reward_loss()
+            self.reward_loss = after
         self.selector.end_phase(
             PhaseOutcome(
                 phase=self.phase,
@@ -474,13 +605,34 @@ class Run:
                 progress=self.progress_frac(),
                 action=dict(self.action),
                 losses=losses,
+                reward_loss_before=before,
+                reward_loss_after=after,
+                last=self.step >= self.episode_steps,
             )
         )
+        row: dict[str, Any] = {
+            "run_id": self.run_id,
+            "selector": self.cfg.selector.kind,
+            "episode": self.episode,
+            "final": self.final_episode,
+            "phase": self.phase,
+            "step": self.step,
+            "progress": self.progress_frac(),
+            **{f"w_{k}": self.action.get(k, 0.0) * self.static[k] for k in self.s.knowledge},
+            **{f"loss_{k}": losses.get(k, math.nan) for k in self.s.knowledge},
+            "reward": math.nan,
+            "q_value": math.nan,
+            "reward_loss": math.nan if after is None else after,
+            "val_metric": self.phase_val,
+            **self.selector.log_fields(),
+        }
+        self.phase_rows.append(row)
         self.last_losses = losses
         self.phase += 1
         self.action = {}
+        self.phase_val = math.nan
 
-    # ------------------------------------------------------------------------------- eval
+    # -------------------------------------------------------------------------------- eval
 
     def validate(self, train_loss: float) -> dict[str, Any]:
         s, tr = self.s, self.cfg.trainer
@@ -488,6 +640,7 @@ class Run:
             s.student, s.data.validation, s.spec, s.device, tr.eval_batch_size, tr.bf16
         )
         main = s.spec.main_metric
+        self.phase_val = metrics[main]
         row: dict[str, Any] = {
             "step": self.step,
             "progress": self.progress_frac(),
@@ -495,6 +648,7 @@ class Run:
             **{f"val_{k}": v for k, v in metrics.items()},
             "val_metric": metrics[main],
             "lr": self.schedule.get_last_lr()[0],
+            **self.weight_summary(),
             **{f"selector/{k}": v for k, v in self.selector.diagnostics().items()},
         }
         if not self.best or metrics[main] > self.best["val_metric"]:
@@ -502,6 +656,21 @@ class Run:
         row["best_val_metric"] = self.best["val_metric"]
         self.history.append(row)
         return row
+
+    def weight_summary(self) -> dict[str, float]:
+        """Mean weight per knowledge type, and their spread, over the phases since the last
+        evaluation of the final episode (a collapsed or saturated policy shows here)."""
+        since = self.history[-1]["step"] if self.history else -1
+        rows = [r for r in self.phase_rows if r["final"] and r["step"] > since]
+        if not rows:
+            return {}
+        w = torch.tensor([[r[f"w_{k}"] for k in self.s.knowledge] for r in rows])  # (P, K)
+        out = {
+            f"selector/weight_{k}": float(v)
+            for k, v in zip(self.s.knowledge, w.mean(0), strict=True)
+        }
+        out["selector/action_spread"] = float(w.std(0, unbiased=False).mean())
+        return out
 
     def test(self) -> dict[str, dict[str, float]]:
         s, tr = self.s, self.cfg.trainer
@@ -519,37 +688,51 @@ class Run:
         self.restore()
         self.s.student.train()
         status = "finished"
-        bar = tqdm(
-            total=tr.max_steps,
-            initial=self.step,
-            desc="distil",
-            disable=not self.progress,
-            dynamic_ncols=True,
+        total = self.episodes * (self.cfg.selector.episode_steps or tr.max_steps) + tr.max_steps
+        done = self.step + sum(
+            self.cfg.selector.episode_steps or tr.max_steps for _ in range(self.episode)
         )
+        bar = tqdm(total=total, initial=done, desc="distil", disable=not self.progress,
+                   dynamic_ncols=True)  # fmt: skip
         running: list[float] = []
         with bar:
-            while self.step < tr.max_steps:
-                if self.step % K == 0 and not self.action:
-                    self.start_phase()
-                loss = self.train_step()
-                if not math.isfinite(loss):
-                    status = "diverged"
-                    log.warning("non-finite loss at step %d: run diverged", self.step)
+            while True:
+                bar.set_description("distil" if self.final_episode else
+                                    f"episode {self.episode + 1}/{self.episodes}")  # fmt: skip
+                steps = self.episode_steps
+                while self.step < steps:
+                    if self.step % K == 0 and not self.action:
+                        self.start_phase()
+                    loss = self.train_step()
+                    if not math.isfinite(loss):
+                        status = "diverged"
+                        log.warning("non-finite loss at step %d: run diverged", self.step)
+                        break
+                    running.append(loss)
+                    self.step += 1
+                    bar.update(1)
+                    evaluate_now = self.final_episode and (
+                        self.step % tr.eval_every == 0 or self.step == steps
+                    )
+                    row = None
+                    if evaluate_now:
+                        row = self.validate(float(np.mean(running)) if running else math.nan)
+                        running = []
+                        bar.set_postfix(val=f"{row['val_metric']:.4f}",
+                                        loss=f"{row['train_loss']:.3f}")  # fmt: skip
+                    if self.step % K == 0 or self.step == steps:
+                        self.end_phase()
+                    if row is not None:
+                        self.save()
+                        if self.step < steps:
+                            self.reporter.report({**row, "done": False},
+                                                 checkpoint_dir=str(self.out_dir))  # fmt: skip
+                if status != "finished" or self.final_episode:
                     break
-                running.append(loss)
-                self.step += 1
-                bar.update(1)
-                if self.step % K == 0 or self.step == tr.max_steps:
-                    self.end_phase()
-                if self.step % tr.eval_every == 0 or self.step == tr.max_steps:
-                    row = self.validate(float(np.mean(running)) if running else float("nan"))
-                    running = []
-                    bar.set_postfix(val=f"{row['val_metric']:.4f}", loss=f"{row['train_loss']:.3f}")
-                    self.save()
-                    if self.step < tr.max_steps:
-                        self.reporter.report(
-                            {**row, "done": False}, checkpoint_dir=str(self.out_dir)
-                        )
+                self.selector.end_episode()
+                self.episode += 1
+                self.new_episode()
+                self.save()
         return self.finish(status)
 
     def finish(self, status: str) -> RunResult:
@@ -559,6 +742,7 @@ class Run:
         if status == "finished" and tr.save_student:
             student_dir = str(self.out_dir / "student")
             s.student.save_pretrained(student_dir)
+        self.write_phase_log()
         last = self.history[-1] if self.history else {}
         wall = self.wall_before + (time.perf_counter() - self.t0)
         result = RunResult(
@@ -589,6 +773,13 @@ class Run:
         atomic_write_text(self.out_dir / RESULTS, json.dumps(asdict(result), indent=2))
         self.reporter.report(final, checkpoint_dir=str(self.out_dir))
         return result
+
+
+def _resumable(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that must not change between a run and its resumption."""
+    out = {k: v for k, v in config.items() if k != "cache_dir"}
+    out["trainer"] = {k: v for k, v in config["trainer"].items() if k != "output_dir"}
+    return out
 
 
 def run_trial(

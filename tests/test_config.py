@@ -49,7 +49,7 @@ def test_config_paths_lists_leaves() -> None:
         ),
         ({"student": {"init": "copy"}}, ["student.init", "random, remap, pretrained"]),
         ({"student": {"num_layers": 2, "layer_map": [6]}}, ["student.layer_map", "one teacher"]),
-        ({"selector": {"kind": "magic"}}, ["unknown selector kind 'magic'", "static"]),
+        ({"selector": {"kind": "magic"}}, ["unknown selector kind 'magic'", "acks"]),
         ({"selector": {"phase_length": 0}}, ["selector.phase_length", "> 0"]),
         ({"data": {"validation_fraction": 0.7}}, ["data.validation_fraction"]),
         ({"data": "sst2"}, ["'data' must be a mapping"]),

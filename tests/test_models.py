@@ -116,8 +116,12 @@ def test_encode_captures_attention_context(tiny_teacher: str) -> None:
         "input_ids": torch.tensor([[101, 2009, 2003, 102]]),
         "attention_mask": torch.ones(1, 4, dtype=torch.long),
     }
-    feats = encode(model, batch, Needs(attn_probs=frozenset({1}), attn_context=frozenset({2})))
-    assert feats.attn_probs[1].shape == (1, 4, 4, 4)
-    assert feats.attn_context[2].shape == (1, 4, 32)
-    # the context is the self-attention output: probabilities @ values, before the output dense
-    assert torch.allclose(feats.attn_probs[1].sum(-1), torch.ones(1, 4, 4))
+    needs = Needs(hidden=frozenset({1}), attn_probs=frozenset({2}), attn_context=frozenset({2}))
+    feats = encode(model, batch, needs)
+    assert feats.attn_probs[2].shape == (1, 4, 4, 4)
+    assert torch.allclose(feats.attn_probs[2].sum(-1), torch.ones(1, 4, 4))
+    # the context is the self-attention output before its output projection: merge(P @ V)
+    value = model.bert.encoder.layer[1].attention.self.value(feats.hidden[1])  # (1, 4, 32)
+    v = value.view(1, 4, 4, 8).transpose(1, 2)  # (1, H, T, 8)
+    expected = (feats.attn_probs[2] @ v).transpose(1, 2).reshape(1, 4, 32)
+    torch.testing.assert_close(feats.attn_context[2], expected, rtol=1e-5, atol=1e-6)

@@ -44,6 +44,21 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
             )
         if w < 0:
             raise ConfigError(f"'knowledge.weights.{name}' must be >= 0, got {w}")
+    if cfg.weights and all(cfg.weights.get(k, 1.0) == 0 for k in cfg.types):
+        raise ConfigError(
+            "every knowledge type has weight 0 in 'knowledge.weights'; nothing "
+            "would be trained. Give at least one a positive weight"
+        )
+    if not [n for n in active_types(cfg, spec.is_regression, quiet=True)]:
+        raise ConfigError(
+            f"'contrastive' needs class labels and {spec.name} is a regression "
+            f"task; add another knowledge type (e.g. hard)"
+        )
+    if student.init == "pretrained" and set(cfg.types) != {"hard"}:
+        raise ConfigError(
+            "'student.init: pretrained' fine-tunes the backbone itself, with no "
+            "teacher; use knowledge.types: [hard], or init remap / random to distil"
+        )
     if cfg.temperature <= 0:
         raise ConfigError(f"'knowledge.temperature' must be > 0, got {cfg.temperature}")
     if cfg.contrastive_temperature <= 0:
@@ -67,6 +82,14 @@ def check_shapes(cfg: KnowledgeConfig, student: Shape, teacher: Shape) -> None:
             f"{student.heads} heads and the teacher {teacher.heads}; use 'attention_relation', "
             f"which works for any head count, or set student.num_heads: {teacher.heads}"
         )
+    if teacher.architecture != "bert" or student.architecture != "bert":
+        bad = [n for n in cfg.types if n in ATTENTION_TYPES]
+        if bad:
+            raise ConfigError(
+                f"knowledge {', '.join(bad)} reads attention internals, which kdray captures "
+                f"from BERT models only (teacher: {teacher.architecture}, student: "
+                f"{student.architecture}); drop them or use BERT models"
+            )
     if "attention_relation" in cfg.types and teacher.width % student.heads:
         raise ConfigError(
             f"'attention_relation' splits the teacher width ({teacher.width}) into one group "
@@ -75,10 +98,11 @@ def check_shapes(cfg: KnowledgeConfig, student: Shape, teacher: Shape) -> None:
         )
 
 
-def active_types(cfg: KnowledgeConfig, is_regression: bool) -> tuple[str, ...]:
+def active_types(cfg: KnowledgeConfig, is_regression: bool, quiet: bool = False) -> tuple[str, ...]:
     """The configured types less those undefined for the task (contrastive on regression)."""
     if is_regression and "contrastive" in cfg.types:
-        log.warning("knowledge 'contrastive' needs class labels; skipped for a regression task")
+        if not quiet:
+            log.warning("knowledge 'contrastive' needs class labels; skipped for regression")
         return tuple(n for n in cfg.types if n != "contrastive")
     return cfg.types
 

@@ -4,9 +4,12 @@ Lifecycle (one run): the trainer splits training into phases of `selector.phase_
 student steps. At the start of a phase it calls `start_phase(state)` and gets an action a_k in
 [0, 1] per active knowledge type; every step of the phase minimises Σ_k a_k·w_k·L_k (w_k the
 static `knowledge.weights`), and a type whose a_k·w_k is 0 is not computed at all. At the end
-of the phase it calls `end_phase(outcome)` with what happened. `state_dict` /
-`load_state_dict` round-trip everything the selector learned or drew, so a resumed run
-continues the same policy. `diagnostics` is reported with each evaluation.
+of the phase it calls `end_phase(outcome)` with what happened (per-knowledge losses and, for
+selectors that ask, the reward-split loss before and after). Two-stage selectors also hear
+`end_episode()` after each stage-A episode and `freeze()` before stage B. `state_dict` /
+`load_state_dict` round-trip everything the selector learned or drew (torch tensors and plain
+values only, so checkpoints load with weights_only=True), so a resumed run continues the same
+policy. `diagnostics` is reported with each evaluation; `log_fields` adds to the phase log.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from kdray.config import SelectorConfig
+
 
 @dataclass
 class PhaseState:
@@ -24,11 +29,11 @@ class PhaseState:
 
     phase: int
     step: int
-    #: Training progress t/T in [0, 1].
+    #: Training progress t/T in [0, 1] within the current episode.
     progress: float
     #: Mean loss per knowledge type over the previous phase (empty for the first).
     last_losses: dict[str, float] = field(default_factory=dict)
-    #: [CLS] vectors of the student and teacher on the phase's first batch, when asked for.
+    #: Mean [CLS] vector of the student and the teacher over the phase's first batch, (d,).
     student_cls: torch.Tensor | None = None
     teacher_cls: torch.Tensor | None = None
 
@@ -44,19 +49,26 @@ class PhaseOutcome:
     action: dict[str, float]
     #: Mean loss per computed knowledge type over the phase's steps.
     losses: dict[str, float]
-    #: Selector loss on the reward split before and after the phase (None unless asked for).
+    #: Selector loss (CE, MSE for regression) on the reward split before and after the phase.
     reward_loss_before: float | None = None
     reward_loss_after: float | None = None
+    #: True for the last phase of an episode (or of the run).
+    last: bool = False
 
 
 class Selector(ABC):
     """Chooses the per-phase action over the active knowledge types."""
 
     kind: ClassVar[str]
+    #: Knowledge types that must be chosen for this selector to make sense.
+    requires: ClassVar[tuple[str, ...]] = ()
     #: The trainer measures the reward-split loss around each phase only when this is True.
     needs_reward_split: ClassVar[bool] = False
+    #: The trainer passes mean [CLS] vectors in PhaseState only when this is True.
+    needs_cls: ClassVar[bool] = False
 
-    def __init__(self, types: tuple[str, ...]) -> None:
+    def __init__(self, cfg: SelectorConfig, types: tuple[str, ...]) -> None:
+        self.cfg = cfg
         self.types = types
 
     @abstractmethod
@@ -64,7 +76,17 @@ class Selector(ABC):
         """The action a_k for each active knowledge type, for the phase starting now."""
 
     def end_phase(self, outcome: PhaseOutcome) -> None:  # noqa: B027 - optional hook
-        """Learn from the finished phase (static selectors ignore it)."""
+        """Learn from the finished phase (fixed selectors ignore it)."""
+
+    def end_episode(self) -> None:  # noqa: B027 - optional hook
+        """A stage-A episode ended; the next phase starts from a fresh student."""
+
+    def freeze(self) -> None:  # noqa: B027 - optional hook
+        """Stop learning and exploring (stage B)."""
+
+    def log_fields(self) -> dict[str, float]:
+        """Extra columns for the phase log row of the phase that just ended."""
+        return {}
 
     def diagnostics(self) -> dict[str, float]:
         return {}

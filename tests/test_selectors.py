@@ -1,0 +1,321 @@
+"""Selectors: baselines, ACKS maths on hand-computed cases, learning a planted preference,
+checkpoint/resume, hard-mode skipping and the phase log."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+from kdray.config import SelectorConfig, TrialConfig
+from kdray.errors import ConfigError
+from kdray.knowledge import REGISTRY
+from kdray.selector import SELECTORS, PhaseOutcome, PhaseState, build_selector
+from kdray.selector.actor_critic import ACKSSelector, exploration_bonus
+from kdray.trainer import PHASE_LOG, ListReporter, run_trial
+
+TYPES = ("hard", "soft", "hidden", "relation")
+
+
+def state(progress: float = 0.0, phase: int = 0, seed: int = 0, d: int = 8) -> PhaseState:
+    g = torch.Generator().manual_seed(seed)
+    return PhaseState(
+        phase=phase,
+        step=phase * 10,
+        progress=progress,
+        student_cls=torch.randn(d, generator=g),
+        teacher_cls=torch.randn(d, generator=g),
+    )
+
+
+def selector(kind: str, **knobs: Any) -> Any:
+    return build_selector(SelectorConfig(kind=kind, **knobs), TYPES, total_phases=10)
+
+
+# ------------------------------------------------------------------------------ baselines
+
+
+def test_fixed_baselines() -> None:
+    assert selector("all").start_phase(state()) == dict.fromkeys(TYPES, 1.0)
+    assert selector("none").start_phase(state()) == {
+        "hard": 1,
+        "soft": 0,
+        "hidden": 0,
+        "relation": 0,
+    }
+    van = selector("vanilla", alpha=0.7).start_phase(state())
+    assert van == pytest.approx({"hard": 0.3, "soft": 0.7, "hidden": 0.0, "relation": 0.0})
+
+
+def test_random_baselines_are_seeded_and_in_range() -> None:
+    a, b = selector("random_soft", seed=3), selector("random_soft", seed=3)
+    draws = [a.start_phase(state()) for _ in range(20)]
+    assert draws == [b.start_phase(state()) for _ in range(20)]
+    assert all(0 <= v <= 1 for d in draws for v in d.values())
+    assert len({tuple(d.values()) for d in draws}) == 20  # a new draw every phase
+    hard = selector("random_hard", seed=1)
+    for _ in range(50):
+        action = hard.start_phase(state())
+        assert set(action.values()) <= {0.0, 1.0} and sum(action.values()) >= 1
+
+
+def test_schedule_follows_progress_buckets(tmp_path: Path) -> None:
+    buckets = [
+        {"start": 0.0, "end": 0.5, "weights": {"hard": 1.0, "hidden": 2.0}},
+        {"start": 0.5, "end": 1.0, "weights": {"soft": 1.0}},
+    ]
+    cfg = TrialConfig.from_dict({"selector": {"kind": "schedule", "schedule": buckets}})
+    sel = build_selector(cfg.selector, TYPES, 10)
+    assert sel.start_phase(state(0.2)) == {"hard": 1.0, "soft": 0.0, "hidden": 2.0, "relation": 0.0}
+    assert sel.start_phase(state(0.5))["soft"] == 1.0
+    assert sel.start_phase(state(1.0))["soft"] == 1.0  # t/T = 1 belongs to the last bucket
+    path = tmp_path / "schedule.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"schedule": buckets}))
+    from_file = TrialConfig.from_dict(
+        {"selector": {"kind": "schedule", "schedule_file": str(path)}}
+    )
+    assert build_selector(from_file.selector, TYPES, 10).start_phase(state(0.7))["soft"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"selector": {"kind": "acts"}}, "did you mean 'acks'"),
+        ({"selector": {"phase_length": 0}}, "selector.phase_length"),
+        ({"selector": {"kind": "none"}, "knowledge": {"types": ["soft"]}}, "add hard"),
+        ({"selector": {"kind": "vanilla"}, "knowledge": {"types": ["hard"]}}, "add soft"),
+        ({"selector": {"kind": "acks", "mode": "two_stage", "episodes": 0}}, "selector.episodes"),
+        ({"selector": {"kind": "random_soft", "mode": "two_stage"}}, "needs selector.kind: acks"),
+        ({"selector": {"kind": "acks", "reward_examples": 4}}, "cannot measure"),
+        ({"selector": {"kind": "schedule"}}, "needs 'selector.schedule'"),
+        (
+            {"selector": {"kind": "schedule", "schedule": [{"start": 0.0, "end": 0.6}]}},
+            "cover [0, 1]",
+        ),
+        (
+            {"selector": {"kind": "schedule", "schedule": [
+                {"start": 0.0, "end": 0.5}, {"start": 0.4, "end": 1.0}]}},
+            "without gaps or overlaps",
+        ),
+        (
+            {"selector": {"kind": "schedule", "schedule": [
+                {"start": 0.0, "end": 1.0, "weights": {"attention": 1.0}}]}},
+            "names 'attention', which is not in knowledge.types",
+        ),
+        ({"selector": {"kind": "schedule", "schedule_file": "/no/such.yaml"}}, "not found"),
+        ({"knowledge": {"weights": {"hard": 0, "soft": 0, "hidden": 0, "relation": 0}}}, "weight 0"),
+    ],
+)  # fmt: skip
+def test_bad_selector_config(raw: dict, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        TrialConfig.from_dict(raw)
+    assert needle in str(err.value)
+
+
+def test_every_kind_is_registered() -> None:
+    assert set(SELECTORS) == {
+        "all",
+        "none",
+        "vanilla",
+        "random_soft",
+        "random_hard",
+        "schedule",
+        "acks",
+    }
+
+
+# ------------------------------------------------------------------- ACKS, hand-computed
+
+
+def test_exploration_bonus_hand_computed() -> None:
+    a, prev = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    assert exploration_bonus("soft", a, prev, 0, 10) == pytest.approx(1.0)  # orthogonal
+    assert exploration_bonus("soft", a, a, 0, 10) == pytest.approx(0.0)
+    b = torch.tensor([1.0, 1.0])
+    assert exploration_bonus("soft", a, b, 0, 10) == pytest.approx(1 - 1 / math.sqrt(2))
+    assert exploration_bonus("soft", a, None, 0, 10) == 0.0
+    assert exploration_bonus("hard", a, a, 3, 10) == pytest.approx(-0.3)
+
+
+def test_soft_and_hard_actions_and_reward() -> None:
+    soft = selector("acks", exploration_noise=0.0, beta=0.5, reward_scale=10.0)
+    st = state()
+    action = soft.start_phase(st)
+    mu = soft.policy(st)
+    assert action == pytest.approx(mu)  # no noise: the actor's output itself
+    assert all(0 < v < 1 for v in action.values())
+    soft.end_phase(PhaseOutcome(0, 10, 0.1, action, {}, reward_loss_before=0.70,
+                                reward_loss_after=0.64))  # fmt: skip
+    assert soft.last["reward"] == pytest.approx(10 * 0.06 + 0.5 * 0.0)  # first phase: no bonus
+    second = soft.start_phase(state(0.1, 1))
+    soft.end_phase(PhaseOutcome(1, 20, 0.2, second, {}, 0.64, 0.65))
+    a1, a2 = torch.tensor(list(action.values())), torch.tensor(list(second.values()))
+    bonus = 1 - float(torch.nn.functional.cosine_similarity(a2, a1, dim=0))
+    assert soft.last["reward"] == pytest.approx(10 * -0.01 + 0.5 * bonus, abs=1e-6)
+
+    hard = selector("acks", action="hard", exploration_noise=0.0, threshold=0.5, beta=1.0)
+    act = hard.start_phase(st)
+    mu = hard.policy(st)
+    assert act == {k: float(v > 0.5) for k, v in mu.items()}
+    hard.end_phase(PhaseOutcome(0, 10, 0.1, act, {}, 0.5, 0.5))
+    hard.start_phase(st)  # same state, no noise: the same action repeats once
+    assert hard.repeats == 1
+    hard.end_phase(PhaseOutcome(1, 20, 0.2, act, {}, 0.5, 0.5))
+    assert hard.last["reward"] == pytest.approx(-1 / 10)  # -(repeats)/P, P = 10 phases
+
+
+def test_acks_learns_a_planted_preference() -> None:
+    """Synthetic reward: `hard` pays early in training, `hidden` pays late. Within 50 episodes
+    of 10 phases the deterministic policy prefers hard early and hidden late."""
+    # default agent knobs; only the reward is the synthetic one (no bonus, unit scale)
+    cfg = SelectorConfig(kind="acks", seed=0, beta=0.0, reward_scale=1.0)
+    sel = build_selector(cfg, TYPES, total_phases=10)
+    for _episode in range(50):
+        for p in range(10):
+            progress = p / 10
+            a = sel.start_phase(state(progress, p))
+            good, bad = ("hard", "hidden") if progress < 0.5 else ("hidden", "hard")
+            r = a[good] - a[bad]
+            sel.end_phase(PhaseOutcome(p, p, progress, a, {}, r, 0.0, last=p == 9))
+        sel.end_episode()
+    early, late = sel.policy(state(0.1)), sel.policy(state(0.9))
+    assert early["hard"] > early["hidden"] + 0.3
+    assert late["hidden"] > late["hard"] + 0.3
+
+
+def test_acks_checkpoint_resume_gives_same_next_action() -> None:
+    def fresh() -> ACKSSelector:
+        return build_selector(SelectorConfig(kind="acks", seed=5), TYPES, 10)  # type: ignore[return-value]
+
+    def play(sel: ACKSSelector, phases: range) -> list[dict[str, float]]:
+        out = []
+        for p in phases:
+            a = sel.start_phase(state(p / 10, p, seed=p))
+            sel.end_phase(PhaseOutcome(p, p, p / 10, a, {"hard": 1.0 / (p + 1)}, 0.5, 0.4))
+            out.append(a)
+        return out
+
+    whole = fresh()
+    play(whole, range(4))
+    continued = play(whole, range(4, 7))
+    first = fresh()
+    play(first, range(4))
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = fresh()
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert play(resumed, range(4, 7)) == continued
+
+
+def test_acks_diagnostics() -> None:
+    sel = selector("acks")
+    for p in range(3):
+        a = sel.start_phase(state(p / 3, p))
+        sel.end_phase(PhaseOutcome(p, p, p / 3, a, {}, 0.5, 0.4))
+    d = sel.diagnostics()
+    assert {"critic_loss", "actor_loss", "action_spread", "reward", "weight_hard"} <= set(d)
+    assert math.isfinite(d["critic_loss"]) and math.isfinite(d["actor_loss"])
+
+
+# ------------------------------------------------------------------------ in the trainer
+
+
+def acks_cfg(tiny_cfg: dict, **selector: Any) -> TrialConfig:
+    raw = {**tiny_cfg, "selector": {"kind": "acks", "phase_length": 5, "reward_examples": 32,
+                                    **selector}}  # fmt: skip
+    raw["data"] = {**raw["data"], "reward_fraction": 0.1}
+    return TrialConfig.from_dict(raw)
+
+
+PHASE_COLUMNS = {
+    "run_id", "selector", "episode", "final", "phase", "step", "progress", "reward",
+    "q_value", "reward_loss", "val_metric",
+} | {f"w_{k}" for k in TYPES} | {f"loss_{k}" for k in TYPES}  # fmt: skip
+
+
+def test_phase_log_schema_one_row_per_phase(tiny_cfg: dict) -> None:
+    rep = ListReporter()
+    result = run_trial(acks_cfg(tiny_cfg), rep)
+    log = pd.read_parquet(Path(result.output_dir) / PHASE_LOG)
+    assert set(log.columns) == PHASE_COLUMNS
+    assert list(log["phase"]) == [0, 1] and list(log["step"]) == [5, 10]
+    assert log["reward"].notna().all() and log["reward_loss"].notna().all()
+    assert log["val_metric"].notna().all()  # eval_every = phase_length here
+    assert {"selector/critic_loss", "selector/weight_soft"} <= set(rep.results[-1])
+
+
+def test_two_stage_runs_episodes_then_frozen_final(tiny_cfg: dict) -> None:
+    result = run_trial(acks_cfg(tiny_cfg, mode="two_stage", episodes=2, episode_steps=5))
+    log = pd.read_parquet(Path(result.output_dir) / PHASE_LOG)
+    assert list(log["episode"]) == [0, 1, 2, 2] and list(log["final"]) == [False, False, True, True]
+    assert result.status == "finished" and result.steps == 10
+
+
+def test_hard_mode_skips_unselected_losses(tiny_cfg: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = dict.fromkeys(TYPES, 0)
+    for name in TYPES:
+        original = REGISTRY[name].loss
+
+        def counted(self, s, t, b, _name=name, _orig=original):  # type: ignore[no-untyped-def]
+            calls[_name] += 1
+            return _orig(self, s, t, b)
+
+        monkeypatch.setattr(REGISTRY[name], "loss", counted)
+    cfg = acks_cfg(tiny_cfg, action="hard", exploration_noise=0.5)
+    cfg = cfg.replace(**{"trainer.max_steps": 20})
+    result = run_trial(cfg)
+    log = pd.read_parquet(Path(result.output_dir) / PHASE_LOG)
+    for k in TYPES:
+        assert set(log[f"w_{k}"]) <= {0.0, 1.0}
+        assert calls[k] == 5 * int(log[f"w_{k}"].sum()), k  # 5 steps per phase it was on
+    assert 0 < sum(calls.values()) < 20 * len(TYPES)
+
+
+@pytest.mark.parametrize("kind", ["acks", "random_soft"])
+def test_resume_continues_the_same_agent(tiny_cfg: dict, tmp_path: Path, kind: str) -> None:
+    def cfg(name: str) -> TrialConfig:
+        return acks_cfg(tiny_cfg).replace(
+            **{"selector.kind": kind, "trainer.output_dir": str(tmp_path / name)}
+        )
+
+    whole = run_trial(cfg("a"))
+
+    class Crash(ListReporter):
+        def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg("b"), Crash())
+    resumed = run_trial(cfg("b"))
+    a = pd.read_parquet(tmp_path / "a" / PHASE_LOG).drop(columns="run_id")
+    b = pd.read_parquet(tmp_path / "b" / PHASE_LOG).drop(columns="run_id")
+    pd.testing.assert_frame_equal(a, b)
+    assert resumed.test == whole.test
+
+
+def test_resume_with_another_config_is_refused(tiny_cfg: dict) -> None:
+    class Crash(ListReporter):
+        def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+            raise KeyboardInterrupt
+
+    cfg = TrialConfig.from_dict(tiny_cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, Crash())
+    with pytest.raises(ConfigError, match="fresh trainer.output_dir"):
+        run_trial(cfg.replace(**{"trainer.max_steps": 30}))
+
+
+def test_reward_split_too_small_is_refused(tiny_cfg: dict) -> None:
+    from kdray.trainer import setup
+
+    cfg = acks_cfg(tiny_cfg).replace(**{"data.reward_fraction": 0.01})  # 4 examples
+    with pytest.raises(ConfigError, match="at least 32"):
+        setup(cfg)
