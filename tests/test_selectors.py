@@ -110,7 +110,7 @@ def test_schedule_follows_progress_buckets(tmp_path: Path) -> None:
             "names 'attention', which is not in knowledge.types",
         ),
         ({"selector": {"kind": "schedule", "schedule_file": "/no/such.yaml"}}, "not found"),
-        ({"knowledge": {"weights": {"hard": 0, "soft": 0, "hidden": 0, "relation": 0}}}, "weight 0"),
+        ({"knowledge": {"weights": dict.fromkeys(TYPES, 0)}}, "weight 0"),
     ],
 )  # fmt: skip
 def test_bad_selector_config(raw: dict, needle: str) -> None:
@@ -309,7 +309,7 @@ def test_resume_with_another_config_is_refused(tiny_cfg: dict) -> None:
     cfg = TrialConfig.from_dict(tiny_cfg)
     with pytest.raises(KeyboardInterrupt):
         run_trial(cfg, Crash())
-    with pytest.raises(ConfigError, match="fresh trainer.output_dir"):
+    with pytest.raises(ConfigError, match=r"fresh trainer\.output_dir"):
         run_trial(cfg.replace(**{"trainer.max_steps": 30}))
 
 
