@@ -1,13 +1,16 @@
-"""Per-step cost of distillation against plain fine-tuning, on the same batches.
+"""Per-step cost of distillation and of ACKS, on the same batches, side by side.
 
     python benchmarks/overhead.py --data-dir ../shared/glue --out overhead.json [--quick]
 
-Three runs step in lockstep over identical batches (SST-2, 2-layer `remap` student of the
+Four runs step in lockstep over identical batches (SST-2, 2-layer `remap` student of the
 MiniLM teacher): (a) plain fine-tuning, hard labels only; (b) hard+soft+hidden+relation with
-live teacher forwards; (c) the same with the teacher cache. The steps are interleaved a, b, c,
-a, b, c, ... so machine noise hits all three alike; the medians are compared as ratios.
-Targets: ratio_cached = c/a <= 1.15. Teacher weights do not change step time, so the teacher is
-the backbone with a fresh head unless --teacher names a fine-tuned one.
+live teacher forwards; (c) the same with the teacher cache; (d) the same as (c) with the `acks`
+selector (online, soft, default phase length), whose reward-split loss, [CLS] state and agent
+update happen once per phase. Steps are interleaved a, b, c, d, a, ... so machine noise hits
+all alike. ratio_live = b/a and ratio_cached = c/a compare median step times; ratio_acks_vs_all
+= d/c compares mean step times over whole phases (the per-phase work is part of the cost).
+Targets: ratio_cached <= 1.15, ratio_acks_vs_all <= 1.10. Teacher weights do not change step
+time, so the teacher is the backbone with a fresh head unless --teacher names a fine-tuned one.
 """
 
 from __future__ import annotations
@@ -28,16 +31,18 @@ DISTIL = ["hard", "soft", "hidden", "relation"]
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--teacher", default="minilm", help="teacher checkpoint (default: backbone)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per variant")
+    p.add_argument("--phases", type=int, default=None, help="timed phases (of 50 steps)")
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args()
-    steps = args.steps or (20 if args.quick else 60)
-    warmup = 3
+    phase = 50
+    warmup = phase  # one whole phase: lazy set-up (ACKS networks) and allocator warm-up
+    steps = phase * (args.phases or (1 if args.quick else 3))
     base = {
         "data": {"task": "sst2", "data_dir": args.data_dir, "max_length": 64,
                  "max_train_examples": 2000 if args.quick else 8000},
         "teacher": {"path": resolve_backbone(args.teacher)},
         "student": {"num_layers": 2, "init": "remap"},
+        "selector": {"phase_length": phase},
         "trainer": {"max_steps": warmup + steps, "batch_size": args.batch_size,
                     "eval_every": 10**6, "save_student": False},
         "cache_dir": args.cache_dir,
@@ -46,6 +51,7 @@ def main() -> None:
         "a_finetune": {"knowledge": {"types": ["hard"]}},
         "b_live": {"knowledge": {"types": DISTIL}, "trainer": {"teacher_cache": False}},
         "c_cached": {"knowledge": {"types": DISTIL}, "trainer": {"teacher_cache": True}},
+        "d_acks": {"knowledge": {"types": DISTIL}, "selector": {"kind": "acks"}},
     }
     runs = {}
     for name, over in variants.items():

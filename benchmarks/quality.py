@@ -1,98 +1,175 @@
-"""Student quality per distillation method, same teacher, same step budget, several seeds.
+"""Student quality per selector, same teacher, same student step budget, several seeds.
 
-    python benchmarks/quality.py --data-dir ../shared/glue --seeds 3 --out quality.json [--quick]
+    python benchmarks/quality.py --data-dir ../shared/glue --seeds 3 --out quality.json
+    python benchmarks/quality.py --quick                      # SST-2 subset, 1 seed, minutes
 
-SST-2 from the GLUE folder; the MiniLM teacher fine-tuned by kdray (`kdray.teacher`, cached
-after the first run); a 2-layer `remap` student; methods (a) hard labels only, (b) hard+soft,
-(c) hard+soft+hidden+relation. Teacher outputs are computed once for the union of the methods'
-needs and shared by every run. Dev (GLUE dev = test) accuracy is reported as mean ± std over
-seeds. Targets: teacher dev accuracy >= 0.88; (b) and (c) beat (a).
+Per task (default SST-2, MRPC, RTE from the GLUE folder): the MiniLM teacher fine-tuned by
+kdray (`kdray.teacher`, cached after the first run); a 2-layer `remap` student; knowledge
+hard+soft+hidden+relation; the same number of final-student steps for every method:
+
+    none              hard labels only (fine-tuning; issue 2's method a)
+    vanilla           (1 - α)·hard + α·soft, α = 0.5 (issue 2's method b)
+    all               every type at weight 1 (issue 2's method c)
+    random_soft       a_k ~ U[0, 1] per phase
+    acks_online_soft  ACKS learning during the run (soft actions)
+    acks_two_stage    ACKS: E stage-A episodes, then the final run with the frozen actor
+    acks_online_hard  ACKS with hard actions (unselected losses not computed)
+
+Teacher outputs are computed once per task for all methods and shared. Scores are the task's
+main metric on GLUE dev (the test split), mean ± std over seeds, with the mean wall time of a
+run (two-stage includes its episodes). Also reported: the 3-task mean per method and the
+per-phase weights ACKS chose in one run. Targets: teacher SST-2 dev accuracy >= 0.88; vanilla
+and all beat none; the best ACKS variant >= all and >= vanilla on the 3-task mean.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from bench_common import machine, parser, print_table, write_json
 
 from kdray.config import TrialConfig
 from kdray.teacher import ensure_teacher, teacher_meta
-from kdray.trainer import run_trial, setup
+from kdray.trainer import PHASE_LOG, run_trial, setup
 
-METHODS: dict[str, list[str]] = {
-    "a_hard": ["hard"],
-    "b_hard_soft": ["hard", "soft"],
-    "c_hard_soft_hidden_relation": ["hard", "soft", "hidden", "relation"],
+TYPES = ["hard", "soft", "hidden", "relation"]
+METHODS: dict[str, dict[str, Any]] = {
+    "none": {"kind": "none"},
+    "vanilla": {"kind": "vanilla", "alpha": 0.5},
+    "all": {"kind": "all"},
+    "random_soft": {"kind": "random_soft"},
+    "acks_online_soft": {"kind": "acks", "action": "soft"},
+    "acks_two_stage": {"kind": "acks", "action": "soft", "mode": "two_stage", "episodes": 1},
+    "acks_online_hard": {"kind": "acks", "action": "hard"},
 }
+#: Per task: max length, teacher epochs (small tasks need several), data cap in --quick.
+TASKS: dict[str, dict[str, Any]] = {
+    "sst2": {"max_length": 64, "teacher_epochs": 1.0, "quick_examples": 4000},
+    "mrpc": {"max_length": 128, "teacher_epochs": 3.0, "quick_examples": 1000},
+    "rte": {"max_length": 128, "teacher_epochs": 3.0, "quick_examples": 1000},
+}
+
+
+def task_config(task: str, args: Any, steps: int) -> TrialConfig:
+    t = TASKS[task]
+    return TrialConfig.from_dict(
+        {
+            "data": {"task": task, "data_dir": args.data_dir, "max_length": t["max_length"],
+                     "max_train_examples": t["quick_examples"] if args.quick else None},
+            "teacher": {"epochs": t["teacher_epochs"]},
+            "student": {"num_layers": 2, "init": "remap"},
+            "knowledge": {"types": TYPES, "temperature": 2.0},
+            "selector": {"phase_length": args.phase_length},
+            "trainer": {"max_steps": steps, "batch_size": 32, "learning_rate": 1e-4,
+                        "eval_every": max(1, steps // 3), "save_student": False},
+            "cache_dir": args.cache_dir,
+        }
+    )  # fmt: skip
+
+
+def weights_by_phase(run_dir: str) -> list[dict[str, float]]:
+    """Per-phase weights of one run's final episode (from its phase log)."""
+    log = pd.read_parquet(Path(run_dir) / PHASE_LOG)
+    log = log[log["final"]]
+    cols = ["phase", "progress", *(f"w_{k}" for k in TYPES), "reward"]
+    return [{k: float(v) for k, v in row.items()} for row in log[cols].to_dict("records")]
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=None, help="student steps per run")
-    p.add_argument("--teacher-steps", type=int, default=None, help="teacher fine-tuning steps")
+    p.add_argument("--steps", type=int, default=None, help="final-student steps per run")
+    p.add_argument("--phase-length", type=int, default=25)
+    p.add_argument("--tasks", default="sst2,mrpc,rte")
+    p.add_argument("--methods", default=",".join(METHODS))
     args = p.parse_args()
-    steps = args.steps or (150 if args.quick else 600)
-    seeds = 1 if args.quick and args.seeds == 3 else args.seeds
-    base: dict[str, Any] = {
-        "data": {"task": "sst2", "data_dir": args.data_dir, "max_length": 64,
-                 "max_train_examples": 4000 if args.quick else None},
-        "teacher": {"max_steps": args.teacher_steps},
-        "student": {"num_layers": 2, "init": "remap"},
-        "knowledge": {"types": METHODS["c_hard_soft_hidden_relation"], "temperature": 2.0},
-        "trainer": {"max_steps": steps, "batch_size": 32, "learning_rate": 1e-4,
-                    "eval_every": max(1, steps // 3), "save_student": False},
-        "cache_dir": args.cache_dir,
+    tasks = args.tasks.split(",")
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS] + [t for t in tasks if t not in TASKS]
+    if unknown:
+        p.error(f"unknown task or method: {', '.join(unknown)}")
+    if args.quick:
+        tasks, seeds, steps = tasks[:1], 1, args.steps or 100
+    else:
+        seeds, steps = args.seeds, args.steps or 300
+    out: dict[str, Any] = {
+        "benchmark": "quality",
+        "tasks": {},
+        "settings": {"student_steps": steps, "seeds": seeds, "student_layers": 2,
+                     "phase_length": args.phase_length, "knowledge": TYPES, "quick": args.quick},
+        "machine": machine(),
     }  # fmt: skip
-    t0 = time.perf_counter()
-    union = TrialConfig.from_dict(base)
-    teacher = ensure_teacher(union, progress=True)
-    meta = teacher_meta(teacher)
-    teacher_dev = meta["test"]["dev"]["accuracy"]
-    print(f"teacher {teacher}: dev accuracy {teacher_dev:.4f}")
-    shared = setup(union, progress=True).teacher_outputs  # computed once for all methods
-    print(f"teacher ready and outputs shared in {time.perf_counter() - t0:.0f} s")
-
-    methods: dict[str, dict[str, Any]] = {}
-    rows = []
-    for name, types in METHODS.items():
-        scores, walls = [], []
-        for seed in range(seeds):
-            cfg = union.replace(**{"knowledge.types": types, "trainer.seed": seed})
-            result = run_trial(cfg, teacher_outputs=shared)
-            scores.append(result.test_score)
-            walls.append(result.wall_s)
-            print(f"  {name} seed {seed}: dev {result.test_score:.4f} ({result.wall_s:.0f} s)")
-        entry = {
-            "mean": statistics.mean(scores),
-            "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-            "runs": scores,
-            "wall_s": statistics.mean(walls),
-        }
-        methods[name] = entry
-        rows.append({"method": name, **{k: v for k, v in entry.items() if k != "runs"}})
-    print(f"\nSST-2 dev accuracy, teacher {teacher_dev:.4f}, {steps} student steps, {seeds} seeds")
-    print_table(rows, ["method", "mean", "std", "wall_s"])
-    a = methods["a_hard"]["mean"]
-    checks = {
-        "teacher_ge_0.88": teacher_dev >= 0.88,
-        "b_beats_a": methods["b_hard_soft"]["mean"] > a,
-        "c_beats_a": methods["c_hard_soft_hidden_relation"]["mean"] > a,
+    for task in tasks:
+        base = task_config(task, args, steps)
+        t0 = time.perf_counter()
+        teacher = ensure_teacher(base, progress=True)
+        meta = teacher_meta(teacher)
+        main_metric = meta["main_metric"]
+        teacher_dev = meta["test"]["dev"][main_metric]
+        shared = setup(base.replace(**{"selector.kind": "acks"}), progress=True).teacher_outputs
+        print(f"{task}: teacher dev {main_metric} {teacher_dev:.4f}; ready in "
+              f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+        entry: dict[str, Any] = {"teacher": teacher_dev, "metric": main_metric, "methods": {}}
+        out["tasks"][task] = entry
+        for name in methods:
+            scores, walls = [], []
+            for seed in range(seeds):
+                sel = {f"selector.{k}": v for k, v in METHODS[name].items()}
+                cfg = base.replace(**sel, **{"trainer.seed": seed, "selector.seed": seed})
+                result = run_trial(cfg, teacher_outputs=shared)
+                scores.append(result.test_score)
+                walls.append(result.wall_s)
+                print(f"  {task} {name} seed {seed}: dev {result.test_score:.4f} "
+                      f"({result.wall_s:.0f} s)")  # fmt: skip
+                if name == "acks_online_soft" and seed == 0:
+                    entry["acks_weights_by_phase"] = weights_by_phase(result.output_dir)
+            entry["methods"][name] = {
+                "mean": statistics.mean(scores),
+                "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "runs": scores,
+                "wall_s": statistics.mean(walls),
+            }
+            write_json(args.out, out)  # partial results survive an interruption
+    means = {
+        m: statistics.mean(out["tasks"][t]["methods"][m]["mean"] for t in tasks) for m in methods
     }
+    out["mean_over_tasks"] = means
+    rows = []
+    for m in methods:
+        row: dict[str, Any] = {"method": m}
+        for t in tasks:
+            r = out["tasks"][t]["methods"][m]
+            row[t] = f"{r['mean']:.4f} ± {r['std']:.4f}"
+            row[f"{t}_s"] = f"{r['wall_s']:.0f}"
+        row["mean"] = means[m]
+        rows.append(row)
+    print(f"\nGLUE dev main metric, {steps} student steps, {seeds} seeds; teacher: "
+          + ", ".join(f"{t} {out['tasks'][t]['teacher']:.4f}" for t in tasks))  # fmt: skip
+    print_table(rows, ["method", *(c for t in tasks for c in (t, f"{t}_s")), "mean"])
+    checks: dict[str, bool] = {}
+    if "sst2" in tasks:
+        checks["teacher_sst2_ge_0.88"] = out["tasks"]["sst2"]["teacher"] >= 0.88
+    if {"none", "vanilla", "all"} <= set(methods):
+        checks["vanilla_beats_none"] = means["vanilla"] > means["none"]
+        checks["all_beats_none"] = means["all"] > means["none"]
+    acks = [m for m in methods if m.startswith("acks")]
+    if acks and {"vanilla", "all"} <= set(methods):
+        best = max(acks, key=lambda m: means[m])
+        checks[f"best_acks_{best}_ge_all"] = means[best] >= means["all"]
+        checks[f"best_acks_{best}_ge_vanilla"] = means[best] >= means["vanilla"]
+    out["targets"] = checks
     print("targets:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in checks.items()))
-    write_json(
-        args.out,
-        {
-            "benchmark": "quality",
-            "tasks": {"sst2": {"teacher": teacher_dev, "methods": methods}},
-            "settings": {"student_steps": steps, "seeds": seeds, "student_layers": 2,
-                         "teacher_recipe": meta.get("recipe"), "quick": args.quick},
-            "targets": checks,
-            "machine": machine(),
-        },
-    )  # fmt: skip
+    first = out["tasks"][tasks[0]]
+    if "acks_weights_by_phase" in first:
+        print(f"\nACKS (online, soft) weights per phase, {tasks[0]} seed 0:")
+        print_table(
+            first["acks_weights_by_phase"], ["phase", "progress", *(f"w_{k}" for k in TYPES)]
+        )
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

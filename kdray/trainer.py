@@ -640,7 +640,10 @@ class Run:
             s.student, s.data.validation, s.spec, s.device, tr.eval_batch_size, tr.bf16
         )
         main = s.spec.main_metric
-        self.phase_val = metrics[main]
+        if self.phase_rows and self.phase_rows[-1]["step"] == self.step:
+            self.phase_rows[-1]["val_metric"] = metrics[main]  # the phase that just ended
+        else:
+            self.phase_val = metrics[main]  # goes to the row of the phase under way
         row: dict[str, Any] = {
             "step": self.step,
             "progress": self.progress_frac(),
@@ -681,10 +684,23 @@ class Run:
 
     # -------------------------------------------------------------------------------- run
 
+    def advance(self) -> float:
+        """One student step, with its phase started before it or ended after it when due.
+        Returns the step's weighted loss (non-finite: nothing was updated)."""
+        K = self.cfg.selector.phase_length
+        if self.step % K == 0 and not self.action:
+            self.start_phase()
+        loss = self.train_step()
+        if not math.isfinite(loss):
+            return loss
+        self.step += 1
+        if self.step % K == 0 or self.step == self.episode_steps:
+            self.end_phase()
+        return loss
+
     def run(self) -> RunResult:
         self.t0 = time.perf_counter()
         tr = self.cfg.trainer
-        K = self.cfg.selector.phase_length
         self.restore()
         self.s.student.train()
         status = "finished"
@@ -701,28 +717,20 @@ class Run:
                                     f"episode {self.episode + 1}/{self.episodes}")  # fmt: skip
                 steps = self.episode_steps
                 while self.step < steps:
-                    if self.step % K == 0 and not self.action:
-                        self.start_phase()
-                    loss = self.train_step()
+                    loss = self.advance()
                     if not math.isfinite(loss):
                         status = "diverged"
                         log.warning("non-finite loss at step %d: run diverged", self.step)
                         break
                     running.append(loss)
-                    self.step += 1
                     bar.update(1)
-                    evaluate_now = self.final_episode and (
+                    if self.final_episode and (
                         self.step % tr.eval_every == 0 or self.step == steps
-                    )
-                    row = None
-                    if evaluate_now:
+                    ):
                         row = self.validate(float(np.mean(running)) if running else math.nan)
                         running = []
                         bar.set_postfix(val=f"{row['val_metric']:.4f}",
                                         loss=f"{row['train_loss']:.3f}")  # fmt: skip
-                    if self.step % K == 0 or self.step == steps:
-                        self.end_phase()
-                    if row is not None:
                         self.save()
                         if self.step < steps:
                             self.reporter.report({**row, "done": False},
