@@ -53,6 +53,26 @@ def make_tiny_teacher(
     return str(path)
 
 
+@pytest.fixture
+def count_losses(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """count_losses(names) -> a dict counting how often each knowledge loss is computed."""
+    from kdray.knowledge import REGISTRY
+
+    def install(names: Any) -> dict[str, int]:
+        calls = dict.fromkeys(names, 0)
+        for name in calls:
+            original = REGISTRY[name].loss
+
+            def counted(self, s, t, b, _name=name, _orig=original):  # type: ignore[no-untyped-def]
+                calls[_name] += 1
+                return _orig(self, s, t, b)
+
+            monkeypatch.setattr(REGISTRY[name], "loss", counted)
+        return calls
+
+    return install
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: str) -> str:
     return make_tiny_teacher(tmp_path_factory.mktemp("tiny-teacher"), tokenizer_dir)

@@ -14,7 +14,6 @@ import torch
 
 from kdray.config import SelectorConfig, TrialConfig
 from kdray.errors import ConfigError
-from kdray.knowledge import REGISTRY
 from kdray.selector import SELECTORS, PhaseOutcome, PhaseState, build_selector
 from kdray.selector.actor_critic import ACKSSelector, exploration_bonus
 from kdray.trainer import PHASE_LOG, ListReporter, run_trial
@@ -259,16 +258,8 @@ def test_two_stage_runs_episodes_then_frozen_final(tiny_cfg: dict) -> None:
     assert result.status == "finished" and result.steps == 10
 
 
-def test_hard_mode_skips_unselected_losses(tiny_cfg: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = dict.fromkeys(TYPES, 0)
-    for name in TYPES:
-        original = REGISTRY[name].loss
-
-        def counted(self, s, t, b, _name=name, _orig=original):  # type: ignore[no-untyped-def]
-            calls[_name] += 1
-            return _orig(self, s, t, b)
-
-        monkeypatch.setattr(REGISTRY[name], "loss", counted)
+def test_hard_mode_skips_unselected_losses(tiny_cfg: dict, count_losses) -> None:  # type: ignore[no-untyped-def]
+    calls = count_losses(TYPES)
     cfg = acks_cfg(tiny_cfg, action="hard", exploration_noise=0.5)
     cfg = cfg.replace(**{"trainer.max_steps": 20})
     result = run_trial(cfg)

@@ -65,18 +65,8 @@ def test_non_finite_loss_ends_run_as_diverged(
     assert rep.results[-1]["status"] == "diverged" and rep.results[-1]["done"]
 
 
-def test_zero_weight_knowledge_is_not_computed(
-    tiny_cfg: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = {"soft": 0, "hidden": 0}
-    for name in calls:
-        original = REGISTRY[name].loss
-
-        def counted(self, s, t, b, _name=name, _orig=original):  # type: ignore[no-untyped-def]
-            calls[_name] += 1
-            return _orig(self, s, t, b)
-
-        monkeypatch.setattr(REGISTRY[name], "loss", counted)
+def test_zero_weight_knowledge_is_not_computed(tiny_cfg: dict, count_losses) -> None:  # type: ignore[no-untyped-def]
+    calls = count_losses(["soft", "hidden"])
     run_trial(cfg_of(tiny_cfg, **{"knowledge.weights": {"soft": 0.0}}))
     assert calls == {"soft": 0, "hidden": 10}
 

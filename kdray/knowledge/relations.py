@@ -80,17 +80,21 @@ def cls_vectors(features: Features, layer: int) -> torch.Tensor:
     return features.hidden[layer][:, 0].float()
 
 
-@register
-class SampleRelation(Knowledge):
-    """`sample_relation` (L_SS): KL(softmax(C_T C_Tᵀ/√d_T) ‖ softmax(C_S C_Sᵀ/√d_S)) over the
-    rows of the batch, C the last layer's [CLS] vectors."""
-
-    name = "sample_relation"
+class _LastCls(Knowledge):
+    """Knowledge read from the last layer's [CLS] vector of both models."""
 
     def __init__(self, ctx: KnowledgeContext) -> None:
         super().__init__(ctx)
         self.student_needs = Needs(hidden=frozenset({ctx.student_layers}))
         self.teacher_needs = Needs(hidden=frozenset({ctx.teacher_layers}))
+
+
+@register
+class SampleRelation(_LastCls):
+    """`sample_relation` (L_SS): KL(softmax(C_T C_Tᵀ/√d_T) ‖ softmax(C_S C_Sᵀ/√d_S)) over the
+    rows of the batch, C the last layer's [CLS] vectors."""
+
+    name = "sample_relation"
 
     def loss(
         self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
@@ -102,7 +106,7 @@ class SampleRelation(Knowledge):
 
 
 @register
-class Contrastive(Knowledge):
+class Contrastive(_LastCls):
     """`contrastive` (L_SC): supervised InfoNCE over the 2B student and teacher [CLS] vectors
     (student projected to the teacher width when widths differ), L2-normalised, temperature t
     (`knowledge.contrastive_temperature`); positives are the other vectors with the same label.
@@ -114,8 +118,6 @@ class Contrastive(Knowledge):
     def __init__(self, ctx: KnowledgeContext) -> None:
         super().__init__(ctx)
         self.proj = projection(ctx.student_width, ctx.teacher_width)
-        self.student_needs = Needs(hidden=frozenset({ctx.student_layers}))
-        self.teacher_needs = Needs(hidden=frozenset({ctx.teacher_layers}))
 
     def loss(
         self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
