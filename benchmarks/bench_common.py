@@ -26,6 +26,14 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def quiet_hf() -> None:
+    """Keep transformers' load reports (an expected new head, ...) out of the tables."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def machine() -> dict[str, Any]:
     return {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",

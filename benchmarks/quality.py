@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from bench_common import machine, parser, print_table, write_json
+from bench_common import machine, parser, print_table, quiet_hf, write_json
 
 from kdray.config import TrialConfig
 from kdray.teacher import ensure_teacher, teacher_meta
@@ -81,6 +81,7 @@ def weights_by_phase(run_dir: str) -> list[dict[str, float]]:
 
 
 def main() -> None:
+    quiet_hf()
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=None, help="final-student steps per run")

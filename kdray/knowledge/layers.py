@@ -49,14 +49,28 @@ class Hidden(_Projected):
         return total
 
 
-def gram(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """G(a, b) = H_aᵀ H_b / tokens per example over non-padding tokens.
+def gram_mse(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over the batch of MSE(G(a, b), G(c, d)), G(x, y) = xᵀy / tokens per example over
+    non-padding tokens, without forming the (d × d) Gram matrices.
 
-    a, b: (B, T, d); mask: (B, T) bool -> (B, d, d).
+    ‖AᵀB − CᵀD‖²_F = Σ(AAᵀ∘BBᵀ) − 2Σ(ACᵀ∘BDᵀ) + Σ(CCᵀ∘DDᵀ): every product is (T × T), and
+    T (tokens) is far below d (width), so this costs O(T²d) instead of O(Td²) time and memory.
+    The three terms are summed in float64 so their difference keeps its precision.
+    a, b, c, d: (B, T, d) ; mask: (B, T) bool -> scalar.
     """
-    m = mask.to(a.dtype).unsqueeze(-1)  # (B, T, 1)
-    tokens = m.sum(1, keepdim=True).clamp_min(1)  # (B, 1, 1)
-    return torch.bmm((a * m).transpose(1, 2), b * m) / tokens
+    m = mask.to(torch.float64).unsqueeze(-1)  # (B, T, 1)
+    tokens = m.sum((1, 2)).clamp_min(1)  # (B,)
+    a, b, c, d = (x.double() * m for x in (a, b, c, d))
+
+    def inner(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """<xᵀy, uᵀv>_F per example = Σ (x uᵀ) ∘ (y vᵀ)."""
+        return (torch.bmm(x, u.transpose(1, 2)) * torch.bmm(y, v.transpose(1, 2))).sum((1, 2))
+
+    sq = inner(a, b, a, b) - 2 * inner(a, b, c, d) + inner(c, d, c, d)  # (B,)
+    width = a.shape[-1] * b.shape[-1]
+    return (sq.clamp_min(0) / (tokens**2 * width)).mean().float()
 
 
 @register
@@ -78,9 +92,7 @@ class Relation(_Projected):
         ht = [teacher.hidden[self.ctx.mapped(n)].float() for n in self.layers]
         total = student.logits.new_zeros((), dtype=torch.float32)
         for i in range(len(self.layers) - 1):
-            gs = gram(hs[i], hs[i + 1], mask)  # (B, d_T, d_T)
-            gt = gram(ht[i], ht[i + 1], mask)
-            total = total + (gs - gt).pow(2).mean()
+            total = total + gram_mse(hs[i], hs[i + 1], ht[i], ht[i + 1], mask)
         return total
 
 

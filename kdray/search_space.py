@@ -1,0 +1,231 @@
+"""Sweep files: YAML -> validated `SweepSpec` -> Ray Tune param_space.
+
+A sweep file has three sections:
+
+    name: sst2_acks
+    trial:            # a complete base trial config (kdray.config.TrialConfig)
+      data: {task: sst2, max_train_examples: 8000}
+      selector: {kind: acks}
+    search:           # dotted config path -> one distribution
+      trainer.learning_rate: {loguniform: [3.0e-5, 3.0e-4]}
+      knowledge.temperature: {uniform: [1.0, 4.0]}
+      student.num_layers: {int: [1, 4]}          # inclusive bounds
+      selector.kind: {choice: [all, vanilla, acks]}
+      trainer.seed: {grid: [0, 1, 2]}            # every value, crossed with the samples
+    sweep:            # kdray.search_space.SweepConfig
+      metric: val_metric
+      num_samples: 8
+
+Everything is checked before Ray starts: the YAML (with its line), every search path against
+the config's keys, each distribution's bounds, and each end of every range and every choice
+merged into the base config and validated as a whole trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kdray.config import TrialConfig, _build, config_paths, set_path
+from kdray.errors import ConfigError, suggest
+
+#: name -> number of parameters it takes ("list" for a non-empty list of values).
+DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "int": 2, "choice": "list", "grid": "list"}
+#: Metrics every trial reports with each evaluation (plus val_<metric> of the task).
+GENERIC_METRICS = ("val_metric", "best_val_metric", "val_loss", "train_loss")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One searched dimension."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+    def candidates(self) -> list[Any]:
+        """Values that together exercise every edge of the dimension (for validation)."""
+        return list(self.args)
+
+    def to_tune(self) -> Any:
+        from ray import tune
+
+        if self.kind == "uniform":
+            return tune.uniform(*self.args)
+        if self.kind == "loguniform":
+            return tune.loguniform(*self.args)
+        if self.kind == "int":
+            return tune.randint(self.args[0], self.args[1] + 1)  # inclusive upper bound
+        if self.kind == "choice":
+            return tune.choice(list(self.args))
+        return tune.grid_search(list(self.args))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per trial. Fractional GPUs pack several trials on one GPU."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """How Ray Tune runs the trials."""
+
+    #: A metric trials report with each evaluation: val_metric (the task's main metric on the
+    #: validation split), val_loss, best_val_metric, train_loss or val_<metric>.
+    metric: str = "val_metric"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = 8
+    max_concurrent: int | None = None
+    searcher: Literal["optuna", "random", "grid"] = "optuna"
+    scheduler: Literal["asha", "median", "pbt", "fifo"] = "asha"
+    #: Passed to the scheduler (e.g. grace_period, reduction_factor for ASHA).
+    scheduler_options: Mapping[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    #: Where results and checkpoints go (a folder or a URI every node reaches).
+    storage: str = "~/kdray_results"
+    #: Retries of a trial that raised.
+    max_failures: int = 1
+    time_budget_s: float | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    trial: Mapping[str, Any]
+    search: Mapping[str, Distribution]
+    sweep: SweepConfig
+
+    def trial_config(self, sampled: Mapping[str, Any]) -> TrialConfig:
+        """The base trial with the sampled {path: value} applied, validated."""
+        raw = copy.deepcopy(dict(self.trial))
+        for path, value in sampled.items():
+            set_path(raw, path, value)
+        return TrialConfig.from_dict(raw)
+
+    def param_space(self) -> dict[str, Any]:
+        """Flat {dotted path: Tune distribution} (Tune passes it back as the trial's config)."""
+        return {path: dist.to_tune() for path, dist in self.search.items()}
+
+    def fixed(self, path: str) -> Any:
+        """The base value of a config path that is not searched."""
+        node: Any = self.trial
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        return node
+
+
+def parse_distribution(path: str, raw: Any) -> Distribution:
+    where = f"search.{path}"
+    if not isinstance(raw, Mapping) or len(raw) != 1:
+        raise ConfigError(
+            f"'{where}' must be one distribution such as {{uniform: [low, high]}}; valid kinds: "
+            f"{', '.join(DISTRIBUTIONS)}"
+        )
+    kind, args = next(iter(raw.items()))
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(
+            f"'{where}' has unknown distribution '{kind}'{suggest(str(kind), DISTRIBUTIONS)}; "
+            f"valid: {', '.join(DISTRIBUTIONS)}"
+        )
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"'{where}.{kind}' must be a non-empty list, got {args!r}")
+    if DISTRIBUTIONS[kind] == 2:
+        if len(args) != 2 or not all(
+            isinstance(a, int | float) and not isinstance(a, bool) for a in args
+        ):
+            raise ConfigError(f"'{where}.{kind}' must be [low, high] numbers, got {args!r}")
+        low, high = args
+        if not low < high:
+            raise ConfigError(f"'{where}.{kind}' needs low < high, got [{low}, {high}]")
+        if kind == "loguniform" and low <= 0:
+            raise ConfigError(f"'{where}.loguniform' needs low > 0, got {low}")
+        if kind == "int" and not all(float(a).is_integer() for a in args):
+            raise ConfigError(f"'{where}.int' needs integer bounds, got {args!r}")
+        if not all(math.isfinite(a) for a in args):
+            raise ConfigError(f"'{where}.{kind}' bounds must be finite, got {args!r}")
+    return Distribution(str(kind), tuple(args))
+
+
+def parse_sweep(raw: Mapping[str, Any], default_name: str) -> SweepSpec:
+    """Validate a sweep mapping completely (no Ray needed)."""
+    unknown = [k for k in raw if k not in ("name", "trial", "search", "sweep")]
+    if unknown:
+        hint = suggest(unknown[0], ["trial", "search", "sweep"])
+        raise ConfigError(
+            f"unknown sweep section '{unknown[0]}'{hint}; valid: name, trial, search, sweep"
+        )
+    trial = raw.get("trial") or {}
+    if not isinstance(trial, Mapping):
+        raise ConfigError("'trial' must be a mapping of trial config sections")
+    TrialConfig.from_dict(trial)  # the base alone must be valid
+    paths = config_paths()
+    search: dict[str, Distribution] = {}
+    for path, spec in (raw.get("search") or {}).items():
+        if path not in paths:
+            raise ConfigError(
+                f"search path '{path}' is not a config key{suggest(path, paths)}; search over "
+                f"dotted leaf keys such as trainer.learning_rate"
+            )
+        search[path] = parse_distribution(path, spec)
+    sweep = _build(SweepConfig, raw.get("sweep") or {}, "sweep")
+    spec = SweepSpec(str(raw.get("name") or default_name), trial, search, sweep)
+    for path, dist in search.items():  # every edge of every dimension makes a valid trial
+        for value in dist.candidates():
+            try:
+                spec.trial_config({path: value})
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"search.{path} = {value!r} gives an invalid trial: {exc}"
+                ) from exc
+    validate_sweep_settings(spec)
+    return spec
+
+
+def validate_sweep_settings(spec: SweepSpec) -> None:
+    s = spec.sweep
+    if s.num_samples < 1:
+        raise ConfigError(f"'sweep.num_samples' must be >= 1, got {s.num_samples}")
+    if s.max_concurrent is not None and s.max_concurrent < 1:
+        raise ConfigError(f"'sweep.max_concurrent' must be >= 1, got {s.max_concurrent}")
+    if s.resources.cpu <= 0 or s.resources.gpu < 0:
+        raise ConfigError(
+            f"'sweep.resources' needs cpu > 0 and gpu >= 0, got cpu={s.resources.cpu}, "
+            f"gpu={s.resources.gpu}"
+        )
+    if s.max_failures < 0:
+        raise ConfigError(f"'sweep.max_failures' must be >= 0, got {s.max_failures}")
+    if s.time_budget_s is not None and s.time_budget_s <= 0:
+        raise ConfigError(f"'sweep.time_budget_s' must be > 0, got {s.time_budget_s}")
+    if s.searcher == "grid" and any(d.kind not in ("grid", "choice") for d in spec.search.values()):
+        raise ConfigError(
+            "'sweep.searcher: grid' enumerates values; give every search dimension as "
+            "{grid: [...]} or use searcher optuna / random"
+        )
+    allowed = list(GENERIC_METRICS)
+    if "data.task" not in spec.search:  # one task: its own metrics are reported too
+        from kdray.config import DataConfig
+        from kdray.data import TASKS
+
+        task = spec.fixed("data.task") or DataConfig().task
+        allowed += [f"val_{m}" for m in TASKS[task].metrics]
+    if s.metric not in allowed:
+        hint = suggest(s.metric, allowed)
+        raise ConfigError(
+            f"'sweep.metric: {s.metric}' is never reported by the trials{hint}; they report "
+            f"{', '.join(allowed)}"
+        )
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep YAML file (yaml.safe_load; errors name the line)."""
+    from kdray.cli import load_yaml
+
+    path = Path(path)
+    return parse_sweep(load_yaml(path), default_name=path.stem)

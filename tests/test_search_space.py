@@ -1,0 +1,99 @@
+"""Sweep files: the shipped ones are valid; bad ones fail before Ray starts, with the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kdray.errors import ConfigError
+from kdray.search_space import load_sweep, parse_sweep
+
+SPACES = sorted((Path(__file__).parents[1] / "search_spaces").glob("*.yaml"))
+SWEEPS = [p for p in SPACES if not p.name.startswith("trial_")]
+
+
+def test_the_shipped_sweeps_are_there() -> None:
+    names = {p.stem for p in SWEEPS}
+    assert {"quickstart", "sst2_acks", "glue_acks", "selector_ablation"} <= names
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_shipped_sweeps_are_valid(path: Path) -> None:
+    spec = load_sweep(path)
+    assert spec.search and spec.sweep.num_samples >= 1
+    space = spec.param_space()
+    assert set(space) == set(spec.search)
+
+
+def test_param_space_distributions() -> None:
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    spec = parse_sweep(
+        {
+            "search": {
+                "trainer.learning_rate": {"loguniform": [1e-5, 1e-3]},
+                "knowledge.temperature": {"uniform": [1, 4]},
+                "student.num_layers": {"int": [1, 3]},
+                "selector.kind": {"choice": ["all", "acks"]},
+                "trainer.seed": {"grid": [0, 1]},
+            }
+        },
+        "t",
+    )
+    space = spec.param_space()
+    assert isinstance(space["trainer.learning_rate"], Float)
+    assert isinstance(space["student.num_layers"], Integer)
+    assert space["student.num_layers"].upper == 4  # inclusive bound, Tune's randint excludes it
+    assert isinstance(space["selector.kind"], Categorical)
+    assert space["trainer.seed"] == {"grid_search": [0, 1]}
+    cfg = spec.trial_config({"student.num_layers": 3, "selector.kind": "acks"})
+    assert cfg.student.num_layers == 3 and cfg.selector.kind == "acks"
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"search": {"trainer.learnig_rate": {"uniform": [0, 1]}}}, "'trainer.learning_rate'"),
+        ({"search": {"trainer": {"uniform": [0, 1]}}}, "not a config key"),
+        ({"search": {"trainer.learning_rate": {"normal": [0, 1]}}}, "distribution 'normal'"),
+        ({"search": {"trainer.learning_rate": {"uniform": [1, 0.1]}}}, "low < high"),
+        ({"search": {"trainer.learning_rate": {"loguniform": [0, 1]}}}, "low > 0"),
+        ({"search": {"trainer.learning_rate": {"uniform": [0.1]}}}, "[low, high]"),
+        ({"search": {"student.num_layers": {"int": [1.5, 3]}}}, "integer bounds"),
+        ({"search": {"selector.kind": {"choice": []}}}, "non-empty list"),
+        ({"search": {"selector.kind": {"choice": ["acks", "magic"]}}}, "selector.kind = 'magic'"),
+        ({"search": {"trainer.learning_rate": {"uniform": [-1, 1]}}}, "learning_rate = -1"),
+        ({"search": {"trainer.max_steps": {"choice": ["ten"]}}}, "integer"),
+        ({"sweep": {"metric": "val_acc"}}, "never reported"),
+        ({"sweep": {"metric": "accuracy"}}, "val_accuracy"),
+        ({"sweep": {"scheduler": "hyperband"}}, "asha, median, pbt, fifo"),
+        ({"sweep": {"num_sample": 3}}, "did you mean 'num_samples'"),
+        ({"sweep": {"resources": {"gpu": -1}}}, "gpu >= 0"),
+        (
+            {"sweep": {"searcher": "grid"},
+             "search": {"trainer.learning_rate": {"uniform": [0.1, 1]}}},
+            "{grid: [...]}",
+        ),
+        ({"serach": {}}, "did you mean 'search'"),
+        ({"trial": {"trainer": {"max_step": 3}}}, "did you mean 'max_steps'"),
+    ],
+)  # fmt: skip
+def test_bad_sweeps(raw: dict, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_sweep(raw, "bad")
+    assert needle in str(err.value)
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("trial:\n  data: {task: sst2\nsearch: {}\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_sweep(path)
+
+
+def test_a_task_dimension_allows_only_generic_metrics() -> None:
+    raw = {"search": {"data.task": {"grid": ["sst2", "mrpc"]}}, "sweep": {"metric": "val_f1"}}
+    with pytest.raises(ConfigError, match="never reported"):
+        parse_sweep(raw, "x")
+    parse_sweep({**raw, "sweep": {"metric": "val_metric"}}, "x")
