@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 from kdray.data import TokenizedSplit
 from kdray.io import atomic_torch_save
 from kdray.models import Features, Needs, encode
-from kdray.tensors import gather_padded, offsets_from_lengths, padded_index
+from kdray.tensors import offsets_from_lengths, padded_index
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +59,26 @@ class TeacherOutputs:
         self, idx: torch.Tensor, device: torch.device | str = "cpu", needs: Needs | None = None
     ) -> Features:
         """The batch of rows `idx` (only `needs`, when given), padded to its longest row, as
-        float32 on `device`."""
+        float32 on `device`. Padding positions hold arbitrary values, as a live forward pass
+        gives there too; every loss masks them."""
         idx = idx.cpu()  # the store lives in host memory
         feats = Features(logits=self.logits[idx].to(device))
+        where, _ = padded_index(self.offsets, idx)  # (B, L)
         for name in ("hidden", "attn_context"):
             wanted = getattr(needs, name) if needs is not None else None
             out = getattr(feats, name)
             for layer, flat in getattr(self, name).items():
                 if wanted is None or layer in wanted:
-                    out[layer] = gather_padded(flat, self.offsets, idx)[0].to(device).float()
+                    out[layer] = flat[where].to(device).float()  # (B, L, d)
         probs = {
             layer: flat
             for layer, flat in self.attn_probs.items()
             if needs is None or layer in needs.attn_probs
         }
         if probs:
-            where, mask = _square_index(self.offsets, idx, self.heads)
+            square, _ = _square_index(self.offsets, idx, self.heads)  # (B, H, L, L)
             for layer, flat in probs.items():
-                feats.attn_probs[layer] = (
-                    flat[where].masked_fill(~mask, 0).to(device).float()  # (B, H, L, L)
-                )
+                feats.attn_probs[layer] = flat[square].to(device).float()
         return feats
 
     def covers(self, needs: Needs) -> bool:

@@ -455,7 +455,7 @@ class Run:
             "phase_rows": self.phase_rows,
             "best": self.best,
             "wall_s": self.wall_before + (time.perf_counter() - self.t0),
-            "initial": self.initial,
+            "initial": self.initial if self.episodes else None,  # needed for new episodes
             "student": self.s.student.state_dict(),
             "knowledge": self.s.knowledge.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -477,7 +477,8 @@ class Run:
                 f"{self.out_dir} holds a checkpoint of a run with another config; resume with "
                 f"the same config, or use a fresh trainer.output_dir"
             )
-        self.initial = state["initial"]
+        if state["initial"] is not None:
+            self.initial = state["initial"]
         self.episode = state["episode"]
         self.new_episode()  # optimiser and schedule for that episode, then their saved state
         self.s.student.load_state_dict(state["student"])

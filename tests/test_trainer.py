@@ -172,3 +172,22 @@ def test_cli_runs_a_trial(tiny_cfg: dict, tmp_path: Path) -> None:
     proc = run_cli("--config", str(path), "--set", "trainer.max_steps=5", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "test (dev) accuracy:" in proc.stdout and "status: finished after 5 steps" in proc.stdout
+
+
+def test_shared_teacher_outputs_of_other_data_are_refused(tiny_cfg: dict) -> None:
+    shared = setup(TrialConfig.from_dict(tiny_cfg)).teacher_outputs
+    assert shared is not None
+    other = cfg_of(tiny_cfg, **{"data.split_seed": 1})  # same sizes, other examples
+    with pytest.raises(ConfigError, match="other training data"):
+        run_trial(other, teacher_outputs=shared)
+    assert run_trial(TrialConfig.from_dict(tiny_cfg), teacher_outputs=shared).status == "finished"
+
+
+def test_same_seed_gives_the_same_random_student(tiny_cfg: dict, tmp_path: Path) -> None:
+    def run(name: str) -> dict:
+        cfg = cfg_of(
+            tiny_cfg, **{"student.init": "random", "trainer.output_dir": str(tmp_path / name)}
+        )
+        return run_trial(cfg).history[-1]
+
+    assert run("a") == run("b")
