@@ -56,6 +56,13 @@ def make_tiny_teacher(
     return str(path)
 
 
+class CrashAtFirstReport:
+    """A Reporter that kills the run right after its first checkpoint (to test resuming)."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        raise KeyboardInterrupt
+
+
 @pytest.fixture
 def count_losses(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """count_losses(names) -> a dict counting how often each knowledge loss is computed."""

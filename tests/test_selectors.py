@@ -17,6 +17,7 @@ from kdray.errors import ConfigError
 from kdray.selector import SELECTORS, PhaseOutcome, PhaseState, build_selector
 from kdray.selector.actor_critic import ACKSSelector, exploration_bonus
 from kdray.trainer import PHASE_LOG, ListReporter, run_trial
+from tests.conftest import CrashAtFirstReport
 
 TYPES = ("hard", "soft", "hidden", "relation")
 
@@ -279,12 +280,8 @@ def test_resume_continues_the_same_agent(tiny_cfg: dict, tmp_path: Path, kind: s
 
     whole = run_trial(cfg("a"))
 
-    class Crash(ListReporter):
-        def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run_trial(cfg("b"), Crash())
+        run_trial(cfg("b"), CrashAtFirstReport())
     resumed = run_trial(cfg("b"))
     a = pd.read_parquet(tmp_path / "a" / PHASE_LOG).drop(columns="run_id")
     b = pd.read_parquet(tmp_path / "b" / PHASE_LOG).drop(columns="run_id")
@@ -293,13 +290,9 @@ def test_resume_continues_the_same_agent(tiny_cfg: dict, tmp_path: Path, kind: s
 
 
 def test_resume_with_another_config_is_refused(tiny_cfg: dict) -> None:
-    class Crash(ListReporter):
-        def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-            raise KeyboardInterrupt
-
     cfg = TrialConfig.from_dict(tiny_cfg)
     with pytest.raises(KeyboardInterrupt):
-        run_trial(cfg, Crash())
+        run_trial(cfg, CrashAtFirstReport())
     with pytest.raises(ConfigError, match=r"fresh trainer\.output_dir"):
         run_trial(cfg.replace(**{"trainer.max_steps": 30}))
 

@@ -17,6 +17,7 @@ from kdray.knowledge import REGISTRY
 from kdray.models import encode, load_classifier
 from kdray.teacher_cache import compute_teacher_outputs
 from kdray.trainer import CHECKPOINT, RESULTS, ListReporter, run_trial, setup
+from tests.conftest import CrashAtFirstReport
 
 
 def cfg_of(raw: dict[str, Any], **paths: Any) -> TrialConfig:
@@ -39,13 +40,9 @@ def test_run_reports_each_eval_and_writes_results(tiny_cfg: dict) -> None:
 def test_resume_continues_exactly(tiny_cfg: dict, tmp_path: Path) -> None:
     whole = run_trial(cfg_of(tiny_cfg, **{"trainer.output_dir": str(tmp_path / "a")}))
 
-    class Crash(ListReporter):
-        def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-            raise KeyboardInterrupt  # the run dies right after its first checkpoint
-
     cfg_b = cfg_of(tiny_cfg, **{"trainer.output_dir": str(tmp_path / "b")})
     with pytest.raises(KeyboardInterrupt):
-        run_trial(cfg_b, Crash())
+        run_trial(cfg_b, CrashAtFirstReport())
     assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["step"] == 5
     resumed = run_trial(cfg_b)
     assert resumed.steps == 10
