@@ -22,7 +22,6 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import pandas as pd
 import torch
 
 from kdray.errors import DataError, unknown
+from kdray.io import atomic_torch_save
 from kdray.tensors import gather_padded, offsets_from_lengths
 
 if TYPE_CHECKING:
@@ -663,19 +663,6 @@ def cache_path(cache_dir: str | Path, task: str, key: str) -> Path:
     return Path(cache_dir).expanduser().resolve() / "data" / f"{task}-{key[:16]}.pt"
 
 
-def _save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_task(
     cfg: DataConfig, tokenizer: Any, cache_dir: str | Path | None, progress: bool = False
 ) -> TaskData:
@@ -726,6 +713,6 @@ def load_task(
         fingerprint=key,
     )
     if path is not None:
-        _save_atomic(data.to_state(), path)
+        atomic_torch_save(data.to_state(), path)
         say("%s: cached tokenised data in %s", spec.name, path)
     return data

@@ -8,7 +8,6 @@ stores, only those. Teacher features arrive detached; padding never enters a los
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -82,6 +81,3 @@ REGISTRY: dict[str, type[Knowledge]] = {}
 def register(cls: K) -> K:
     REGISTRY[cls.name] = cls
     return cls
-
-
-LossFn = Callable[[Features, Features | None, dict[str, torch.Tensor]], torch.Tensor]
