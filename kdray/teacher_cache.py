@@ -63,22 +63,17 @@ class TeacherOutputs:
         gives there too; every loss masks them."""
         idx = idx.cpu()  # the store lives in host memory
         feats = Features(logits=self.logits[idx].to(device))
-        where, _ = padded_index(self.offsets, idx)  # (B, L)
-        for name in ("hidden", "attn_context"):
+        where, _ = padded_index(self.offsets, idx)  # (B, L) token positions
+        square = None  # (B, H, L, L) attention-map positions, built only when needed
+        for name in ("hidden", "attn_context", "attn_probs"):
             wanted = getattr(needs, name) if needs is not None else None
-            out = getattr(feats, name)
             for layer, flat in getattr(self, name).items():
-                if wanted is None or layer in wanted:
-                    out[layer] = flat[where].to(device).float()  # (B, L, d)
-        probs = {
-            layer: flat
-            for layer, flat in self.attn_probs.items()
-            if needs is None or layer in needs.attn_probs
-        }
-        if probs:
-            square, _ = _square_index(self.offsets, idx, self.heads)  # (B, H, L, L)
-            for layer, flat in probs.items():
-                feats.attn_probs[layer] = flat[square].to(device).float()
+                if wanted is not None and layer not in wanted:
+                    continue
+                if name == "attn_probs" and square is None:
+                    square, _ = _square_index(self.offsets, idx, self.heads)
+                index = square if name == "attn_probs" else where
+                getattr(feats, name)[layer] = flat[index].to(device).float()
         return feats
 
     def covers(self, needs: Needs) -> bool:

@@ -403,10 +403,14 @@ class Run:
     def final_episode(self) -> bool:
         return self.episode >= self.episodes
 
+    def steps_in(self, episode: int) -> int:
+        """Student steps of an episode: stage-A episodes may be shorter than the final run."""
+        sel, tr = self.cfg.selector, self.cfg.trainer
+        return tr.max_steps if episode >= self.episodes else (sel.episode_steps or tr.max_steps)
+
     @property
     def episode_steps(self) -> int:
-        sel, tr = self.cfg.selector, self.cfg.trainer
-        return tr.max_steps if self.final_episode else (sel.episode_steps or tr.max_steps)
+        return self.steps_in(self.episode)
 
     def new_episode(self) -> None:
         """Fresh optimiser, schedule and data order; stage B reloads the initial student."""
@@ -508,7 +512,7 @@ class Run:
     def teacher_features(self, batch: dict[str, torch.Tensor]) -> Features | None:
         s = self.s
         if s.teacher_outputs is not None:
-            return s.teacher_outputs.features(batch["index"].cpu(), s.device, s.teacher_needs)
+            return s.teacher_outputs.features(batch["index"], s.device, s.teacher_needs)
         if s.teacher is None:
             return None
         with torch.no_grad(), _autocast(s.device, self.cfg.trainer.bf16):
@@ -706,10 +710,8 @@ class Run:
         self.restore()
         self.s.student.train()
         status = "finished"
-        total = self.episodes * (self.cfg.selector.episode_steps or tr.max_steps) + tr.max_steps
-        done = self.step + sum(
-            self.cfg.selector.episode_steps or tr.max_steps for _ in range(self.episode)
-        )
+        total = sum(self.steps_in(e) for e in range(self.episodes + 1))
+        done = self.step + sum(self.steps_in(e) for e in range(self.episode))
         bar = tqdm(total=total, initial=done, desc="distil", disable=not self.progress,
                    dynamic_ncols=True)  # fmt: skip
         running: list[float] = []
