@@ -24,6 +24,7 @@ and all beat none; the best ACKS variant >= all and >= vanilla on the 3-task mea
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -88,7 +89,16 @@ def main() -> None:
     p.add_argument("--phase-length", type=int, default=25)
     p.add_argument("--tasks", default="sst2,mrpc,rte")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="no runs: combine the tasks of earlier --out files into one table",
+    )
     args = p.parse_args()
+    if args.merge:
+        summarize(merge(args.merge), args.out)
+        return
     tasks = args.tasks.split(",")
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS] + [t for t in tasks if t not in TASKS]
@@ -136,6 +146,27 @@ def main() -> None:
                 "wall_s": statistics.mean(walls),
             }
             write_json(args.out, out)  # partial results survive an interruption
+    summarize(out, args.out)
+
+
+def merge(paths: list[str]) -> dict[str, Any]:
+    """One result from several runs over different tasks (same methods and settings)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    out = {**runs[0], "tasks": {}, "merged_from": paths}
+    for run in runs:
+        if run["settings"] != runs[0]["settings"]:
+            raise SystemExit(
+                f"--merge: settings differ: {run['settings']} vs {runs[0]['settings']}"
+            )
+        out["tasks"].update(run["tasks"])
+    return out
+
+
+def summarize(out: dict[str, Any], path: str | None) -> None:
+    """The 3-task mean, the table, the targets and ACKS's per-phase weights; writes the JSON."""
+    tasks = list(out["tasks"])
+    methods = [m for m in METHODS if all(m in out["tasks"][t]["methods"] for t in tasks)]
+    steps, seeds = out["settings"]["student_steps"], out["settings"]["seeds"]
     means = {
         m: statistics.mean(out["tasks"][t]["methods"][m]["mean"] for t in tasks) for m in methods
     }
@@ -171,7 +202,7 @@ def main() -> None:
         print_table(
             first["acks_weights_by_phase"], ["phase", "progress", *(f"w_{k}" for k in TYPES)]
         )
-    write_json(args.out, out)
+    write_json(path, out)
 
 
 if __name__ == "__main__":

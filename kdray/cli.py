@@ -20,17 +20,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found")
+    return parse_yaml(path.read_text(), str(path))
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """YAML text (from `source`, for messages) -> a mapping, through yaml.safe_load."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"malformed YAML in '{path}'{where}: {problem}") from exc
+        raise ConfigError(f"malformed YAML in '{source}'{where}: {problem}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"'{path}' must hold a mapping of config sections")
+        raise ConfigError(f"'{source}' must hold a mapping of config sections")
     return data
 
 

@@ -22,6 +22,23 @@ from kdray.errors import ConfigError, suggest
 DEFAULT_BACKBONE = "minilm"
 
 
+#: Knobs a run may change when it continues from a checkpoint taken under other values (PBT's
+#: exploit-and-explore): they act through the loss and the agent's optimisers, not through
+#: anything else the checkpoint holds.
+MUTABLE_PATHS = (
+    "knowledge.temperature",
+    "knowledge.weights",
+    "selector.alpha",
+    "selector.actor_lr",
+    "selector.critic_lr",
+)
+
+
+def is_mutable(path: str) -> bool:
+    """True for a config path (or a key under one, e.g. knowledge.weights.soft) in MUTABLE_PATHS."""
+    return any(path == m or path.startswith(m + ".") for m in MUTABLE_PATHS)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which task and how its examples are split and tokenised."""
@@ -233,6 +250,17 @@ def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
     for p in parents:
         node = node.setdefault(p, {})
     node[leaf] = value
+
+
+def flat_paths(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config data -> {dotted path: leaf value} (an empty mapping is a leaf)."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flat_paths(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def config_paths(cls: type = TrialConfig, prefix: str = "") -> list[str]:

@@ -24,17 +24,31 @@ merged into the base config and validated as a whole trial.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kdray.config import TrialConfig, _build, config_paths, set_path
+from kdray.config import (
+    TrialConfig,
+    _build,
+    _plain,
+    config_paths,
+    flat_paths,
+    is_mutable,
+    set_path,
+)
 from kdray.errors import ConfigError, suggest
 
 #: name -> number of parameters it takes ("list" for a non-empty list of values).
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "int": 2, "choice": "list", "grid": "list"}
+#: Config keys holding local paths, and keys that hold a local path or a hub model id.
+FILE_PATHS = ("data.data_dir", "cache_dir", "selector.schedule_file")
+MAYBE_FILE_PATHS = ("teacher.path", "teacher.backbone")
+#: Mapping-valued config keys whose entries are searchable one by one (knowledge.weights.soft).
+MAPPING_PATHS = ("knowledge.weights.",)
 #: Metrics every trial reports with each evaluation (plus val_<metric> of the task).
 GENERIC_METRICS = ("val_metric", "best_val_metric", "val_loss", "train_loss")
 
@@ -109,6 +123,40 @@ class SweepSpec:
             set_path(raw, path, value)
         return TrialConfig.from_dict(raw)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that `parse_sweep` reads back (saved beside a sweep's results)."""
+        return {
+            "name": self.name,
+            "trial": copy.deepcopy(dict(self.trial)),
+            "search": {p: {d.kind: list(d.args)} for p, d in self.search.items()},
+            "sweep": _plain(dataclasses.asdict(self.sweep)),
+        }
+
+    def with_data_dir(self, data_dir: str) -> SweepSpec:
+        """The same sweep reading GLUE from `data_dir`."""
+        trial = copy.deepcopy(dict(self.trial))
+        set_path(trial, "data.data_dir", data_dir)
+        return dataclasses.replace(self, trial=trial)
+
+    def absolute(self, base: Path | None = None) -> SweepSpec:
+        """Relative file paths of the base trial made absolute against `base` (default: the
+        working directory): trials run in their own folders, possibly on other machines."""
+        base = Path.cwd() if base is None else base
+        trial = copy.deepcopy(dict(self.trial))
+        flat = flat_paths(trial)
+        for path in (*FILE_PATHS, *MAYBE_FILE_PATHS):
+            value = flat.get(path)
+            if (
+                not isinstance(value, str)
+                or "://" in value
+                or Path(value).expanduser().is_absolute()
+            ):
+                continue
+            local = (base / value).resolve()
+            if path in FILE_PATHS or local.exists():  # else a hub id such as bert-base-uncased
+                set_path(trial, path, str(local))
+        return dataclasses.replace(self, trial=trial)
+
     def param_space(self) -> dict[str, Any]:
         """Flat {dotted path: Tune distribution} (Tune passes it back as the trial's config)."""
         return {path: dist.to_tune() for path, dist in self.search.items()}
@@ -168,7 +216,7 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str) -> SweepSpec:
     paths = config_paths()
     search: dict[str, Distribution] = {}
     for path, spec in (raw.get("search") or {}).items():
-        if path not in paths:
+        if path not in paths and not path.startswith(MAPPING_PATHS):
             raise ConfigError(
                 f"search path '{path}' is not a config key{suggest(path, paths)}; search over "
                 f"dotted leaf keys such as trainer.learning_rate"
@@ -208,6 +256,8 @@ def validate_sweep_settings(spec: SweepSpec) -> None:
             "'sweep.searcher: grid' enumerates values; give every search dimension as "
             "{grid: [...]} or use searcher optuna / random"
         )
+    if s.scheduler == "pbt":
+        validate_pbt(spec)
     allowed = list(GENERIC_METRICS)
     if "data.task" not in spec.search:  # one task: its own metrics are reported too
         from kdray.config import DataConfig
@@ -220,6 +270,28 @@ def validate_sweep_settings(spec: SweepSpec) -> None:
         raise ConfigError(
             f"'sweep.metric: {s.metric}' is never reported by the trials{hint}; they report "
             f"{', '.join(allowed)}"
+        )
+
+
+def validate_pbt(spec: SweepSpec) -> None:
+    """PBT changes knobs mid-run by cloning checkpoints: only MUTABLE_PATHS may be explored."""
+    from kdray.config import MUTABLE_PATHS
+
+    s = spec.sweep
+    if s.searcher != "random":
+        raise ConfigError(
+            f"'sweep.scheduler: pbt' samples and mutates the population itself; set "
+            f"'sweep.searcher: random' (got {s.searcher})"
+        )
+    if not any(is_mutable(p) for p in spec.search):
+        raise ConfigError(
+            f"'sweep.scheduler: pbt' needs at least one searched knob that may change mid-run: "
+            f"{', '.join(MUTABLE_PATHS)} (knowledge.weights.<type> for one weight)"
+        )
+    if s.num_samples < 2:
+        raise ConfigError(
+            f"'sweep.scheduler: pbt' needs a population: 'sweep.num_samples' >= 2, got "
+            f"{s.num_samples}"
         )
 
 

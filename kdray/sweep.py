@@ -9,22 +9,31 @@ search leaves the data and the teacher alone, computes the teacher outputs once 
 to every trial through Ray's object store (tune.with_parameters). Each trial is one
 kdray.trainer run in its trial folder (`run/`: checkpoint, phases.parquet, results.json, the
 student), reporting once per evaluation; ASHA, median stopping or FIFO decide what to prune.
-Run it on a cluster with `ray submit cluster.yaml` (see the README) or `ray job submit`.
+Trials hand their checkpoint to Tune at every evaluation: Tune keeps it in the storage path, a
+resumed or retried trial starts from it, and PBT clones it from a strong trial into a weak one
+(then changes the MUTABLE_PATHS knobs). The sweep file is saved beside the results
+(`kdray_sweep.yaml`), so `--resume DIR` needs nothing else. Run it on a cluster with
+`ray submit cluster.yaml kdray/sweep.py -- --space ...` or `ray job submit` (see the README).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from kdray.config import TrialConfig
+from kdray.config import TrialConfig, is_mutable
 from kdray.errors import ConfigError
-from kdray.search_space import SweepSpec, load_sweep
+from kdray.io import atomic_path, atomic_write_text
+from kdray.search_space import SweepSpec, load_sweep, parse_sweep
 from kdray.teacher_cache import TeacherOutputs
+from kdray.trainer import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +42,53 @@ UNSHAREABLE = ("data.", "teacher.", "student.num_layers", "student.layer_map", "
                "cache_dir")  # fmt: skip
 
 
+#: The sweep file as run, saved in the experiment folder (for --resume and kdray.analysis).
+SPEC_FILE = "kdray_sweep.yaml"
+
+
 class TuneReporter:
-    """The trainer's Reporter inside a Tune trial: numbers only, once per evaluation."""
+    """The trainer's Reporter inside a Tune trial: numbers once per evaluation, with the run's
+    checkpoint, which Tune copies to the storage path (resume and PBT read it from there).
+    """
+
+    STAGE = ".to-tune-"
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
         from ray import tune
 
         clean = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
-        tune.report(clean)
+        clean["node_id"] = self.node_id
+        ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+        if ckpt is None or not ckpt.is_file():
+            tune.report(clean)
+            return
+        self.clear_stages(ckpt.parent)
+        # A folder holding just the checkpoint, hard-linked (no copy here); Tune may stop the
+        # trial inside report, so stale folders are cleared at the next report or start.
+        stage = Path(tempfile.mkdtemp(dir=ckpt.parent, prefix=self.STAGE))
+        os.link(ckpt, stage / CHECKPOINT)
+        tune.report(clean, checkpoint=tune.Checkpoint.from_directory(str(stage)))
+        shutil.rmtree(stage, ignore_errors=True)
+
+    @classmethod
+    def clear_stages(cls, run_dir: Path) -> None:
+        for stale in run_dir.glob(cls.STAGE + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def trial_run_dir(context: Any) -> Path:
+    """The trainer's folder: in the storage path itself when that is a local or mounted
+    folder (so results.json, phases.parquet and the student land there as they are written),
+    else in the trial's working folder, which Tune syncs to the storage URI."""
+    import pyarrow.fs
+
+    storage = context.get_storage()
+    if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(storage.trial_fs_path) / "run"
+    return Path(context.get_trial_dir()) / "run"
 
 
 def train_trial(
@@ -54,16 +102,32 @@ def train_trial(
     A restarted trial (retry, or the sweep resumed) finds its checkpoint in the same folder
     and continues from it.
     """
+    import ray
     from ray import tune
 
     from kdray.trainer import run_trial
 
-    run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+    context = tune.get_context()
+    run_dir = trial_run_dir(context)
+    TuneReporter.clear_stages(run_dir)
+    checkpoint = tune.get_checkpoint()  # this trial's last one, or a PBT donor's
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d, atomic_path(run_dir / CHECKPOINT) as tmp:
+            shutil.copyfile(Path(d) / CHECKPOINT, tmp)
     overrides: dict[str, Any] = {**config, "trainer.output_dir": str(run_dir)}
     if teacher_path and "teacher.path" not in config:
         overrides["teacher.path"] = teacher_path
     cfg = spec.trial_config(overrides)
-    run_trial(cfg, TuneReporter(), teacher_outputs=shared)
+    reporter = TuneReporter(ray.get_runtime_context().get_node_id())
+    try:
+        run_trial(cfg, reporter, teacher_outputs=shared, run_id=context.get_trial_id(),
+                  allow_mutation=spec.sweep.scheduler == "pbt")  # fmt: skip
+    finally:  # a pruned or failed trial leaves no memory behind in a reused worker
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def evaluations_per_trial(spec: SweepSpec) -> int:
@@ -73,7 +137,12 @@ def evaluations_per_trial(spec: SweepSpec) -> int:
 
 
 def build_scheduler(spec: SweepSpec) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+    from ray.tune.schedulers import (
+        ASHAScheduler,
+        FIFOScheduler,
+        MedianStoppingRule,
+        PopulationBasedTraining,
+    )
 
     s = spec.sweep
     opts = dict(s.scheduler_options)
@@ -84,13 +153,19 @@ def build_scheduler(spec: SweepSpec) -> Any:
             )
         if s.scheduler == "median":
             return MedianStoppingRule(time_attr="training_iteration", **opts)
-        if s.scheduler == "fifo":
-            return FIFOScheduler(**opts)
+        if s.scheduler == "pbt":  # explores the searched MUTABLE_PATHS knobs mid-run
+            mutations = {
+                path: list(d.args) if d.kind == "grid" else d.to_tune()
+                for path, d in spec.search.items()
+                if is_mutable(path)
+            }
+            opts.setdefault("perturbation_interval", 1)
+            return PopulationBasedTraining(
+                time_attr="training_iteration", hyperparam_mutations=mutations, **opts
+            )
+        return FIFOScheduler(**opts)
     except TypeError as exc:  # an option the scheduler does not take
         raise ConfigError(f"'sweep.scheduler_options' for {s.scheduler}: {exc}") from exc
-    raise ConfigError(
-        "'sweep.scheduler: pbt' is not available yet in kdray; use asha, median or fifo"
-    )
 
 
 def build_searcher(spec: SweepSpec) -> Any:
@@ -109,15 +184,28 @@ def build_searcher(spec: SweepSpec) -> Any:
     return OptunaSearch(metric=s.metric, mode=s.mode, sampler=sampler)
 
 
-def check_resources(spec: SweepSpec) -> None:
-    """A trial that asks for more than any node has would stay PENDING forever."""
-    import ray
+#: Written by `ray up` on the head node: the node types the autoscaler may still start.
+AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"
 
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+def node_shapes() -> list[dict[str, float]]:
+    """Resources of every live node, and of every node type the autoscaler can add."""
+    import ray
+    import yaml
+
+    shapes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    boot = Path(AUTOSCALING_CONFIG).expanduser()
+    if boot.is_file():
+        types = (yaml.safe_load(boot.read_text()) or {}).get("available_node_types", {})
+        shapes += [t.get("resources", {}) for t in types.values()]
+    return shapes
+
+
+def check_resources(spec: SweepSpec, shapes: list[dict[str, float]]) -> None:
+    """A trial that asks for more than any node has would stay PENDING forever."""
     need = spec.sweep.resources
-    fits = any(r.get("CPU", 0) >= need.cpu and r.get("GPU", 0) >= need.gpu for r in nodes)
-    if not fits:
-        have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes)
+    if not any(r.get("CPU", 0) >= need.cpu and r.get("GPU", 0) >= need.gpu for r in shapes):
+        have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in shapes)
         raise ConfigError(
             f"each trial asks for {need.cpu:g} CPU and {need.gpu:g} GPU, but no node of this "
             f"Ray cluster has that (nodes: {have}); lower sweep.resources"
@@ -160,78 +248,144 @@ def prepare_teacher(spec: SweepSpec) -> tuple[str | None, TeacherOutputs | None]
 
 def summarize(results: Any, spec: SweepSpec) -> None:
     s = spec.sweep
-    best = results.get_best_result(metric=s.metric, mode=s.mode, scope="all")
-    where = results.experiment_path
-    print(f"\n{len(results)} trials, {results.num_errors} errored; results in {where}")
-    if best is None or best.metrics is None:
+    print(f"\n{len(results)} trials, {results.num_errors} errored; results in "
+          f"{results.experiment_path}")  # fmt: skip
+    try:
+        best = results.get_best_result(metric=s.metric, mode=s.mode, scope="last")
+    except RuntimeError:  # no trial reported the metric
+        best = None
+    if best is None or not best.metrics:
         print("no trial reported a result")
         return
     m = best.metrics
-    print(f"best trial: {best.path}")
+    print(f"best trial: {Path(best.path).name}")
     print(f"  config: {best.config}")
-    print(f"  {s.metric}: {m.get(s.metric)}   test (dev) score: {m.get('test_metric')}")
-    student = Path(best.path) / "run" / "student"
-    print(f"  student: {student if student.exists() else '(not saved)'}")
+    test = m.get("test_metric")
+    print(f"  {s.metric}: {m.get(s.metric):.4f}   test (dev) score: "
+          f"{'(not reached: pruned)' if test is None else f'{test:.4f}'}")  # fmt: skip
+    student = f"{best.path}/run/student"
+    saved = "://" in student or Path(student).exists()
+    print(f"  student: {student if saved else '(not saved)'}")
 
 
-def main() -> int:
+def save_spec(spec: SweepSpec, experiment: str) -> None:
+    """The sweep as run, beside its results (local folder or a pyarrow-reachable URI)."""
+    import yaml
+
+    text = yaml.safe_dump(spec.to_dict(), sort_keys=False)
+    if "://" not in experiment:
+        atomic_write_text(Path(experiment) / SPEC_FILE, text)
+        return
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{SPEC_FILE}") as f:
+        f.write(text.encode())
+
+
+def load_saved_spec(experiment: str) -> SweepSpec:
+    import pyarrow.fs
+
+    from kdray.cli import parse_yaml
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+    try:
+        with fs.open_input_stream(f"{path}/{SPEC_FILE}") as f:
+            text = f.read().decode()
+    except (FileNotFoundError, OSError) as exc:
+        raise ConfigError(
+            f"--resume {experiment} has no {SPEC_FILE} (a sweep started before kdray saved "
+            f"it?); pass the sweep's --space FILE as well"
+        ) from exc
+    return parse_sweep(parse_yaml(text, f"{experiment}/{SPEC_FILE}"), Path(path).name)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m kdray.sweep",
-        description="Search distillation policies and hyperparameters with Ray Tune.",
+        description="Search distillation policies and hyperparameters with Ray Tune. The sweep "
+        "file is checked completely before Ray starts; results land in STORAGE/NAME.",
     )
-    parser.add_argument("--space", help="sweep YAML (see search_spaces/)")
+    parser.add_argument(
+        "--space", metavar="FILE", help="sweep YAML (see search_spaces/); optional with --resume"
+    )
     parser.add_argument(
         "--data-dir",
+        metavar="DIR",
         help="GLUE folder in the classic TSV layout (default: $KDRAY_GLUE_DIR, else the hub)",
     )
-    parser.add_argument("--storage", help="results folder or URI (default: sweep.storage)")
+    parser.add_argument(
+        "--storage",
+        metavar="DIR",
+        help="results folder or URI every node reaches (default: the file's sweep.storage, "
+        "~/kdray_results)",
+    )
     parser.add_argument("--name", help="experiment name (default: the sweep's name)")
-    parser.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep")
+    parser.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue an interrupted sweep from its folder STORAGE/NAME: finished trials are "
+        "kept, unfinished ones continue from their last checkpoint",
+    )
     parser.add_argument(
         "--retry-errored", action="store_true", help="with --resume: rerun errored trials"
     )
-    parser.add_argument("--address", help="Ray cluster address (default: local or $RAY_ADDRESS)")
-    args = parser.parse_args()
-    if not args.space:
+    parser.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, a running cluster, or a "
+        "new local one)"
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.space and not args.resume:
         raise ConfigError(
             "--space FILE is required (the sweep's YAML, e.g. search_spaces/quickstart.yaml)"
         )
-    if args.data_dir:
-        os.environ["KDRAY_GLUE_DIR"] = str(Path(args.data_dir).expanduser().resolve())
-    spec = load_sweep(args.space)
-    if args.data_dir:
-        trial = {
-            **spec.trial,
-            "data": {**spec.trial.get("data", {}), "data_dir": os.environ["KDRAY_GLUE_DIR"]},
-        }
-        spec = SweepSpec(spec.name, trial, spec.search, spec.sweep)
-    storage = storage_path(spec, args.storage)
-    name = args.name or spec.name
+    resume = None
     if args.resume:
-        resume = Path(args.resume).expanduser().resolve()
         from ray.tune import Tuner
 
-        if not Tuner.can_restore(str(resume)):
-            raise ConfigError(f"--resume {resume} is not a sweep folder (no Tune experiment state)")
+        resume = (
+            args.resume if "://" in args.resume else str(Path(args.resume).expanduser().resolve())
+        )
+        if not Tuner.can_restore(resume):
+            raise ConfigError(
+                f"--resume {resume} is not a sweep folder (no Tune experiment state); give the "
+                f"folder STORAGE/NAME that the interrupted sweep printed"
+            )
+    if args.data_dir:
+        os.environ["KDRAY_GLUE_DIR"] = str(Path(args.data_dir).expanduser().resolve())
+    spec = (load_sweep(args.space) if args.space else load_saved_spec(str(resume))).absolute()
+    if args.data_dir:
+        spec = spec.with_data_dir(os.environ["KDRAY_GLUE_DIR"])
+    storage = storage_path(spec, args.storage)
+    name = args.name or spec.name
 
     import ray
     from ray import tune
 
-    ray.init(address=args.address, dashboard_host="127.0.0.1", include_dashboard=False,
-             log_to_driver=True)  # fmt: skip
-    check_resources(spec)
-    teacher, shared = prepare_teacher(spec)
+    ray.init(address=args.address, dashboard_host="127.0.0.1", include_dashboard=False)
+    check_resources(spec, node_shapes())
+    if spec.sweep.resources.gpu > 0:  # fine-tune and run the teacher on a GPU node, not the head
+        gpu_task = ray.remote(num_cpus=spec.sweep.resources.cpu, num_gpus=1)(prepare_teacher)
+        teacher, shared = ray.get(gpu_task.remote(spec))
+    else:
+        teacher, shared = prepare_teacher(spec)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec=spec, teacher_path=teacher, shared=shared),
         {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu},
     )
-    if args.resume:
+    if resume:
         tuner = tune.Tuner.restore(
-            str(resume), trainable=trainable, resume_errored=not args.retry_errored,
+            resume, trainable=trainable, resume_errored=not args.retry_errored,
             restart_errored=args.retry_errored,
         )  # fmt: skip
     else:
         s = spec.sweep
+        save_spec(spec, f"{storage}/{name}")
         tuner = tune.Tuner(
             trainable,
             param_space=spec.param_space(),
@@ -248,6 +402,12 @@ def main() -> int:
                 name=name,
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                # PBT clones checkpoints of other trials, which must not be deleted meanwhile
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=None if s.scheduler == "pbt" else 2  # 1: a state save per report
+                ),
+                # a storage URI gets the trial folders (phase logs, students) by syncing
+                sync_config=tune.SyncConfig(sync_artifacts="://" in storage),
             ),
         )
     results = tuner.fit()

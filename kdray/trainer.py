@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers import get_linear_schedule_with_warmup as linear_schedule
 
-from kdray.config import TrialConfig
+from kdray.config import TrialConfig, flat_paths, is_mutable
 from kdray.data import TaskData, TaskSpec, TokenizedSplit, load_task
 from kdray.errors import ConfigError
 from kdray.io import atomic_path, atomic_torch_save, atomic_write_text
@@ -368,14 +368,22 @@ def evaluate(
 class Run:
     """The training loop of one trial, resumable from its checkpoint."""
 
-    def __init__(self, s: Setup, reporter: Reporter | None, progress: bool) -> None:
+    def __init__(
+        self,
+        s: Setup,
+        reporter: Reporter | None,
+        progress: bool,
+        run_id: str | None = None,
+        allow_mutation: bool = False,
+    ) -> None:
         self.s, self.cfg = s, s.cfg
         self.reporter = reporter or ListReporter()
         self.progress = progress
+        self.allow_mutation = allow_mutation  # resume under other MUTABLE_PATHS values (PBT)
         tr, sel = s.cfg.trainer, s.cfg.selector
         self.out_dir = Path(tr.output_dir or tempfile.mkdtemp(prefix="kdray-run-")).resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.run_id = self.out_dir.name
+        self.run_id = run_id or self.out_dir.name
         self.static = {k: s.cfg.knowledge.weights.get(k, 1.0) for k in s.knowledge}
         self.episodes = sel.episodes if sel.mode == "two_stage" else 0  # stage-A episodes
         self.selector = build_selector(
@@ -476,10 +484,15 @@ class Run:
         if not path.is_file():
             return False
         state = torch.load(path, weights_only=True, map_location="cpu")
-        if _resumable(state["config"]) != _resumable(self.cfg.to_dict()):
+        saved, now = (
+            _resumable(c, self.allow_mutation) for c in (state["config"], self.cfg.to_dict())
+        )
+        if saved != now:
+            changed = sorted(p for p in saved.keys() | now.keys() if saved.get(p) != now.get(p))
             raise ConfigError(
-                f"{self.out_dir} holds a checkpoint of a run with another config; resume with "
-                f"the same config, or use a fresh trainer.output_dir"
+                f"{self.out_dir} holds a checkpoint of a run with another config (differs in "
+                f"{', '.join(changed)}); resume with the same config, or use a fresh "
+                f"trainer.output_dir"
             )
         if state["initial"] is not None:
             self.initial = state["initial"]
@@ -624,11 +637,13 @@ class Run:
             "phase": self.phase,
             "step": self.step,
             "progress": self.progress_frac(),
+            "progress_start": (self.step - self.phase_steps) / self.episode_steps,
             **{f"w_{k}": self.action.get(k, 0.0) * self.static[k] for k in self.s.knowledge},
             **{f"loss_{k}": losses.get(k, math.nan) for k in self.s.knowledge},
             "reward": math.nan,
             "q_value": math.nan,
             "reward_loss": math.nan if after is None else after,
+            "reward_drop": math.nan if after is None or before is None else before - after,
             "val_metric": self.phase_val,
             **self.selector.log_fields(),
         }
@@ -787,11 +802,14 @@ class Run:
         return result
 
 
-def _resumable(config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a config that must not change between a run and its resumption."""
-    out = {k: v for k, v in config.items() if k != "cache_dir"}
-    out["trainer"] = {k: v for k, v in config["trainer"].items() if k != "output_dir"}
-    return out
+def _resumable(config: dict[str, Any], allow_mutation: bool = False) -> dict[str, Any]:
+    """The config paths that must not change between a run and its resumption."""
+    return {
+        path: v
+        for path, v in flat_paths(config).items()
+        if path not in ("cache_dir", "trainer.output_dir")
+        and not (allow_mutation and is_mutable(path))
+    }
 
 
 def run_trial(
@@ -799,7 +817,13 @@ def run_trial(
     reporter: Reporter | None = None,
     progress: bool = False,
     teacher_outputs: TeacherOutputs | None = None,
+    run_id: str | None = None,
+    allow_mutation: bool = False,
 ) -> RunResult:
-    """Run (or resume, when output_dir holds a checkpoint) one distillation trial."""
+    """Run (or resume, when output_dir holds a checkpoint) one distillation trial.
+
+    `run_id` names the run in its phase log (default: the output folder's name);
+    `allow_mutation` lets the checkpoint come from a run with other MUTABLE_PATHS values.
+    """
     s = setup(cfg, progress=progress, teacher_outputs=teacher_outputs)
-    return Run(s, reporter, progress).run()
+    return Run(s, reporter, progress, run_id=run_id, allow_mutation=allow_mutation).run()

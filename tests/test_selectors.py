@@ -236,8 +236,8 @@ def acks_cfg(tiny_cfg: dict, **selector: Any) -> TrialConfig:
 
 
 PHASE_COLUMNS = {
-    "run_id", "selector", "episode", "final", "phase", "step", "progress", "reward",
-    "q_value", "reward_loss", "val_metric",
+    "run_id", "selector", "episode", "final", "phase", "step", "progress", "progress_start",
+    "reward", "q_value", "reward_loss", "reward_drop", "val_metric",
 } | {f"w_{k}" for k in TYPES} | {f"loss_{k}" for k in TYPES}  # fmt: skip
 
 
@@ -248,6 +248,8 @@ def test_phase_log_schema_one_row_per_phase(tiny_cfg: dict) -> None:
     assert set(log.columns) == PHASE_COLUMNS
     assert list(log["phase"]) == [0, 1] and list(log["step"]) == [5, 10]
     assert log["reward"].notna().all() and log["reward_loss"].notna().all()
+    assert list(log["progress_start"]) == [0.0, 0.5]
+    assert log["reward_drop"].iloc[1] == pytest.approx(log["reward_loss"].diff().iloc[1] * -1)
     assert log["val_metric"].notna().all()  # eval_every = phase_length here
     assert {"selector/critic_loss", "selector/weight_soft"} <= set(rep.results[-1])
 

@@ -4,20 +4,49 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from kdray.errors import ConfigError
+from kdray.search_space import Resources, SweepConfig, parse_sweep
+from kdray.sweep import check_resources
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+
 
 def sweep_cli(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0"}
     return subprocess.run(
         [sys.executable, "-m", "kdray.sweep", *args],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+        capture_output=True, text=True, cwd=cwd, env=ENV, timeout=timeout,
     )  # fmt: skip
+
+
+def tiny_space(tiny_cfg: dict[str, Any], path: Path, search: dict[str, Any], **sweep: Any) -> Path:
+    """A sweep file over the tiny teacher and student of conftest (seconds per trial)."""
+    trial = {k: v for k, v in tiny_cfg.items() if k != "trainer"}
+    trial["trainer"] = {k: v for k, v in tiny_cfg["trainer"].items() if k != "output_dir"}
+    trial["data"] = {**trial["data"], "reward_fraction": 0.1}
+    trial["selector"] = {"phase_length": 5, "reward_examples": 32}
+    settings = {"searcher": "random", "scheduler": "fifo", "resources": {"cpu": 1}, **sweep}
+    path.write_text(yaml.safe_dump({"name": path.stem, "trial": trial, "search": search,
+                                    "sweep": settings}))  # fmt: skip
+    return path
+
+
+def finished_trials(experiment: Path) -> dict[str, float]:
+    """Trial folder -> mtime of its results.json, for trials that finished."""
+    out = {}
+    for r in experiment.glob("*/run/results.json"):
+        if json.loads(r.read_text())["status"] == "finished":
+            out[r.parent.parent.name] = r.stat().st_mtime
+    return out
 
 
 @pytest.mark.parametrize(
@@ -26,6 +55,17 @@ def sweep_cli(*args: str, cwd: Path, timeout: int = 120) -> subprocess.Completed
         ("search:\n  trainer.learnig_rate: {uniform: [0, 1]}\n", "trainer.learning_rate"),
         ("sweep: {metric: accuracy}\n", "never reported"),
         ("trial:\n  data: [1,\n", "line"),
+        (
+            "search:\n  knowledge.temperature: {uniform: [1, 4]}\nsweep: {scheduler: pbt}\n",
+            "searcher: random",
+        ),
+        (
+            "search:\n  trainer.learning_rate: {uniform: [0.001, 0.01]}\n"
+            "sweep: {scheduler: pbt, searcher: random}\n",
+            "knowledge.temperature",
+        ),
+        ("search:\n  knowledge.weights.sofft: {uniform: [0, 1]}\n", "sofft"),
+        ("search:\n  trainer.max_steps: {int: [0, 10]}\n", "trainer.max_steps"),
     ],
 )
 def test_bad_sweep_exits_2_before_ray(tmp_path: Path, content: str, needle: str) -> None:
@@ -38,37 +78,152 @@ def test_bad_sweep_exits_2_before_ray(tmp_path: Path, content: str, needle: str)
 
 
 def test_resume_of_a_non_sweep_folder_exits_2(tmp_path: Path) -> None:
+    for folder in (tmp_path, tmp_path / "missing"):
+        proc = sweep_cli("--resume", str(folder), cwd=tmp_path)
+        assert proc.returncode == 2 and "not a sweep folder" in proc.stderr, proc.stderr
+
+
+def test_unwritable_storage_exits_2(tmp_path: Path) -> None:
     space = tmp_path / "ok.yaml"
     space.write_text("search:\n  trainer.seed: {choice: [0, 1]}\n")
-    proc = sweep_cli("--space", str(space), "--resume", str(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 2 and "not a sweep folder" in proc.stderr
+    (tmp_path / "a-file").write_text("")
+    proc = sweep_cli("--space", str(space), "--storage", str(tmp_path / "a-file" / "x"),
+                     cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "not writable" in proc.stderr and "--storage" in proc.stderr
+
+
+def test_resources_no_node_can_hold_are_refused() -> None:
+    spec = parse_sweep({"sweep": {"resources": {"cpu": 4, "gpu": 0.5}}}, "x")
+    assert spec.sweep.resources == Resources(cpu=4, gpu=0.5)
+    with pytest.raises(ConfigError, match=r"lower sweep\.resources"):
+        check_resources(spec, [{"CPU": 2.0}, {"CPU": 8.0}])
+    check_resources(spec, [{"CPU": 2.0}, {"CPU": 4.0, "GPU": 1.0}])  # an autoscaled GPU type
+
+
+def test_spec_round_trips_through_its_saved_form() -> None:
+    raw = {
+        "name": "rt",
+        "trial": {"selector": {"kind": "acks"}},
+        "search": {"knowledge.weights.soft": {"uniform": [0.0, 2.0]},
+                   "knowledge.temperature": {"choice": [1.0, 2.0]}},
+        "sweep": {"scheduler": "pbt", "searcher": "random", "num_samples": 4},
+    }  # fmt: skip
+    spec = parse_sweep(raw, "x")
+    again = parse_sweep(yaml.safe_load(yaml.safe_dump(spec.to_dict())), "y")
+    assert again == spec and isinstance(again.sweep, SweepConfig)
+    cfg = spec.trial_config({"knowledge.weights.soft": 0.5})
+    assert cfg.knowledge.weights == {"soft": 0.5}
 
 
 @pytest.mark.slow
 def test_single_node_sweep_end_to_end(tiny_cfg: dict, tmp_path: Path) -> None:
-    trial = {k: v for k, v in tiny_cfg.items() if k != "cache_dir"}
-    trial["trainer"] = {k: v for k, v in trial["trainer"].items() if k != "output_dir"}
-    trial["data"] = {**trial["data"], "reward_fraction": 0.1}
-    trial["selector"] = {"phase_length": 5, "reward_examples": 32}
-    space = {
-        "name": "e2e",
-        "trial": {**trial, "cache_dir": tiny_cfg["cache_dir"]},
-        "search": {"selector.kind": {"grid": ["all", "acks"]}},
-        "sweep": {"num_samples": 1, "searcher": "random", "scheduler": "fifo",
-                  "resources": {"cpu": 1}, "max_concurrent": 2},
-    }  # fmt: skip
-    path = tmp_path / "e2e.yaml"
-    path.write_text(yaml.safe_dump(space))
+    """Finished, diverged (lr 1e6) and raising (missing data) trials side by side."""
+    glue = tiny_cfg["data"]["data_dir"]
+    search = {"trainer.learning_rate": {"grid": [1e-4, 1e6]},
+              "data.data_dir": {"grid": [glue, str(tmp_path / "no-glue")]}}  # fmt: skip
+    path = tiny_space(tiny_cfg, tmp_path / "e2e.yaml", search, num_samples=1, max_concurrent=2)
     storage = tmp_path / "results"
     proc = sweep_cli("--space", str(path), "--storage", str(storage), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "best trial:" in proc.stdout
-    results = sorted((storage / "e2e").glob("*/run/results.json"))
-    assert len(results) == 2
-    for r in results:
-        assert json.loads(r.read_text())["status"] == "finished"
-        assert (r.parent / "phases.parquet").is_file()
+    assert "4 trials, 2 errored" in proc.stdout
+    assert "best trial:" in proc.stdout and "test (dev) score: 0." in proc.stdout
     from ray.tune import ExperimentAnalysis
 
     df = ExperimentAnalysis(str(storage / "e2e")).dataframe()
-    assert len(df) == 2 and "val_metric" in df.columns
+    ran = df[df["config/data.data_dir"] == glue]
+    assert len(ran) == 2 and set(ran["status"]) == {"finished", "diverged"}
+    assert set(ran[ran["status"] == "diverged"]["config/trainer.learning_rate"]) == {1e6}
+    assert len(finished_trials(storage / "e2e")) == 1
+    assert len(list((storage / "e2e").glob("*/run/phases.parquet"))) == 2
+    errors = list((storage / "e2e").glob("*/error.txt"))
+    assert len(errors) == 2 and "no-glue" in errors[0].read_text()  # retried, then reported
+    assert (storage / "e2e" / "kdray_sweep.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_pbt_sweep_mutates_knobs_from_checkpoints(tiny_cfg: dict, tmp_path: Path) -> None:
+    tiny_cfg["trainer"] = {**tiny_cfg["trainer"], "max_steps": 20}
+    search = {"knowledge.temperature": {"uniform": [1.0, 4.0]},
+              "knowledge.weights.hidden": {"uniform": [0.0, 2.0]}}  # fmt: skip
+    options = {"quantile_fraction": 0.5, "synch": True, "perturbation_interval": 2}
+    path = tiny_space(tiny_cfg, tmp_path / "pbt.yaml", search, scheduler="pbt", num_samples=2,
+                      metric="val_loss", mode="min", scheduler_options=options)  # fmt: skip
+    storage = tmp_path / "results"
+    proc = sweep_cli("--space", str(path), "--storage", str(storage), cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(finished_trials(storage / "pbt")) == 2
+    import pandas as pd
+
+    # an exploited trial continues a donor's run: its phase log starts with the donor's rows
+    logs = [pd.read_parquet(p) for p in (storage / "pbt").glob("*/run/phases.parquet")]
+    assert any(log["run_id"].nunique() > 1 for log in logs), "PBT never exploited"
+
+
+@pytest.mark.slow
+def test_two_node_cluster_runs_trials_on_both_nodes(tiny_cfg: dict, tmp_path: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    path = tiny_space(tiny_cfg, tmp_path / "two.yaml", {"trainer.seed": {"grid": [0, 1, 2, 3]}},
+                      num_samples=1, max_concurrent=2)  # fmt: skip
+    storage = tmp_path / "results"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        node_ids = {n.node_id for n in cluster.list_all_nodes()}
+        proc = sweep_cli("--space", str(path), "--storage", str(storage),
+                         "--address", cluster.address, cwd=tmp_path, timeout=600)  # fmt: skip
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from ray.tune import ExperimentAnalysis
+
+    df = ExperimentAnalysis(str(storage / "two")).dataframe()
+    assert len(df) == 4 and len(finished_trials(storage / "two")) == 4  # one storage path
+    assert set(df["node_id"]) == node_ids  # both nodes ran trials
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_losing_finished_trials(
+    tiny_cfg: dict, tmp_path: Path
+) -> None:
+    tiny_cfg["trainer"] = {**tiny_cfg["trainer"], "max_steps": 60, "eval_every": 10}
+    path = tiny_space(tiny_cfg, tmp_path / "kill.yaml", {"trainer.seed": {"grid": [0, 1, 2, 3]}},
+                      num_samples=1, max_concurrent=1)  # fmt: skip
+    storage = tmp_path / "results"
+    experiment = storage / "kill"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "kdray.sweep", "--space", str(path), "--storage", str(storage)],
+        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not finished_trials(experiment) and time.monotonic() < deadline:
+            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(0.2)
+        time.sleep(3)  # Tune saves its experiment state every second (TUNE_GLOBAL_CHECKPOINT_S)
+        before = finished_trials(experiment)
+        assert 1 <= len(before) < 4
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    proc = sweep_cli("--resume", str(experiment), cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = finished_trials(experiment)
+    assert len(after) == 4
+    assert {t: after[t] for t in before} == before  # finished trials were kept, not rerun
+
+
+def test_relative_paths_are_made_absolute_for_the_trials(tmp_path: Path) -> None:
+    (tmp_path / "teacher").mkdir()
+    raw = {"trial": {"data": {"data_dir": "../glue"}, "cache_dir": "cache",
+                     "teacher": {"path": "teacher", "backbone": "minilm"}}}  # fmt: skip
+    spec = parse_sweep(raw, "x").absolute(tmp_path)
+    cfg = spec.trial_config({})
+    assert cfg.data.data_dir == str((tmp_path.parent / "glue").resolve())
+    assert cfg.cache_dir == str(tmp_path / "cache")
+    assert cfg.teacher.path == str(tmp_path / "teacher")
+    assert cfg.teacher.backbone == "minilm"  # a registered name (or hub id), not a file

@@ -16,7 +16,7 @@ from kdray.errors import ConfigError, DataError
 from kdray.knowledge import REGISTRY
 from kdray.models import encode, load_classifier
 from kdray.teacher_cache import compute_teacher_outputs
-from kdray.trainer import CHECKPOINT, RESULTS, ListReporter, run_trial, setup
+from kdray.trainer import CHECKPOINT, RESULTS, ListReporter, Run, run_trial, setup
 from tests.conftest import CrashAtFirstReport
 
 
@@ -50,6 +50,26 @@ def test_resume_continues_exactly(tiny_cfg: dict, tmp_path: Path) -> None:
     a = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=True)["student"]
     b = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["student"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_under_changed_knobs_only_for_mutable_paths(tiny_cfg: dict, tmp_path: Path) -> None:
+    """PBT continues a checkpoint with other temperature / weights / agent rates, nothing else."""
+    base = {"trainer.output_dir": str(tmp_path / "r"), "selector.kind": "acks",
+            "data.reward_fraction": 0.1, "selector.reward_examples": 32}  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg_of(tiny_cfg, **base), CrashAtFirstReport())
+    changed = {"knowledge.temperature": 3.0, "knowledge.weights": {"hidden": 0.5},
+               "selector.actor_lr": 0.05}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"differs in knowledge\.temperature, knowledge\.weights"):
+        run_trial(cfg_of(tiny_cfg, **base, **changed))
+    with pytest.raises(ConfigError, match=r"trainer\.learning_rate"):
+        run_trial(cfg_of(tiny_cfg, **base, **{"trainer.learning_rate": 0.01}), allow_mutation=True)
+    s = setup(cfg_of(tiny_cfg, **base, **changed))
+    run = Run(s, None, progress=False, allow_mutation=True)
+    assert run.restore() and run.step == 5
+    assert run.static["hidden"] == 0.5
+    assert [g["lr"] for g in run.selector.actor_opt.param_groups] == [0.05]  # type: ignore[attr-defined]
+    assert run.run().status == "finished"
 
 
 def test_non_finite_loss_ends_run_as_diverged(

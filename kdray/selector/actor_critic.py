@@ -351,6 +351,10 @@ class ACKSSelector(Selector):
         for key in ("actor", "critic", "actor_target", "critic_target", "actor_opt",
                     "critic_opt", "buffer"):  # fmt: skip
             getattr(self, key).load_state_dict(state[key])
+        # The config, not the checkpoint, sets the learning rates: PBT may change them mid-run.
+        for opt, lr in ((self.actor_opt, self.cfg.actor_lr), (self.critic_opt, self.cfg.critic_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr
         self.learning = state["learning"]
         p = state["pending"]
         self.pending = (p[0], p[1], float(p[2])) if p is not None else None

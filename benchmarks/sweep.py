@@ -1,0 +1,165 @@
+"""The sweep service on local Ray: slot efficiency, teacher sharing, ASHA against FIFO.
+
+    python benchmarks/sweep.py --out sweep.json            # full
+    python benchmarks/sweep.py --quick --out sweep.json    # <= 10 minutes on 2 CPUs
+
+All runs use one local Ray with `--slots` CPUs (one per trial), kdray.sweep's own trainable
+(`train_trial`, checkpoints to Tune, phase logs) and the quickstart's SST-2 setting: MiniLM teacher
+(kdray.teacher's small recipe, cached after the first run), 2-layer `remap` student, knowledge
+hard+soft+hidden+relation, 4 evaluation rounds per trial.
+
+    efficiency               8 trials (selector all, seeds 0-7), teacher outputs shared:
+                             Σ trial busy time (Tune's time_total_s) / (wall × slots); >= 0.85
+    teacher_sharing_speedup  the same 8 trials, each computing its own teacher outputs (and data)
+                             in a fresh cache, against the shared run: wall ratio
+    asha_compute_fraction    the same 12 sampled configs (learning rate, selector, temperature)
+    asha_metric_gap          under ASHA (grace 1, reduction 3) and FIFO: student steps ASHA used
+                             / FIFO's (<= 0.5), and FIFO's best validation metric minus ASHA's,
+                             in points (<= 0.5)
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_common import machine, parser, print_table, quiet_hf, write_json
+
+from kdray.search_space import SweepSpec, parse_sweep
+from kdray.sweep import build_scheduler, prepare_teacher, train_trial
+
+TYPES = ["hard", "soft", "hidden", "relation"]
+
+
+def base_spec(args: Any, steps: int, examples: int, scheduler: str) -> SweepSpec:
+    return parse_sweep(
+        {
+            "name": "bench",
+            "trial": {
+                "data": {"task": "sst2", "data_dir": args.data_dir, "max_length": 64,
+                         "max_train_examples": examples},
+                "teacher": {"backbone": "minilm", "max_steps": 400, "max_train_examples": 20000},
+                "student": {"num_layers": 2, "init": "remap"},
+                "knowledge": {"types": TYPES},
+                "selector": {"kind": "all", "phase_length": 10, "reward_examples": 128},
+                "trainer": {"max_steps": steps, "batch_size": 32, "eval_every": steps // 4,
+                            "save_student": False},
+                "cache_dir": args.cache_dir,
+            },
+            "sweep": {"scheduler": scheduler, "searcher": "random",
+                      "scheduler_options": {"grace_period": 1, "reduction_factor": 3}
+                      if scheduler == "asha" else {}},
+        },
+        "bench",
+    ).absolute()  # fmt: skip
+
+
+def unpack(config: dict[str, Any], **kwargs: Any) -> None:
+    """Tune's trainable for a fixed list of configs: {"sample": {path: value}} -> one trial."""
+    train_trial(config["sample"], **kwargs)
+
+
+def run(spec: SweepSpec, samples: list[dict[str, Any]], storage: str, name: str,
+        teacher: str | None, shared: Any) -> dict[str, Any]:  # fmt: skip
+    """One Tune run over exactly `samples`; wall time, busy time and the per-trial results."""
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(unpack, spec=spec, teacher_path=teacher, shared=shared), {"cpu": 1}
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"sample": tune.grid_search(samples)},
+        tune_config=tune.TuneConfig(
+            metric="val_metric", mode="max", scheduler=build_scheduler(spec)
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    errors = [str(r.error) for r in grid if r.error]
+    if errors:
+        raise SystemExit(f"{name}: {len(errors)} trials failed: {errors[0][:500]}")
+    trials = [r.metrics_dataframe for r in grid]
+    return {
+        "wall_s": wall,
+        "busy_s": sum(float(df["time_total_s"].iloc[-1]) for df in trials),
+        "steps": sum(int(df["step"].iloc[-1]) for df in trials),
+        "best_val": max(float(df["val_metric"].max()) for df in trials),
+        "trials": len(trials),
+    }
+
+
+def main() -> None:
+    quiet_hf()
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--slots", type=int, default=2, help="CPUs given to Ray (one per trial)")
+    args = p.parse_args()
+    steps, examples = (40, 1500) if args.quick else (120, 4000)
+
+    import ray
+
+    ray.init(num_cpus=args.slots, include_dashboard=False, log_to_driver=False)
+    storage = tempfile.mkdtemp(prefix="kdray-bench-sweep-")
+    fifo = base_spec(args, steps, examples, "fifo")
+    t0 = time.perf_counter()
+    teacher, shared = prepare_teacher(fifo)  # once: fine-tuned (or cached) teacher + outputs
+    prep_s = time.perf_counter() - t0
+    print(f"teacher and shared outputs ready in {prep_s:.0f} s; storage {storage}")
+
+    seeds = [{"trainer.seed": s} for s in range(8)]
+    shared_run = run(fifo, seeds, storage, "shared", teacher, shared)
+    fresh = [{**s, "cache_dir": str(Path(storage) / f"cache-{i}")} for i, s in enumerate(seeds)]
+    own_run = run(fifo, fresh, storage, "own", teacher, None)
+
+    rng = random.Random(0)
+    samples = [
+        {
+            "trainer.learning_rate": 10 ** rng.uniform(-4.5, -3.0),
+            "selector.kind": rng.choice(["none", "vanilla", "all", "acks"]),
+            "knowledge.temperature": rng.uniform(1.0, 4.0),
+        }
+        for _ in range(12)
+    ]
+    fifo_run = run(fifo, samples, storage, "fifo", teacher, shared)
+    asha_run = run(base_spec(args, steps, examples, "asha"), samples, storage, "asha", teacher,
+                   shared)  # fmt: skip
+
+    slots = args.slots
+    out = {
+        "benchmark": "sweep",
+        "settings": {"slots": slots, "student_steps": steps, "train_examples": examples,
+                     "evaluations_per_trial": 4, "quick": args.quick},
+        "teacher_prep_s": prep_s,
+        "efficiency": shared_run["busy_s"] / (shared_run["wall_s"] * slots),
+        "teacher_sharing_speedup": own_run["wall_s"] / shared_run["wall_s"],
+        "asha_compute_fraction": asha_run["steps"] / fifo_run["steps"],
+        "asha_metric_gap": 100 * (fifo_run["best_val"] - asha_run["best_val"]),
+        "runs": {"shared": shared_run, "own": own_run, "fifo": fifo_run, "asha": asha_run},
+        "samples": samples,
+        "machine": machine(),
+    }  # fmt: skip
+    rows = [{"run": k, **{c: v for c, v in r.items()}} for k, r in out["runs"].items()]
+    print_table(rows, ["run", "trials", "wall_s", "busy_s", "steps", "best_val"])
+    print(f"efficiency {out['efficiency']:.3f} (target >= 0.85); teacher_sharing_speedup "
+          f"{out['teacher_sharing_speedup']:.2f}; asha_compute_fraction "
+          f"{out['asha_compute_fraction']:.3f} (<= 0.5); asha_metric_gap "
+          f"{out['asha_metric_gap']:.2f} points (<= 0.5)")  # fmt: skip
+    out["targets"] = {
+        "efficiency_ge_0.85": out["efficiency"] >= 0.85,
+        "asha_compute_fraction_le_0.5": out["asha_compute_fraction"] <= 0.5,
+        "asha_metric_gap_le_0.5": out["asha_metric_gap"] <= 0.5,
+    }
+    write_json(args.out, out)
+    import shutil
+
+    shutil.rmtree(storage, ignore_errors=True)  # checkpoints of ~40 trials: not worth keeping
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""`python -m kdray.analyze DIR`: a Markdown (or HTML) report beside a sweep's results.
+
+    python -m kdray.analyze ~/kdray_results/quickstart
+    python -m kdray.analyze ~/kdray_results/quickstart --buckets 0,0.5,1 --format html
+
+Writes DIR/analysis/ (or --out): report.md (report.html), knowledge_by_phase.csv,
+trials.csv, schedule.yaml (the top trials' weights per bucket, for `selector: schedule`) and
+the figures: the knowledge × phase effect heatmap (* where the CI excludes 0), the weight
+trajectories of the top trials, the metric against trial cost, and the leaderboard. Prints a
+short summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kdray.analysis import (
+    DEFAULT_BUCKETS,
+    Sweep,
+    export_schedule,
+    knowledge_by_phase,
+    knowledge_types,
+    load_sweep,
+    param_importance,
+)
+from kdray.errors import ConfigError
+
+
+def _figure(width: float = 6.0, height: float = 4.0, columns: int = 0) -> tuple[Any, Any]:
+    """A figure with one axis, or a row of `columns` axes sharing y (as a 1 × n array)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if columns:
+        return plt.subplots(1, columns, figsize=(width, height), dpi=120, sharey=True,
+                            squeeze=False)  # fmt: skip
+    return plt.subplots(figsize=(width, height), dpi=120)
+
+
+def _save(fig: Any, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+def plot_heatmap(table: pd.DataFrame, path: Path) -> str:
+    effect = table.pivot(index="knowledge", columns="bucket", values="effect")
+    sig = table.pivot(index="knowledge", columns="bucket", values="significant")
+    order = list(dict.fromkeys(table["bucket"]))
+    effect, sig = effect[order], sig[order]
+    fig, ax = _figure(1.6 + 1.2 * len(order), 1.2 + 0.5 * len(effect))
+    limit = float(abs(effect).max().max()) or 1.0
+    image = ax.imshow(effect.to_numpy(float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(order)), order)
+    ax.set_yticks(range(len(effect)), effect.index)
+    for i in range(len(effect)):
+        for j in range(len(order)):
+            v = effect.iat[i, j]
+            text = "" if not math.isfinite(v) else f"{v:.3g}{' *' if sig.iat[i, j] else ''}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8)
+    ax.set_xlabel("training progress")
+    ax.set_title("effect on reward-split loss drop (* CI excludes 0)")
+    fig.colorbar(image, ax=ax)
+    return _save(fig, path)
+
+
+def plot_trajectories(sweep: Sweep, top_ids: list[str], path: Path) -> str:
+    phases = sweep.phases[sweep.phases["trial_id"].isin(top_ids) & sweep.phases["final"]]
+    types = knowledge_types(phases)
+    fig, axes = _figure(3.0 * len(types), 3.0, columns=len(types))
+    for ax, k in zip(axes[0], types, strict=True):
+        for tid, rows in phases.groupby("trial_id"):
+            ax.plot(rows["progress"], rows[f"w_{k}"], marker=".", label=str(tid))
+        ax.set_title(k)
+        ax.set_xlabel("progress")
+    axes[0][0].set_ylabel("weight")
+    axes[0][-1].legend(fontsize=6)
+    return _save(fig, path)
+
+
+def plot_cost(sweep: Sweep, path: Path) -> str:
+    fig, ax = _figure()
+    t = sweep.trials
+    for status, rows in t.groupby("status"):
+        ax.scatter(rows["wall_s"], rows["val_metric"], label=str(status))
+    ax.set_xlabel("trial cost (s)")
+    ax.set_ylabel(f"validation {sweep.metric}")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_leaderboard(board: pd.DataFrame, metric: str, path: Path) -> str:
+    fig, ax = _figure(6.0, 0.6 + 0.3 * len(board))
+    ax.barh(range(len(board)), board["val_metric"][::-1])
+    ax.set_yticks(range(len(board)), board["trial_id"][::-1])
+    ax.set_xlabel(f"validation {metric}")
+    low = float(board["val_metric"].min())
+    ax.set_xlim(low - 0.02, float(board["val_metric"].max()) + 0.01)
+    return _save(fig, path)
+
+
+def leaderboard(sweep: Sweep, n: int = 10) -> pd.DataFrame:
+    t = sweep.trials.dropna(subset=["val_metric"])
+    t = t.sort_values("val_metric", ascending=sweep.mode == "min")
+    searched = [f"config/{p}" for p in sweep.search if f"config/{p}" in t]
+    return t[
+        ["trial_id", "status", "val_metric", "test_metric", "steps", "wall_s", *searched]
+    ].head(n)
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dict[str, Any]:
+    """Every table, figure and the schedule in `out`; returns what the summary prints."""
+    out.mkdir(parents=True, exist_ok=True)
+    board = leaderboard(sweep)
+    sweep.trials.to_csv(out / "trials.csv", index=False)
+    parts = [f"# kdray sweep report\n\n`{sweep.path}`: {len(sweep.trials)} trials ("
+             + ", ".join(f"{n} {s}" for s, n in sweep.trials["status"].value_counts().items())
+             + ")\n", "## Leaderboard\n", _md(board),
+             f"\n![leaderboard]({plot_leaderboard(board, sweep.metric, out / 'leaderboard.png')})",
+             f"\n![metric against cost]({plot_cost(sweep, out / 'cost.png')})\n"]  # fmt: skip
+    table = None
+    try:
+        table = knowledge_by_phase(sweep, buckets)
+    except ConfigError:
+        raise
+    except Exception as exc:  # no phase rewards: the report still has the rest
+        parts += ["## Knowledge by phase\n", f"Not available: {exc}\n"]
+    if table is not None:
+        table.to_csv(out / "knowledge_by_phase.csv", index=False)
+        export_schedule(table, out / "schedule.yaml")
+        shown = table[
+            [
+                "knowledge",
+                "bucket",
+                "mean_weight",
+                "top_weight",
+                "bottom_weight",
+                "effect",
+                "ci_low",
+                "ci_high",
+                "significant",
+                "n_trials",
+                "n_phases",
+            ]
+        ]
+        top_ids = list(board["trial_id"].head(3))
+        parts += ["## Knowledge by phase\n",
+                  "Effect: change of the phase's reward-split loss drop per unit weight, "
+                  "controlling for the other weights (OLS per bucket, 95% bootstrap CI over "
+                  "trials).\n", _md(shown),
+                  f"\n![effect heatmap]({plot_heatmap(table, out / 'heatmap.png')})",
+                  f"\n![weights of the top trials]"
+                  f"({plot_trajectories(sweep, top_ids, out / 'trajectories.png')})\n",
+                  "Replay the top trials' weights without RL: `selector: {kind: schedule, "
+                  f"schedule_file: {out / 'schedule.yaml'}}}`\n"]  # fmt: skip
+    importance = param_importance(sweep)
+    parts.append("## Hyperparameter importance\n")
+    if len(importance):
+        parts.append(_md(importance.rename_axis("parameter").reset_index(name="importance")))
+    else:
+        parts.append("Not enough finished trials with searched knobs.\n")
+    if sweep.skipped:
+        parts += ["## Files that could not be read\n", *[f"- {s}" for s in sweep.skipped]]
+    text = "\n".join(parts) + "\n"
+    (out / "report.md").write_text(text)
+    if fmt == "html":
+        (out / "report.html").write_text(_html(text))
+    return {"board": board, "table": table, "importance": importance}
+
+
+def _html(markdown: str) -> str:
+    """A plain HTML page of the report (tables as <pre>, figures as <img>)."""
+    import html
+    import re
+
+    body = []
+    for line in markdown.splitlines():
+        if m := re.match(r"!\[(.*)\]\((.*)\)", line.strip()):
+            body.append(f'<img alt="{html.escape(m[1])}" src="{html.escape(m[2])}">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        else:
+            body.append(f"<pre>{html.escape(line)}</pre>" if line.startswith("|") else
+                        f"<p>{html.escape(line)}</p>")  # fmt: skip
+    return "<!doctype html><meta charset=utf-8><title>kdray report</title>\n" + "\n".join(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kdray.analyze", description=__doc__.split("\n")[0])
+    p.add_argument("path", metavar="DIR", help="a sweep folder STORAGE/NAME (or its URI)")
+    p.add_argument("--buckets", default=",".join(f"{b:g}" for b in DEFAULT_BUCKETS),
+                   help="progress bucket edges from 0 to 1 (default: %(default)s)")  # fmt: skip
+    p.add_argument("--format", choices=["md", "html"], default="md")
+    p.add_argument("--out", help="report folder (default: DIR/analysis)")
+    args = p.parse_args(argv)
+    try:
+        buckets = [float(b) for b in args.buckets.split(",")]
+    except ValueError as exc:
+        raise ConfigError(
+            f"--buckets must be numbers separated by commas, got {args.buckets}"
+        ) from exc
+    from kdray.analysis import check_buckets
+
+    check_buckets(buckets)
+    sweep = load_sweep(args.path)
+    if "://" in sweep.path and not args.out:
+        raise ConfigError("a sweep at a URI needs --out DIR (a local folder for the report)")
+    out = Path(args.out or Path(sweep.path) / "analysis")
+    summary = write_report(sweep, out, buckets, args.format)
+    board = summary["board"]
+    print(f"{len(sweep.trials)} trials; best:")
+    print(board.head(3).to_string(index=False))
+    table = summary["table"]
+    if table is not None:
+        sig = table[table["significant"]]
+        print(f"\nknowledge x phase cells with a CI excluding 0: {len(sig)} of {len(table)}")
+        if len(sig):
+            print(
+                sig[["knowledge", "bucket", "effect", "ci_low", "ci_high"]].to_string(index=False)
+            )
+    print(f"\nreport: {out / ('report.' + args.format)}")
+    return 0
+
+
+if __name__ == "__main__":
+    from kdray.cli import run_cli
+
+    run_cli(main)
