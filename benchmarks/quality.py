@@ -158,7 +158,11 @@ def merge(paths: list[str]) -> dict[str, Any]:
             raise SystemExit(
                 f"--merge: settings differ: {run['settings']} vs {runs[0]['settings']}"
             )
-        out["tasks"].update(run["tasks"])
+        for task, entry in run["tasks"].items():  # methods of one task may come from several runs
+            merged = out["tasks"].setdefault(task, {**entry, "methods": {}})
+            merged["methods"].update(entry["methods"])
+            if "acks_weights_by_phase" in entry:
+                merged["acks_weights_by_phase"] = entry["acks_weights_by_phase"]
     return out
 
 
