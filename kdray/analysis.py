@@ -37,6 +37,7 @@ import pandas as pd
 
 from kdray.config import flat_paths
 from kdray.errors import ConfigError, KdrayError
+from kdray.io import storage_fs
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,6 @@ class Sweep:
 # ------------------------------------------------------------------------------------ loading
 
 
-def _filesystem(path: str) -> tuple[Any, str]:
-    import pyarrow.fs
-
-    if "://" in path:
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), str(Path(path).expanduser().resolve())
-
-
 def load_sweep(path: str | Path) -> Sweep:
     """The tables of a finished or running sweep at a local folder or a storage URI."""
     import json
@@ -88,7 +81,7 @@ def load_sweep(path: str | Path) -> Sweep:
     from kdray.sweep import SPEC_FILE, load_saved_spec
 
     raw = str(path)
-    fs, root = _filesystem(raw)
+    fs, root = storage_fs(raw)
     uri = raw if "://" in raw else root
     try:
         analysis = ExperimentAnalysis(uri)

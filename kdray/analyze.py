@@ -21,6 +21,7 @@ import pandas as pd
 
 from kdray.analysis import (
     DEFAULT_BUCKETS,
+    AnalysisError,
     Sweep,
     export_schedule,
     knowledge_by_phase,
@@ -139,9 +140,7 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
     table = None
     try:
         table = knowledge_by_phase(sweep, buckets)
-    except ConfigError:
-        raise
-    except Exception as exc:  # no phase rewards: the report still has the rest
+    except AnalysisError as exc:  # no phase rewards: the report still has the rest
         parts += ["## Knowledge by phase\n", f"Not available: {exc}\n"]
     if table is not None:
         table.to_csv(out / "knowledge_by_phase.csv", index=False)

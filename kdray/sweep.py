@@ -19,7 +19,6 @@ resumed or retried trial starts from it, and PBT clones it from a strong trial i
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ from typing import Any
 
 from kdray.config import TrialConfig, is_mutable
 from kdray.errors import ConfigError
-from kdray.io import atomic_path, atomic_write_text
+from kdray.io import atomic_path, atomic_write_text, storage_fs
 from kdray.search_space import SweepSpec, load_sweep, parse_sweep
 from kdray.teacher_cache import TeacherOutputs
 from kdray.trainer import CHECKPOINT
@@ -118,16 +117,11 @@ def train_trial(
     if teacher_path and "teacher.path" not in config:
         overrides["teacher.path"] = teacher_path
     cfg = spec.trial_config(overrides)
+    # Each trial has its own worker process (Tune's reuse_actors stays off): when the scheduler
+    # prunes the trial, Tune ends that process and its memory, GPU memory included, goes with it.
     reporter = TuneReporter(ray.get_runtime_context().get_node_id())
-    try:
-        run_trial(cfg, reporter, teacher_outputs=shared, run_id=context.get_trial_id(),
-                  allow_mutation=spec.sweep.scheduler == "pbt")  # fmt: skip
-    finally:  # a pruned or failed trial leaves no memory behind in a reused worker
-        gc.collect()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    run_trial(cfg, reporter, teacher_outputs=shared, run_id=context.get_trial_id(),
+              allow_mutation=spec.sweep.scheduler == "pbt")  # fmt: skip
 
 
 def evaluations_per_trial(spec: SweepSpec) -> int:
@@ -276,20 +270,16 @@ def save_spec(spec: SweepSpec, experiment: str) -> None:
     if "://" not in experiment:
         atomic_write_text(Path(experiment) / SPEC_FILE, text)
         return
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+    fs, path = storage_fs(experiment)
     fs.create_dir(path, recursive=True)
     with fs.open_output_stream(f"{path}/{SPEC_FILE}") as f:
         f.write(text.encode())
 
 
 def load_saved_spec(experiment: str) -> SweepSpec:
-    import pyarrow.fs
-
     from kdray.cli import parse_yaml
 
-    fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+    fs, path = storage_fs(experiment)
     try:
         with fs.open_input_stream(f"{path}/{SPEC_FILE}") as f:
             text = f.read().decode()
