@@ -14,6 +14,8 @@ hard+soft+hidden+relation; the same number of final-student steps for every meth
     acks_online_soft  ACKS learning during the run (soft actions)
     acks_two_stage    ACKS: E stage-A episodes, then the final run with the frozen actor
     acks_online_hard  ACKS with hard actions (unselected losses not computed)
+    schedule          with --schedule FILE: replay a schedule exported by `kdray.analyze`
+                      (a sweep's discovery reused without the agent)
 
 Teacher outputs are computed once per task for all methods and shared. Scores are the task's
 main metric on GLUE dev (the test split), mean ± std over seeds, with the mean wall time of a
@@ -34,6 +36,7 @@ import pandas as pd
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
 from kdray.config import TrialConfig
+from kdray.errors import ConfigError
 from kdray.teacher import ensure_teacher, teacher_meta
 from kdray.trainer import PHASE_LOG, run_trial, setup
 
@@ -88,7 +91,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="final-student steps per run")
     p.add_argument("--phase-length", type=int, default=25)
     p.add_argument("--tasks", default="sst2,mrpc,rte")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=None, help="default: all of them")
+    p.add_argument(
+        "--schedule",
+        metavar="FILE",
+        help="a schedule.yaml from `python -m kdray.analyze`: adds method 'schedule'",
+    )
     p.add_argument(
         "--merge",
         nargs="+",
@@ -99,15 +107,31 @@ def main() -> None:
     if args.merge:
         summarize(merge(args.merge), args.out)
         return
+    if args.schedule:
+        METHODS["schedule"] = {
+            "kind": "schedule",
+            "schedule_file": str(Path(args.schedule).expanduser().resolve()),
+        }
     tasks = args.tasks.split(",")
-    methods = args.methods.split(",")
+    methods = (args.methods or ",".join(METHODS)).split(",")
     unknown = [m for m in methods if m not in METHODS] + [t for t in tasks if t not in TASKS]
     if unknown:
-        p.error(f"unknown task or method: {', '.join(unknown)}")
+        p.error(
+            f"unknown task or method: {', '.join(unknown)}"
+            + (" ('schedule' needs --schedule FILE)" if "schedule" in unknown else "")
+        )
+    if args.schedule and "schedule" not in methods:
+        p.error("--schedule given but 'schedule' is not in --methods")
     if args.quick:
         tasks, seeds, steps = tasks[:1], 1, args.steps or 100
     else:
         seeds, steps = args.seeds, args.steps or 300
+    if args.schedule:  # the file against this benchmark's knowledge types, before any run
+        sel = {f"selector.{k}": v for k, v in METHODS["schedule"].items()}
+        try:
+            task_config(tasks[0], args, steps).replace(**sel)
+        except ConfigError as e:
+            p.error(f"--schedule: {e}")
     out: dict[str, Any] = {
         "benchmark": "quality",
         "tasks": {},
@@ -169,7 +193,8 @@ def merge(paths: list[str]) -> dict[str, Any]:
 def summarize(out: dict[str, Any], path: str | None) -> None:
     """The 3-task mean, the table, the targets and ACKS's per-phase weights; writes the JSON."""
     tasks = list(out["tasks"])
-    methods = [m for m in METHODS if all(m in out["tasks"][t]["methods"] for t in tasks)]
+    known = [*METHODS, *(m for m in out["tasks"][tasks[0]]["methods"] if m not in METHODS)]
+    methods = [m for m in known if all(m in out["tasks"][t]["methods"] for t in tasks)]
     steps, seeds = out["settings"]["student_steps"], out["settings"]["seeds"]
     means = {
         m: statistics.mean(out["tasks"][t]["methods"][m]["mean"] for t in tasks) for m in methods
@@ -198,6 +223,8 @@ def summarize(out: dict[str, Any], path: str | None) -> None:
         best = max(acks, key=lambda m: means[m])
         checks[f"best_acks_{best}_ge_all"] = means[best] >= means["all"]
         checks[f"best_acks_{best}_ge_vanilla"] = means[best] >= means["vanilla"]
+    if "schedule" in methods and acks:
+        checks[f"schedule_ge_{acks[0]}"] = means["schedule"] >= means[acks[0]]
     out["targets"] = checks
     print("targets:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in checks.items()))
     first = out["tasks"][tasks[0]]

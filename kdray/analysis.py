@@ -210,7 +210,9 @@ def knowledge_by_phase(
         raise AnalysisError(
             f"{sweep.path}: no trial has a phase log with phase rewards; phase logs come from "
             f"every kdray trial, and the reward-split loss drop from the selectors "
-            f"{', '.join(measured)}: search over selector.kind: acks"
+            f"{', '.join(measured)} or any trial with selector.measure_reward: true; search "
+            f"over selector.kind: acks or set measure_reward (random_soft makes the cleanest "
+            f"experiment)"
         )
     phases = phases[phases["reward_drop"].notna()]
     types = knowledge_types(phases)

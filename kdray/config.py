@@ -126,7 +126,9 @@ class SelectorConfig:
     kind: str = "all"
     #: Student steps per phase: one action, one reward and one agent update per phase.
     phase_length: int = 50
-    seed: int = 0
+    #: Seed of the selector's own randomness (random actions, the agent's networks and noise);
+    #: None: trainer.seed, so one seed varies a whole run.
+    seed: int | None = None
     #: vanilla: L = (1 - alpha)·hard + alpha·soft.
     alpha: float = 0.5
     #: schedule: buckets covering [0, 1], inline or in a YAML/JSON file (a list of buckets).
@@ -144,6 +146,10 @@ class SelectorConfig:
     episode_steps: int | None = None
     #: Reward-split examples scored before and after each phase (None: the whole split).
     reward_examples: int | None = 256
+    #: Log the reward-split loss drop of every phase for any selector (None: only for those
+    #: rewarded on it, i.e. acks). With random_soft the phase logs become a randomised
+    #: experiment for kdray.analysis, at one small evaluation per phase.
+    measure_reward: bool | None = None
     #: Add progress t/T and the last per-knowledge losses to the state (off: the paper's state).
     state_features: bool = True
     feature_size: int = 32

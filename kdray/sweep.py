@@ -19,6 +19,7 @@ resumed or retried trial starts from it, and PBT clones it from a strong trial i
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
@@ -69,8 +70,10 @@ class TuneReporter:
         # trial inside report, so stale folders are cleared at the next report or start.
         stage = Path(tempfile.mkdtemp(dir=ckpt.parent, prefix=self.STAGE))
         os.link(ckpt, stage / CHECKPOINT)
-        tune.report(clean, checkpoint=tune.Checkpoint.from_directory(str(stage)))
-        shutil.rmtree(stage, ignore_errors=True)
+        try:
+            tune.report(clean, checkpoint=tune.Checkpoint.from_directory(str(stage)))
+        finally:  # also when Tune stops the trial inside report (SystemExit)
+            shutil.rmtree(stage, ignore_errors=True)
 
     @classmethod
     def clear_stages(cls, run_dir: Path) -> None:
@@ -87,7 +90,7 @@ def trial_run_dir(context: Any) -> Path:
     storage = context.get_storage()
     if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
         return Path(storage.trial_fs_path) / "run"
-    return Path(context.get_trial_dir()) / "run"
+    return Path(storage.trial_working_directory) / "run"  # the folder Tune syncs
 
 
 def train_trial(
@@ -106,6 +109,7 @@ def train_trial(
 
     from kdray.trainer import run_trial
 
+    free_previous_trial()
     context = tune.get_context()
     run_dir = trial_run_dir(context)
     TuneReporter.clear_stages(run_dir)
@@ -117,11 +121,64 @@ def train_trial(
     if teacher_path and "teacher.path" not in config:
         overrides["teacher.path"] = teacher_path
     cfg = spec.trial_config(overrides)
-    # Each trial has its own worker process (Tune's reuse_actors stays off): when the scheduler
-    # prunes the trial, Tune ends that process and its memory, GPU memory included, goes with it.
     reporter = TuneReporter(ray.get_runtime_context().get_node_id())
     run_trial(cfg, reporter, teacher_outputs=shared, run_id=context.get_trial_id(),
               allow_mutation=spec.sweep.scheduler == "pbt")  # fmt: skip
+
+
+#: Seconds a reused worker waits for a stopped trial's thread to unwind before Tune gives up
+#: reusing it and errors the next trial (Tune's default, 2 s, is short on a busy machine).
+THREAD_TIMEOUT_S = "30"
+
+
+def free_previous_trial() -> None:
+    """Tune reuses trial workers (reuse_actors): a worker keeps its imports, so the next trial
+    starts in well under a second instead of paying a process start and a torch import. A
+    pruned trial ends at its report (Tune stops its thread there); what it held is freed here,
+    before the next trial on this worker allocates, GPU cache included."""
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S)  # read by Tune
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def tune_config(spec: SweepSpec, search_alg: Any) -> Any:
+    """The sweep's TuneConfig (also what benchmarks/sweep.py runs)."""
+    from ray import tune
+
+    s = spec.sweep
+    return tune.TuneConfig(
+        metric=s.metric,
+        mode=s.mode,
+        num_samples=s.num_samples,
+        max_concurrent_trials=s.max_concurrent,
+        search_alg=search_alg,
+        scheduler=build_scheduler(spec),
+        time_budget_s=s.time_budget_s,
+        reuse_actors=True,  # see free_previous_trial
+    )
+
+
+def run_config(spec: SweepSpec, name: str, storage: str, **overrides: Any) -> Any:
+    """The sweep's RunConfig: storage, retries, checkpoints kept (`overrides`: other
+    RunConfig fields, e.g. verbose)."""
+    from ray import tune
+
+    s = spec.sweep
+    settings: dict[str, Any] = {
+        "name": name,
+        "storage_path": storage,
+        "failure_config": tune.FailureConfig(max_failures=s.max_failures),
+        # PBT clones checkpoints of other trials, which must not be deleted meanwhile
+        "checkpoint_config": tune.CheckpointConfig(
+            num_to_keep=None if s.scheduler == "pbt" else 2  # 1: a state save per report
+        ),
+        # a storage URI gets the trial folders (phase logs, students) by syncing
+        "sync_config": tune.SyncConfig(sync_artifacts="://" in storage),
+    }
+    return tune.RunConfig(**{**settings, **overrides})
 
 
 def evaluations_per_trial(spec: SweepSpec) -> int:
@@ -236,7 +293,10 @@ def prepare_teacher(spec: SweepSpec) -> tuple[str | None, TeacherOutputs | None]
     )
     if any(p.startswith(UNSHAREABLE) for p in spec.search) or teacher is None:
         return teacher, None
-    shared_cfg = base.replace(**{"teacher.path": teacher, "selector.kind": "acks"})
+    # as acks (the selector that needs the most teacher outputs: its state reads [CLS] vectors)
+    shared_cfg = base.replace(
+        **{"teacher.path": teacher, "selector.kind": "acks", "selector.measure_reward": None}
+    )
     return teacher, setup(shared_cfg, progress=True).teacher_outputs
 
 
@@ -374,31 +434,12 @@ def main(argv: list[str] | None = None) -> int:
             restart_errored=args.retry_errored,
         )  # fmt: skip
     else:
-        s = spec.sweep
         save_spec(spec, f"{storage}/{name}")
         tuner = tune.Tuner(
             trainable,
             param_space=spec.param_space(),
-            tune_config=tune.TuneConfig(
-                metric=s.metric,
-                mode=s.mode,
-                num_samples=s.num_samples,
-                max_concurrent_trials=s.max_concurrent,
-                search_alg=build_searcher(spec),
-                scheduler=build_scheduler(spec),
-                time_budget_s=s.time_budget_s,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                # PBT clones checkpoints of other trials, which must not be deleted meanwhile
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=None if s.scheduler == "pbt" else 2  # 1: a state save per report
-                ),
-                # a storage URI gets the trial folders (phase logs, students) by syncing
-                sync_config=tune.SyncConfig(sync_artifacts="://" in storage),
-            ),
+            tune_config=tune_config(spec, build_searcher(spec)),
+            run_config=run_config(spec, name, storage),
         )
     results = tuner.fit()
     summarize(results, spec)

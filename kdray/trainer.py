@@ -26,7 +26,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,6 +63,7 @@ from kdray.selector import (
     PhaseOutcome,
     PhaseState,
     build_selector,
+    measures_reward,
 )
 from kdray.teacher_cache import (
     TeacherOutputs,
@@ -159,14 +160,14 @@ class Setup:
 
 
 def check_selector_data(cfg: TrialConfig, data: TaskData) -> None:
-    """A selector that is rewarded on the reward split needs enough examples there."""
-    if not SELECTORS[cfg.selector.kind].needs_reward_split:
+    """A run that measures the reward-split loss needs enough examples there."""
+    if not measures_reward(cfg.selector):
         return
     have = len(data.reward)
     need = max(MIN_REWARD_EXAMPLES, cfg.selector.reward_examples or 0)
     if have < MIN_REWARD_EXAMPLES:
         raise ConfigError(
-            f"selector '{cfg.selector.kind}' is rewarded on the reward split, which has {have} "
+            f"selector '{cfg.selector.kind}' measures the reward split, which has {have} "
             f"examples; it needs at least {MIN_REWARD_EXAMPLES} to measure a loss drop. Raise "
             f"data.reward_fraction (now {cfg.data.reward_fraction}) or "
             f"data.max_train_examples so that reward_fraction x train >= {need}"
@@ -387,8 +388,11 @@ class Run:
         self.static = {k: s.cfg.knowledge.weights.get(k, 1.0) for k in s.knowledge}
         self.episodes = sel.episodes if sel.mode == "two_stage" else 0  # stage-A episodes
         self.selector = build_selector(
-            sel, tuple(s.knowledge.keys()), math.ceil(tr.max_steps / sel.phase_length)
+            sel if sel.seed is not None else replace(sel, seed=tr.seed),
+            tuple(s.knowledge.keys()),
+            math.ceil(tr.max_steps / sel.phase_length),
         )
+        self.measures_reward = measures_reward(sel)
         n_reward = len(s.data.reward)
         if sel.reward_examples is not None:
             n_reward = min(n_reward, sel.reward_examples)
@@ -606,7 +610,7 @@ class Run:
         )
         if self.selector.needs_cls:
             state.student_cls, state.teacher_cls = self.mean_cls()
-        if self.selector.needs_reward_split and self.reward_loss is None:
+        if self.measures_reward and self.reward_loss is None:
             self.reward_loss = self.measure_reward_loss()
         self.action = self.selector.start_phase(state)
         self.phase_sums, self.phase_steps = {}, 0
@@ -614,7 +618,7 @@ class Run:
     def end_phase(self) -> None:
         losses = {k: v / max(1, self.phase_steps) for k, v in self.phase_sums.items()}
         before = after = None
-        if self.selector.needs_reward_split:
+        if self.measures_reward:
             before, after = self.reward_loss, self.measure_reward_loss()
             self.reward_loss = after
         self.selector.end_phase(
@@ -803,10 +807,15 @@ class Run:
 
 
 def _resumable(config: dict[str, Any], allow_mutation: bool = False) -> dict[str, Any]:
-    """The config paths that must not change between a run and its resumption."""
+    """The config paths that must not change between a run and its resumption, as the run
+    used them: keys an older checkpoint lacks take their defaults, and an unset selector.seed
+    is trainer.seed."""
+    flat = {**flat_paths(TrialConfig().to_dict()), **flat_paths(config)}
+    if flat["selector.seed"] is None:
+        flat["selector.seed"] = flat["trainer.seed"]
     return {
         path: v
-        for path, v in flat_paths(config).items()
+        for path, v in flat.items()
         if path not in ("cache_dir", "trainer.output_dir")
         and not (allow_mutation and is_mutable(path))
     }

@@ -87,7 +87,7 @@ def test_buckets_must_cover_0_to_1(buckets: tuple[float, ...]) -> None:
 def test_phase_logs_without_rewards_name_the_selectors() -> None:
     sweep = synthetic(effect=False)
     sweep.phases["reward_drop"] = np.nan
-    with pytest.raises(AnalysisError, match="acks"):
+    with pytest.raises(AnalysisError, match=r"acks.*measure_reward: true"):
         knowledge_by_phase(sweep)
 
 

@@ -111,6 +111,7 @@ def test_schedule_follows_progress_buckets(tmp_path: Path) -> None:
         ),
         ({"selector": {"kind": "schedule", "schedule_file": "/no/such.yaml"}}, "not found"),
         ({"knowledge": {"weights": dict.fromkeys(TYPES, 0)}}, "weight 0"),
+        ({"selector": {"kind": "acks", "measure_reward": False}}, "cannot be false"),
     ],
 )  # fmt: skip
 def test_bad_selector_config(raw: dict, needle: str) -> None:
@@ -252,6 +253,32 @@ def test_phase_log_schema_one_row_per_phase(tiny_cfg: dict) -> None:
     assert log["reward_drop"].iloc[1] == pytest.approx(log["reward_loss"].diff().iloc[1] * -1)
     assert log["val_metric"].notna().all()  # eval_every = phase_length here
     assert {"selector/critic_loss", "selector/weight_soft"} <= set(rep.results[-1])
+
+
+@pytest.mark.parametrize("measure", [None, True])
+def test_measure_reward_logs_drops_for_any_selector(tiny_cfg: dict, measure: bool | None) -> None:
+    result = run_trial(acks_cfg(tiny_cfg, kind="random_soft", measure_reward=measure))
+    log = pd.read_parquet(Path(result.output_dir) / PHASE_LOG)
+    assert log["reward"].isna().all()  # random_soft is never rewarded
+    if measure:
+        assert log["reward_drop"].notna().all() and log["reward_loss"].notna().all()
+        drop = log["reward_loss"].diff().iloc[1] * -1
+        assert log["reward_drop"].iloc[1] == pytest.approx(drop)
+    else:
+        assert log["reward_drop"].isna().all()
+
+
+def test_selector_seed_follows_trainer_seed_unless_given(tiny_cfg: dict, tmp_path: Path) -> None:
+    def weights(trainer_seed: int, **sel: Any) -> pd.DataFrame:
+        cfg = acks_cfg(tiny_cfg, kind="random_soft", **sel)
+        out = tmp_path / f"{trainer_seed}-{sel}"
+        result = run_trial(cfg.replace(**{"trainer.seed": trainer_seed,
+                                          "trainer.output_dir": str(out)}))  # fmt: skip
+        log = pd.read_parquet(Path(result.output_dir) / PHASE_LOG)
+        return log[[f"w_{k}" for k in TYPES]]
+
+    assert not weights(0).equals(weights(1))  # one seed varies the whole run
+    pd.testing.assert_frame_equal(weights(0, seed=7), weights(1, seed=7))
 
 
 def test_two_stage_runs_episodes_then_frozen_final(tiny_cfg: dict) -> None:

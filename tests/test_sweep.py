@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -141,6 +142,31 @@ def test_single_node_sweep_end_to_end(tiny_cfg: dict, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_asha_prunes_and_reused_workers_start_clean(tiny_cfg: dict, tmp_path: Path) -> None:
+    """Pruned trials end at their report; the next trial on that worker starts fresh."""
+    tiny_cfg["trainer"] = {**tiny_cfg["trainer"], "max_steps": 20}  # 4 evaluations
+    search = {"trainer.learning_rate": {"grid": [1e-6, 1e-5, 1e-4, 1e-3]},
+              "trainer.seed": {"grid": [0, 1]}}  # fmt: skip
+    options = {"grace_period": 1, "reduction_factor": 3}
+    path = tiny_space(tiny_cfg, tmp_path / "asha.yaml", search, scheduler="asha", num_samples=1,
+                      max_concurrent=2, metric="val_loss", mode="min",
+                      scheduler_options=options)  # fmt: skip
+    storage = tmp_path / "results"
+    proc = sweep_cli("--space", str(path), "--storage", str(storage), cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "8 trials, 0 errored" in proc.stdout
+    from ray.tune import ExperimentAnalysis
+
+    df = ExperimentAnalysis(str(storage / "asha")).dataframe()
+    assert (df["training_iteration"] < 4).any(), "ASHA pruned nothing"
+    assert df["pid"].nunique() < len(df), "no worker was reused"
+    # every trial trained from its own start: its phase log holds its own rows only
+    logs = [pd.read_parquet(p) for p in (storage / "asha").glob("*/run/phases.parquet")]
+    assert len(logs) == 8 and all(log["run_id"].nunique() == 1 for log in logs)
+    assert all(log["step"].iloc[0] == 5 for log in logs)
+
+
+@pytest.mark.slow
 def test_pbt_sweep_mutates_knobs_from_checkpoints(tiny_cfg: dict, tmp_path: Path) -> None:
     tiny_cfg["trainer"] = {**tiny_cfg["trainer"], "max_steps": 20}
     search = {"knowledge.temperature": {"uniform": [1.0, 4.0]},
@@ -152,7 +178,6 @@ def test_pbt_sweep_mutates_knobs_from_checkpoints(tiny_cfg: dict, tmp_path: Path
     proc = sweep_cli("--space", str(path), "--storage", str(storage), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(finished_trials(storage / "pbt")) == 2
-    import pandas as pd
 
     # an exploited trial continues a donor's run: its phase log starts with the donor's rows
     logs = [pd.read_parquet(p) for p in (storage / "pbt").glob("*/run/phases.parquet")]

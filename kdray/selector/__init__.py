@@ -17,7 +17,14 @@ from kdray.selector.baselines import (
     validate_schedule,
 )
 
-__all__ = ["SELECTORS", "PhaseOutcome", "PhaseState", "Selector", "build_selector"]
+__all__ = [
+    "SELECTORS",
+    "PhaseOutcome",
+    "PhaseState",
+    "Selector",
+    "build_selector",
+    "measures_reward",
+]
 
 SELECTORS: dict[str, type[Selector]] = {
     cls.kind: cls
@@ -41,6 +48,12 @@ def _check(ok: bool, key: str, rule: str, value: object) -> None:
         raise ConfigError(f"'selector.{key}' must be {rule}, got {value!r}")
 
 
+def measures_reward(cfg: SelectorConfig) -> bool:
+    """Whether the trainer measures the reward-split loss around each phase."""
+    needs = SELECTORS[cfg.kind].needs_reward_split
+    return needs if cfg.measure_reward is None else cfg.measure_reward or needs
+
+
 def validate_selector(cfg: SelectorConfig, knowledge: KnowledgeConfig) -> None:
     """Every selector check that needs no data or model."""
     if cfg.kind not in SELECTORS:
@@ -52,6 +65,11 @@ def validate_selector(cfg: SelectorConfig, knowledge: KnowledgeConfig) -> None:
         raise ConfigError(
             f"selector '{cfg.kind}' uses {', '.join(cls.requires)}; add {', '.join(missing)} to "
             f"knowledge.types"
+        )
+    if cfg.measure_reward is False and cls.needs_reward_split:
+        raise ConfigError(
+            f"selector '{cfg.kind}' is rewarded on the reward split, so "
+            f"'selector.measure_reward' cannot be false; leave it unset"
         )
     if cfg.kind == "schedule":
         validate_schedule(load_schedule(cfg), knowledge.types)

@@ -149,7 +149,7 @@ class ACKSSelector(Selector):
         super().__init__(cfg, types)
         self.k = len(types)
         self.total_phases = total_phases
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
         self.learning = True
         self.built = False
         # per-phase memory
@@ -171,7 +171,7 @@ class ACKSSelector(Selector):
     def build(self, d_s: int, d_t: int) -> None:
         c = self.cfg
         torch_state = torch.random.get_rng_state()
-        torch.manual_seed(c.seed)  # network init independent of the student's RNG stream
+        torch.manual_seed(self.seed)  # network init independent of the student's RNG stream
         extras = 1 + self.k if c.state_features else 0
         self.dims = (d_s, d_t, extras)
         self.actor = Actor(StateEncoder(d_s, d_t, extras, c.feature_size), self.k, c.hidden_size)

@@ -62,7 +62,8 @@ class Selector(ABC):
     kind: ClassVar[str]
     #: Knowledge types that must be chosen for this selector to make sense.
     requires: ClassVar[tuple[str, ...]] = ()
-    #: The trainer measures the reward-split loss around each phase only when this is True.
+    #: Rewarded on the reward split: the trainer measures its loss around each phase (also
+    #: done for any selector with selector.measure_reward; see measures_reward()).
     needs_reward_split: ClassVar[bool] = False
     #: The trainer passes mean [CLS] vectors in PhaseState only when this is True.
     needs_cls: ClassVar[bool] = False
@@ -70,6 +71,8 @@ class Selector(ABC):
     def __init__(self, cfg: SelectorConfig, types: tuple[str, ...]) -> None:
         self.cfg = cfg
         self.types = types
+        #: the trainer passes trainer.seed when selector.seed is unset
+        self.seed = 0 if cfg.seed is None else cfg.seed
 
     @abstractmethod
     def start_phase(self, state: PhaseState) -> dict[str, float]:

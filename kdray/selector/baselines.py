@@ -48,7 +48,7 @@ class _Random(Selector):
 
     def __init__(self, cfg: SelectorConfig, types: tuple[str, ...]) -> None:
         super().__init__(cfg, types)
-        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.rng = torch.Generator().manual_seed(self.seed)
 
     def uniform(self) -> torch.Tensor:
         return torch.rand(len(self.types), generator=self.rng)  # (K,)
