@@ -15,9 +15,9 @@ runs them: Tune's reuse_actors on, so a worker keeps its imports from one trial 
     teacher_sharing_speedup  the same 8 trials, each computing its own teacher outputs (and data)
                              in a fresh cache, against the shared run: wall ratio
     asha_compute_fraction    the same 12 sampled configs (learning rate, selector, temperature)
-    asha_metric_gap          under ASHA (grace 1, reduction 3) and FIFO: student steps ASHA used
-                             / FIFO's (<= 0.5), and FIFO's best validation metric minus ASHA's,
-                             in points (<= 0.5)
+    asha_metric_gap          under ASHA (grace 1, --reduction-factor, 3 by default) and FIFO:
+                             student steps ASHA used / FIFO's (<= 0.5), and FIFO's best
+                             validation metric minus ASHA's, in points (<= 0.5)
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def base_spec(args: Any, steps: int, examples: int, scheduler: str) -> SweepSpec
                 "cache_dir": args.cache_dir,
             },
             "sweep": {"scheduler": scheduler, "searcher": "random", "num_samples": 1,
-                      "scheduler_options": {"grace_period": 1, "reduction_factor": 3}
+                      "scheduler_options": {"grace_period": 1,
+                                            "reduction_factor": args.reduction_factor}
                       if scheduler == "asha" else {}},
         },
         "bench",
@@ -100,6 +101,7 @@ def main() -> None:
     quiet_hf()
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--slots", type=int, default=2, help="CPUs given to Ray (one per trial)")
+    p.add_argument("--reduction-factor", type=int, default=3, help="ASHA's (grace period 1)")
     args = p.parse_args()
     # a fifth of the examples validate: the sweep's metric (and ASHA's early ranking) must not
     # be decided by a handful of examples
@@ -137,6 +139,7 @@ def main() -> None:
     out = {
         "benchmark": "sweep",
         "settings": {"slots": slots, "student_steps": steps, "train_examples": examples,
+                     "asha_reduction_factor": args.reduction_factor,
                      "evaluations_per_trial": 4, "quick": args.quick},
         "teacher_prep_s": prep_s,
         "efficiency": shared_run["busy_s"] / (shared_run["wall_s"] * slots),

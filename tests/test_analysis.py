@@ -135,6 +135,9 @@ def test_load_and_report_a_real_tiny_sweep(tiny_cfg: dict, tmp_path: Path) -> No
     assert len(sweep.history) == 4 * 4  # 4 evaluations per trial (+ the final report)
     assert {"trial_id", "phase", "progress_start", "reward_drop", "w_soft"} <= set(sweep.phases)
     assert len(sweep.phases) == 4 * 4  # every trial logs its 4 phases
+    by_uri = load_sweep(f"file://{tmp_path / 'tiny'}")  # a storage URI, through pyarrow
+    pd.testing.assert_frame_equal(by_uri.phases, sweep.phases)
+    assert list(by_uri.trials["val_metric"]) == list(sweep.trials["val_metric"])
 
     # a corrupt phase log is named and skipped; the rest is analysed
     victim = Path(sweep.trials["path"].iloc[0]) / "run" / "phases.parquet"
