@@ -37,7 +37,7 @@ import pandas as pd
 
 from kdray.config import flat_paths
 from kdray.errors import ConfigError, KdrayError
-from kdray.io import storage_fs
+from kdray.io import storage_fs, storage_location
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def load_sweep(path: str | Path) -> Sweep:
     from kdray.sweep import SPEC_FILE, load_saved_spec
 
     raw = str(path)
-    fs, root = storage_fs(raw)
-    uri = raw if "://" in raw else root
+    uri = storage_location(raw)
+    fs, _ = storage_fs(uri)
     try:
         analysis = ExperimentAnalysis(uri)
     except (ValueError, FileNotFoundError, OSError) as exc:

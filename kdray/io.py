@@ -54,10 +54,15 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def storage_location(path: str) -> str:
+    """A storage URI (s3://...) as given; a local folder expanded and made absolute."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
 def storage_fs(path: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path in it) for a local folder or a storage URI such as s3://..."""
     import pyarrow.fs
 
     if "://" in path:
         return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), str(Path(path).expanduser().resolve())
+    return pyarrow.fs.LocalFileSystem(), storage_location(path)

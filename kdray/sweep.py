@@ -30,7 +30,7 @@ from typing import Any
 
 from kdray.config import TrialConfig, is_mutable
 from kdray.errors import ConfigError
-from kdray.io import atomic_path, atomic_write_text, storage_fs
+from kdray.io import atomic_path, atomic_write_text, storage_fs, storage_location
 from kdray.search_space import SweepSpec, load_sweep, parse_sweep
 from kdray.teacher_cache import TeacherOutputs
 from kdray.trainer import CHECKPOINT
@@ -264,10 +264,10 @@ def check_resources(spec: SweepSpec, shapes: list[dict[str, float]]) -> None:
 
 
 def storage_path(spec: SweepSpec, override: str | None) -> str:
-    raw = override or spec.sweep.storage
-    if "://" in raw:
-        return raw
-    path = Path(raw).expanduser().resolve()
+    location = storage_location(override or spec.sweep.storage)
+    if "://" in location:
+        return location
+    path = Path(location)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".kdray-write-test"
@@ -398,9 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         from ray.tune import Tuner
 
-        resume = (
-            args.resume if "://" in args.resume else str(Path(args.resume).expanduser().resolve())
-        )
+        resume = storage_location(args.resume)
         if not Tuner.can_restore(resume):
             raise ConfigError(
                 f"--resume {resume} is not a sweep folder (no Tune experiment state); give the "
