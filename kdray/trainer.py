@@ -686,18 +686,26 @@ class Run:
         return row
 
     def weight_summary(self) -> dict[str, float]:
-        """Mean weight per knowledge type, and their spread, over the phases since the last
-        evaluation of the final episode (a collapsed or saturated policy shows here)."""
+        """Mean weight per knowledge type, their spread over phases and the share of weights
+        within 0.05 of 0 or 1, over the phases of the final episode that ended since the last
+        evaluation, else the phase under way (a collapsed or saturated policy shows here)."""
         since = self.history[-1]["step"] if self.history else -1
-        rows = [r for r in self.phase_rows if r["final"] and r["step"] > since]
+        rows = [
+            [r[f"w_{k}"] for k in self.s.knowledge]
+            for r in self.phase_rows
+            if r["final"] and r["step"] > since
+        ]
+        if not rows and self.action and self.final_episode:
+            rows = [[self.action.get(k, 0.0) * self.static[k] for k in self.s.knowledge]]
         if not rows:
             return {}
-        w = torch.tensor([[r[f"w_{k}"] for k in self.s.knowledge] for r in rows])  # (P, K)
+        w = torch.tensor(rows)  # (P, K)
         out = {
             f"selector/weight_{k}": float(v)
             for k, v in zip(self.s.knowledge, w.mean(0), strict=True)
         }
         out["selector/action_spread"] = float(w.std(0, unbiased=False).mean())
+        out["selector/action_saturation"] = float(((w < 0.05) | (w > 0.95)).float().mean())
         return out
 
     def test(self) -> dict[str, dict[str, float]]:

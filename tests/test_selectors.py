@@ -222,7 +222,7 @@ def test_acks_diagnostics() -> None:
         a = sel.start_phase(state(p / 3, p))
         sel.end_phase(PhaseOutcome(p, p, p / 3, a, {}, 0.5, 0.4))
     d = sel.diagnostics()
-    assert {"critic_loss", "actor_loss", "action_spread", "reward", "weight_hard"} <= set(d)
+    assert {"critic_loss", "actor_loss", "reward"} <= set(d)
     assert math.isfinite(d["critic_loss"]) and math.isfinite(d["actor_loss"])
 
 
@@ -252,7 +252,23 @@ def test_phase_log_schema_one_row_per_phase(tiny_cfg: dict) -> None:
     assert list(log["progress_start"]) == [0.0, 0.5]
     assert log["reward_drop"].iloc[1] == pytest.approx(log["reward_loss"].diff().iloc[1] * -1)
     assert log["val_metric"].notna().all()  # eval_every = phase_length here
-    assert {"selector/critic_loss", "selector/weight_soft"} <= set(rep.results[-1])
+    diagnostics = {"selector/critic_loss", "selector/weight_soft", "selector/action_spread",
+                   "selector/action_saturation"}  # fmt: skip
+    assert diagnostics <= set(rep.results[-1])
+    assert rep.results[-1]["selector/weight_soft"] == pytest.approx(log["w_soft"].iloc[1])
+
+
+def test_weights_reported_when_evaluations_outnumber_phases(tiny_cfg: dict) -> None:
+    cfg = acks_cfg(tiny_cfg).replace(**{"trainer.eval_every": 2})  # phases of 5 steps
+    rep = ListReporter()
+    result = run_trial(cfg, rep)
+    log = pd.read_parquet(Path(result.output_dir) / PHASE_LOG).set_index("phase")
+    weight = {int(r["step"]): r["selector/weight_soft"] for r in rep.results}
+    assert sorted(weight) == [2, 4, 6, 8, 10]
+    assert weight[2] == pytest.approx(log.loc[0, "w_soft"])  # mid-phase: the phase under way
+    assert weight[6] == pytest.approx(log.loc[0, "w_soft"])  # phase 0 ended since step 4
+    assert weight[8] == pytest.approx(log.loc[1, "w_soft"])
+    assert log.loc[0, "w_soft"] != log.loc[1, "w_soft"]
 
 
 @pytest.mark.parametrize("measure", [None, True])

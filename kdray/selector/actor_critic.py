@@ -163,7 +163,6 @@ class ACKSSelector(Selector):
         self.known_losses: dict[str, float] = {}
         self.last: dict[str, float] = {}
         self.stats = {"critic_loss": math.nan, "actor_loss": math.nan, "q": math.nan}
-        self.recent: list[torch.Tensor] = []
         self.recent_rewards: list[float] = []
 
     # ----------------------------------------------------------------------------- networks
@@ -224,7 +223,6 @@ class ACKSSelector(Selector):
             same = self.prev_action is not None and torch.equal(action, self.prev_action)
             self.repeats = self.repeats + 1 if same else 0
         self.state, self.raw_action, self.action = s, raw, action
-        self.recent.append(action)
         return dict(zip(self.types, action.tolist(), strict=True))
 
     def reward(self, outcome: PhaseOutcome) -> float:
@@ -300,19 +298,12 @@ class ACKSSelector(Selector):
         return dict(self.last)
 
     def diagnostics(self) -> dict[str, float]:
-        """Since the last call: mean action per type, its spread over phases, rewards,
-        and the latest critic and actor losses (collapse or saturation shows here)."""
+        """The latest critic and actor losses and the mean reward since the last call (the
+        trainer adds the weights, their spread and saturation, for every selector)."""
         out = {"critic_loss": self.stats["critic_loss"], "actor_loss": self.stats["actor_loss"]}
-        if self.recent:
-            acts = torch.stack(self.recent)  # (phases, K)
-            out.update(
-                {f"weight_{k}": float(v) for k, v in zip(self.types, acts.mean(0), strict=True)}
-            )
-            out["action_spread"] = float(acts.std(0, unbiased=False).mean())
-            out["action_saturation"] = float(((acts < 0.05) | (acts > 0.95)).float().mean())
         if self.recent_rewards:
             out["reward"] = sum(self.recent_rewards) / len(self.recent_rewards)
-        self.recent, self.recent_rewards = [], []
+        self.recent_rewards = []
         return out
 
     # -------------------------------------------------------------------------- checkpoint
