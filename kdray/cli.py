@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,23 +16,45 @@ from kdray.config import TrialConfig, set_path
 from kdray.errors import ConfigError, KdrayError
 
 
+class SafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (no object construction) that also reads `1e-4` as a float, as YAML
+    1.2 and every Python user do; YAML 1.1 wants `1.0e-4` and would return the string."""
+
+
+SafeLoader.add_implicit_resolver(  # copies the resolver table: yaml.SafeLoader is untouched
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def safe_load(text: str) -> Any:
+    """yaml.safe_load with exponent floats (see SafeLoader)."""
+    return yaml.load(text, Loader=SafeLoader)  # a SafeLoader subclass: no object tags
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping through yaml.safe_load; errors name the file and line."""
+    """A YAML mapping (safe loading only); errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found")
     return parse_yaml(path.read_text(), str(path))
 
 
-def parse_yaml(text: str, source: str) -> dict[str, Any]:
-    """YAML text (from `source`, for messages) -> a mapping, through yaml.safe_load."""
+def read_yaml(text: str, source: str) -> Any:
+    """YAML text (from `source`, for messages) -> data; malformed YAML names the line."""
     try:
-        data = yaml.safe_load(text)
+        return safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"malformed YAML in '{source}'{where}: {problem}") from exc
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """YAML text (from `source`, for messages) -> a mapping of config sections."""
+    data = read_yaml(text, source)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -44,7 +67,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set expects KEY=VALUE (e.g. trainer.max_steps=100), got '{text}'")
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), read_yaml(value, f"--set {text}")
 
 
 def trial_config(

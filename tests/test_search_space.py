@@ -92,6 +92,23 @@ def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
         load_sweep(path)
 
 
+def test_exponent_floats_read_as_numbers(tmp_path: Path) -> None:
+    """`1e-4` (no dot) is a float in files and in --set, not YAML 1.1's string."""
+    from kdray.cli import parse_override, trial_config
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "trial:\n  trainer: {learning_rate: 1e-4}\n"
+        "search:\n  trainer.learning_rate: {loguniform: [3e-5, 3E-4]}\n"
+    )
+    spec = load_sweep(path)
+    assert spec.trial_config({}).trainer.learning_rate == 1e-4
+    assert spec.search["trainer.learning_rate"].args == (3e-5, 3e-4)
+    assert parse_override("teacher.learning_rate=1e-4") == ("teacher.learning_rate", 1e-4)
+    cfg = trial_config(None, ["trainer.learning_rate=2e-5", "trainer.max_steps=20"])
+    assert cfg.trainer.learning_rate == 2e-5 and cfg.trainer.max_steps == 20
+
+
 def test_a_task_dimension_allows_only_generic_metrics() -> None:
     raw = {"search": {"data.task": {"grid": ["sst2", "mrpc"]}}, "sweep": {"metric": "val_f1"}}
     with pytest.raises(ConfigError, match="never reported"):

@@ -85,8 +85,8 @@ def load_schedule(cfg: SelectorConfig) -> tuple[ScheduleBucket, ...]:
     """The inline schedule, or the one in selector.schedule_file (YAML or JSON list)."""
     if cfg.schedule_file is None:
         return cfg.schedule or ()
-    import yaml
 
+    from kdray.cli import read_yaml
     from kdray.config import _coerce  # the same strict reader as the config itself
 
     path = Path(cfg.schedule_file).expanduser()
@@ -95,7 +95,7 @@ def load_schedule(cfg: SelectorConfig) -> tuple[ScheduleBucket, ...]:
             f"'selector.schedule_file' {path} not found; export one with kdray.analysis or "
             f"give the buckets inline in selector.schedule"
         )
-    raw = yaml.safe_load(path.read_text())
+    raw = read_yaml(path.read_text(), str(path))
     if isinstance(raw, dict):
         raw = raw.get("schedule", raw.get("buckets"))
     return _coerce(tuple[ScheduleBucket, ...], raw, f"schedule in {path}")
