@@ -76,6 +76,11 @@ def task_config(task: str, args: Any, steps: int) -> TrialConfig:
     )  # fmt: skip
 
 
+def method_overrides(name: str) -> dict[str, Any]:
+    """A method of METHODS as config overrides (selector.<key>: value)."""
+    return {f"selector.{k}": v for k, v in METHODS[name].items()}
+
+
 def weights_by_phase(run_dir: str) -> list[dict[str, float]]:
     """Per-phase weights of one run's final episode (from its phase log)."""
     log = pd.read_parquet(Path(run_dir) / PHASE_LOG)
@@ -127,9 +132,8 @@ def main() -> None:
     else:
         seeds, steps = args.seeds, args.steps or 300
     if args.schedule:  # the file against this benchmark's knowledge types, before any run
-        sel = {f"selector.{k}": v for k, v in METHODS["schedule"].items()}
         try:
-            task_config(tasks[0], args, steps).replace(**sel)
+            task_config(tasks[0], args, steps).replace(**method_overrides("schedule"))
         except ConfigError as e:
             p.error(f"--schedule: {e}")
     out: dict[str, Any] = {
@@ -154,8 +158,8 @@ def main() -> None:
         for name in methods:
             scores, walls = [], []
             for seed in range(seeds):
-                sel = {f"selector.{k}": v for k, v in METHODS[name].items()}
-                cfg = base.replace(**sel, **{"trainer.seed": seed, "selector.seed": seed})
+                # selector.seed follows trainer.seed
+                cfg = base.replace(**method_overrides(name), **{"trainer.seed": seed})
                 result = run_trial(cfg, teacher_outputs=shared)
                 scores.append(result.test_score)
                 walls.append(result.wall_s)

@@ -642,7 +642,7 @@ class Run:
             "step": self.step,
             "progress": self.progress_frac(),
             "progress_start": (self.step - self.phase_steps) / self.episode_steps,
-            **{f"w_{k}": self.action.get(k, 0.0) * self.static[k] for k in self.s.knowledge},
+            **{f"w_{k}": w for k, w in self.weights().items()},
             **{f"loss_{k}": losses.get(k, math.nan) for k in self.s.knowledge},
             "reward": math.nan,
             "q_value": math.nan,
@@ -685,6 +685,10 @@ class Run:
         self.history.append(row)
         return row
 
+    def weights(self) -> dict[str, float]:
+        """The phase's effective weight per knowledge type: action × static weight."""
+        return {k: self.action.get(k, 0.0) * self.static[k] for k in self.s.knowledge}
+
     def weight_summary(self) -> dict[str, float]:
         """Mean weight per knowledge type, their spread over phases and the share of weights
         within 0.05 of 0 or 1, over the phases of the final episode that ended since the last
@@ -696,7 +700,7 @@ class Run:
             if r["final"] and r["step"] > since
         ]
         if not rows and self.action and self.final_episode:
-            rows = [[self.action.get(k, 0.0) * self.static[k] for k in self.s.knowledge]]
+            rows = [list(self.weights().values())]
         if not rows:
             return {}
         w = torch.tensor(rows)  # (P, K)
