@@ -19,9 +19,11 @@ hard+soft+hidden+relation; the same number of final-student steps for every meth
 
 Teacher outputs are computed once per task for all methods and shared. Scores are the task's
 main metric on GLUE dev (the test split), mean ± std over seeds, with the mean wall time of a
-run (two-stage includes its episodes). Also reported: the 3-task mean per method and the
-per-phase weights ACKS chose in one run. Targets: teacher SST-2 dev accuracy >= 0.88; vanilla
-and all beat none; the best ACKS variant >= all and >= vanilla on the 3-task mean.
+run (two-stage includes its episodes). Also reported: the 3-task mean per method, the
+per-phase weights ACKS chose in one run, and per task the score of the best constant
+prediction (majority class; all-positive F1 on MRPC) with the methods that do not beat it.
+Targets: teacher SST-2 dev accuracy >= 0.88; vanilla and all beat none; the best ACKS
+variant >= all and >= vanilla on the 3-task mean.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import pandas as pd
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
 from kdray.config import TrialConfig
+from kdray.data import get_task, read_glue_tsv
 from kdray.errors import ConfigError
+from kdray.metrics import constant_score
 from kdray.teacher import ensure_teacher, teacher_meta
 from kdray.trainer import PHASE_LOG, run_trial, setup
 
@@ -110,7 +114,7 @@ def main() -> None:
     )
     args = p.parse_args()
     if args.merge:
-        summarize(merge(args.merge), args.out)
+        summarize(merge(args.merge, args.data_dir), args.out)
         return
     if args.schedule:
         METHODS["schedule"] = {
@@ -150,10 +154,13 @@ def main() -> None:
         meta = teacher_meta(teacher)
         main_metric = meta["main_metric"]
         teacher_dev = meta["test"]["dev"][main_metric]
-        shared = setup(base.replace(**{"selector.kind": "acks"}), progress=True).teacher_outputs
+        s = setup(base.replace(**{"selector.kind": "acks"}), progress=True)
+        shared = s.teacher_outputs
         print(f"{task}: teacher dev {main_metric} {teacher_dev:.4f}; ready in "
               f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
-        entry: dict[str, Any] = {"teacher": teacher_dev, "metric": main_metric, "methods": {}}
+        constant = constant_score(s.spec, next(iter(s.data.test.values())).labels)
+        entry: dict[str, Any] = {"teacher": teacher_dev, "metric": main_metric,
+                                 "constant": constant, "methods": {}}  # fmt: skip
         out["tasks"][task] = entry
         for name in methods:
             scores, walls = [], []
@@ -177,8 +184,9 @@ def main() -> None:
     summarize(out, args.out)
 
 
-def merge(paths: list[str]) -> dict[str, Any]:
-    """One result from several runs over different tasks (same methods and settings)."""
+def merge(paths: list[str], data_dir: str) -> dict[str, Any]:
+    """One result from several runs over different tasks (same methods and settings); files
+    written before the constant-prediction score existed get it from the GLUE dev labels."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     out = {**runs[0], "tasks": {}, "merged_from": paths}
     for run in runs:
@@ -188,6 +196,11 @@ def merge(paths: list[str]) -> dict[str, Any]:
             )
         for task, entry in run["tasks"].items():  # methods of one task may come from several runs
             merged = out["tasks"].setdefault(task, {**entry, "methods": {}})
+            if "constant" not in merged:
+                spec = get_task(task)
+                merged["constant"] = constant_score(
+                    spec, read_glue_tsv(spec, Path(data_dir))["dev"].labels
+                )
             merged["methods"].update(entry["methods"])
             if "acks_weights_by_phase" in entry:
                 merged["acks_weights_by_phase"] = entry["acks_weights_by_phase"]
@@ -204,7 +217,15 @@ def summarize(out: dict[str, Any], path: str | None) -> None:
         m: statistics.mean(out["tasks"][t]["methods"][m]["mean"] for t in tasks) for m in methods
     }
     out["mean_over_tasks"] = means
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if all("constant" in out["tasks"][t] for t in tasks):
+        constant = {t: out["tasks"][t]["constant"] for t in tasks}
+        rows.append({"method": "(constant)", **{t: f"{v:.4f}" for t, v in constant.items()},
+                     "mean": statistics.mean(constant.values())})  # fmt: skip
+        out["not_above_constant"] = {
+            t: [m for m in methods if out["tasks"][t]["methods"][m]["mean"] <= constant[t]]
+            for t in tasks
+        }
     for m in methods:
         row: dict[str, Any] = {"method": m}
         for t in tasks:
@@ -231,6 +252,12 @@ def summarize(out: dict[str, Any], path: str | None) -> None:
         checks[f"schedule_ge_{acks[0]}"] = means["schedule"] >= means[acks[0]]
     out["targets"] = checks
     print("targets:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in checks.items()))
+    for t, below in out.get("not_above_constant", {}).items():
+        if below:
+            print(
+                f"{t}: not above the constant prediction ({out['tasks'][t]['constant']:.4f}): "
+                + ("every method" if len(below) == len(methods) else ", ".join(below))
+            )
     first = out["tasks"][tasks[0]]
     if "acks_weights_by_phase" in first:
         print(f"\nACKS (online, soft) weights per phase, {tasks[0]} seed 0:")

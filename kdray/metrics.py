@@ -113,3 +113,15 @@ def compute_metrics(
         raise ValueError(f"{len(preds)} predictions but {len(gold)} labels")
     gold = gold.astype(np.float64 if spec.is_regression else np.int64)
     return {name: float(METRICS[name](preds, gold)) for name in spec.metrics}
+
+
+def constant_score(spec: TaskSpec, labels: ArrayLike | list[float] | list[int]) -> float:
+    """The main metric of the best constant prediction: the floor a model must beat to have
+    learned anything (majority-class accuracy; all-positive F1 on MRPC, 0.812 on its dev set;
+    0.0 for Matthews and the correlations)."""
+    gold = _numpy(labels).reshape(-1)
+    metric = METRICS[spec.main_metric]
+    if spec.is_regression:
+        return metric(np.full(len(gold), float(gold.mean())), gold.astype(np.float64))
+    gold = gold.astype(np.int64)
+    return max(metric(np.full(len(gold), c), gold) for c in range(spec.num_labels))

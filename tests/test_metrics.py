@@ -14,6 +14,7 @@ from kdray.metrics import (
     METRICS,
     accuracy,
     compute_metrics,
+    constant_score,
     f1,
     matthews,
     pearson,
@@ -115,3 +116,14 @@ def test_compute_metrics_shape_errors() -> None:
         compute_metrics(TASKS["sst2"], np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match=r"\(B, 1\)"):
         compute_metrics(TASKS["stsb"], np.zeros((3, 2)), np.zeros(3))
+
+
+def test_constant_score_is_the_best_constant_prediction() -> None:
+    # 3 positives of 5. Accuracy: all-positive gets 3/5. F1 (MRPC): all-positive has
+    # P = 3/5, R = 1, so F1 = 2·0.6/1.6 = 0.75; all-negative has F1 0.
+    labels = np.array([1, 0, 1, 1, 0])
+    assert constant_score(TASKS["rte"], labels) == pytest.approx(0.6)
+    assert constant_score(TASKS["mrpc"], torch.tensor(labels)) == pytest.approx(0.75)
+    # Matthews and correlations give a constant 0.
+    assert constant_score(TASKS["cola"], labels) == 0.0
+    assert constant_score(TASKS["stsb"], np.array([0.5, 2.0, 4.5])) == 0.0
