@@ -359,7 +359,7 @@ def validate(cfg: TrialConfig) -> None:
     """Checks that need no data or model (shapes that need the teacher are checked in models)."""
     from kdray.data import TASKS
     from kdray.knowledge import validate_knowledge
-    from kdray.selector import validate_selector
+    from kdray.selector import SELECTORS, validate_selector
 
     d, t, s, tr = cfg.data, cfg.teacher, cfg.student, cfg.trainer
     if d.task not in TASKS:
@@ -406,3 +406,9 @@ def validate(cfg: TrialConfig) -> None:
         raise ConfigError(f"'trainer.weight_decay' must be >= 0, got {tr.weight_decay}")
     validate_knowledge(cfg.knowledge, TASKS[d.task], s)
     validate_selector(cfg.selector, cfg.knowledge)
+    if s.init == "pretrained" and SELECTORS[cfg.selector.kind].needs_cls:
+        raise ConfigError(
+            f"selector '{cfg.selector.kind}' reads the teacher's [CLS] vectors, and "
+            f"'student.init: pretrained' runs without a teacher; use student.init remap or "
+            f"random to distil, or another selector.kind to fine-tune"
+        )

@@ -390,7 +390,6 @@ class Run:
         self.selector = build_selector(
             sel if sel.seed is not None else replace(sel, seed=tr.seed),
             tuple(s.knowledge.keys()),
-            math.ceil(tr.max_steps / sel.phase_length),
         )
         self.measures_reward = measures_reward(sel)
         n_reward = len(s.data.reward)
@@ -631,6 +630,7 @@ class Run:
                 reward_loss_before=before,
                 reward_loss_after=after,
                 last=self.step >= self.episode_steps,
+                phases=math.ceil(self.episode_steps / self.cfg.selector.phase_length),
             )
         )
         row: dict[str, Any] = {
@@ -665,8 +665,9 @@ class Run:
             s.student, s.data.validation, s.spec, s.device, tr.eval_batch_size, tr.bf16
         )
         main = s.spec.main_metric
-        if self.phase_rows and self.phase_rows[-1]["step"] == self.step:
-            self.phase_rows[-1]["val_metric"] = metrics[main]  # the phase that just ended
+        last = self.phase_rows[-1] if self.phase_rows else None
+        if last and last["episode"] == self.episode and last["step"] == self.step:
+            last["val_metric"] = metrics[main]  # the phase that just ended
         else:
             self.phase_val = metrics[main]  # goes to the row of the phase under way
         row: dict[str, Any] = {

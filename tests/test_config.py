@@ -51,6 +51,14 @@ def test_config_paths_lists_leaves() -> None:
         ({"student": {"num_layers": 2, "layer_map": [6]}}, ["student.layer_map", "one teacher"]),
         ({"selector": {"kind": "magic"}}, ["unknown selector kind 'magic'", "acks"]),
         ({"selector": {"phase_length": 0}}, ["selector.phase_length", "> 0"]),
+        (
+            {
+                "student": {"init": "pretrained"},
+                "knowledge": {"types": ["hard"]},
+                "selector": {"kind": "acks"},
+            },
+            ["selector 'acks'", "student.init: pretrained", "remap"],
+        ),
         ({"data": {"validation_fraction": 0.7}}, ["data.validation_fraction"]),
         ({"data": "sst2"}, ["'data' must be a mapping"]),
         (

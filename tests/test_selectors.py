@@ -34,7 +34,7 @@ def state(progress: float = 0.0, phase: int = 0, seed: int = 0, d: int = 8) -> P
 
 
 def selector(kind: str, **knobs: Any) -> Any:
-    return build_selector(SelectorConfig(kind=kind, **knobs), TYPES, total_phases=10)
+    return build_selector(SelectorConfig(kind=kind, **knobs), TYPES)
 
 
 # ------------------------------------------------------------------------------ baselines
@@ -70,7 +70,7 @@ def test_schedule_follows_progress_buckets(tmp_path: Path) -> None:
         {"start": 0.5, "end": 1.0, "weights": {"soft": 1.0}},
     ]
     cfg = TrialConfig.from_dict({"selector": {"kind": "schedule", "schedule": buckets}})
-    sel = build_selector(cfg.selector, TYPES, 10)
+    sel = build_selector(cfg.selector, TYPES)
     assert sel.start_phase(state(0.2)) == {"hard": 1.0, "soft": 0.0, "hidden": 2.0, "relation": 0.0}
     assert sel.start_phase(state(0.5))["soft"] == 1.0
     assert sel.start_phase(state(1.0))["soft"] == 1.0  # t/T = 1 belongs to the last bucket
@@ -81,7 +81,7 @@ def test_schedule_follows_progress_buckets(tmp_path: Path) -> None:
     from_file = TrialConfig.from_dict(
         {"selector": {"kind": "schedule", "schedule_file": str(path)}}
     )
-    assert build_selector(from_file.selector, TYPES, 10).start_phase(state(0.7))["soft"] == 1.0
+    assert build_selector(from_file.selector, TYPES).start_phase(state(0.7))["soft"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -165,10 +165,10 @@ def test_soft_and_hard_actions_and_reward() -> None:
     act = hard.start_phase(st)
     mu = hard.policy(st)
     assert act == {k: float(v > 0.5) for k, v in mu.items()}
-    hard.end_phase(PhaseOutcome(0, 10, 0.1, act, {}, 0.5, 0.5))
+    hard.end_phase(PhaseOutcome(0, 10, 0.1, act, {}, 0.5, 0.5, phases=10))
     hard.start_phase(st)  # same state, no noise: the same action repeats once
     assert hard.repeats == 1
-    hard.end_phase(PhaseOutcome(1, 20, 0.2, act, {}, 0.5, 0.5))
+    hard.end_phase(PhaseOutcome(1, 20, 0.2, act, {}, 0.5, 0.5, phases=10))
     assert hard.last["reward"] == pytest.approx(-1 / 10)  # -(repeats)/P, P = 10 phases
 
 
@@ -177,7 +177,7 @@ def test_acks_learns_a_planted_preference() -> None:
     of 10 phases the deterministic policy prefers hard early and hidden late."""
     # default agent knobs; only the reward is the synthetic one (no bonus, unit scale)
     cfg = SelectorConfig(kind="acks", seed=0, beta=0.0, reward_scale=1.0)
-    sel = build_selector(cfg, TYPES, total_phases=10)
+    sel = build_selector(cfg, TYPES)
     for _episode in range(50):
         for p in range(10):
             progress = p / 10
@@ -193,7 +193,7 @@ def test_acks_learns_a_planted_preference() -> None:
 
 def test_acks_checkpoint_resume_gives_same_next_action() -> None:
     def fresh() -> ACKSSelector:
-        return build_selector(SelectorConfig(kind="acks", seed=5), TYPES, 10)  # type: ignore[return-value]
+        return build_selector(SelectorConfig(kind="acks", seed=5), TYPES)  # type: ignore[return-value]
 
     def play(sel: ACKSSelector, phases: range) -> list[dict[str, float]]:
         out = []
@@ -213,7 +213,29 @@ def test_acks_checkpoint_resume_gives_same_next_action() -> None:
     buf.seek(0)
     resumed = fresh()
     resumed.load_state_dict(torch.load(buf, weights_only=True))
+    # what the logs and reports show comes back too
+    assert resumed.stats == first.stats and resumed.recent_rewards == first.recent_rewards
     assert play(resumed, range(4, 7)) == continued
+
+
+def test_acks_build_leaves_the_global_rng_alone() -> None:
+    """The agent's networks come from selector.seed without moving the student's stream."""
+    before = torch.random.get_rng_state()
+    sel = selector("acks", seed=3)
+    sel.start_phase(state())
+    assert torch.equal(torch.random.get_rng_state(), before)
+    again = selector("acks", seed=3)
+    again.start_phase(state())
+    assert torch.equal(sel.actor.net[0].weight, again.actor.net[0].weight)
+
+
+def test_acks_q_value_is_of_the_action_taken() -> None:
+    sel = selector("acks", exploration_noise=0.3)
+    sel.start_phase(state())
+    assert not torch.equal(sel.raw_action, sel.actor(sel.state[None])[0])  # noise was added
+    with torch.no_grad():
+        q = float(sel.critic(sel.state[None], sel.raw_action[None])[0])
+    assert sel.stats["q"] == pytest.approx(q)
 
 
 def test_acks_diagnostics() -> None:
@@ -224,6 +246,10 @@ def test_acks_diagnostics() -> None:
     d = sel.diagnostics()
     assert {"critic_loss", "actor_loss", "reward"} <= set(d)
     assert math.isfinite(d["critic_loss"]) and math.isfinite(d["actor_loss"])
+    a = sel.start_phase(state(0.0, 0))
+    sel.end_phase(PhaseOutcome(0, 0, 1.0, a, {}, 0.5, 0.4, last=True))
+    sel.end_episode()  # a stage-A episode's rewards stay out of the next report
+    assert "reward" not in sel.diagnostics()
 
 
 # ------------------------------------------------------------------------ in the trainer
@@ -302,6 +328,15 @@ def test_two_stage_runs_episodes_then_frozen_final(tiny_cfg: dict) -> None:
     log = pd.read_parquet(Path(result.output_dir) / PHASE_LOG)
     assert list(log["episode"]) == [0, 1, 2, 2] and list(log["final"]) == [False, False, True, True]
     assert result.status == "finished" and result.steps == 10
+
+
+def test_two_stage_validation_lands_on_a_final_row(tiny_cfg: dict) -> None:
+    # stage-A episodes of 3 steps end at step 3, where stage B's first evaluation comes
+    cfg = acks_cfg(tiny_cfg, mode="two_stage", episodes=1, episode_steps=3)
+    result = run_trial(cfg.replace(**{"trainer.eval_every": 3}))
+    log = pd.read_parquet(Path(result.output_dir) / PHASE_LOG)
+    assert list(log["episode"]) == [0, 1, 1] and list(log["step"]) == [3, 5, 10]
+    assert log["val_metric"].isna().iloc[0] and log["val_metric"].notna().iloc[1:].all()
 
 
 def test_hard_mode_skips_unselected_losses(tiny_cfg: dict, count_losses) -> None:  # type: ignore[no-untyped-def]

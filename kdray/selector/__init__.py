@@ -107,7 +107,5 @@ def validate_selector(cfg: SelectorConfig, knowledge: KnowledgeConfig) -> None:
         )
 
 
-def build_selector(cfg: SelectorConfig, types: tuple[str, ...], total_phases: int) -> Selector:
-    if cfg.kind == "acks":
-        return ACKSSelector(cfg, types, total_phases)
+def build_selector(cfg: SelectorConfig, types: tuple[str, ...]) -> Selector:
     return SELECTORS[cfg.kind](cfg, types)

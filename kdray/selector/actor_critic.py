@@ -30,6 +30,9 @@ from torch import nn
 from kdray.config import SelectorConfig
 from kdray.selector.base import PhaseOutcome, PhaseState, Selector
 
+#: The agent's latest losses and Q(s, a) (logged and reported; checkpointed with it).
+STATS = ("critic_loss", "actor_loss", "q")
+
 
 def mlp(sizes: list[int], out_act: nn.Module | None = None) -> nn.Sequential:
     """Linear layers with ReLU between them (len(sizes) - 1 layers)."""
@@ -145,10 +148,9 @@ class ACKSSelector(Selector):
     needs_reward_split = True
     needs_cls = True
 
-    def __init__(self, cfg: SelectorConfig, types: tuple[str, ...], total_phases: int = 1) -> None:
+    def __init__(self, cfg: SelectorConfig, types: tuple[str, ...]) -> None:
         super().__init__(cfg, types)
         self.k = len(types)
-        self.total_phases = total_phases
         self.gen = torch.Generator().manual_seed(self.seed)
         self.learning = True
         self.built = False
@@ -162,20 +164,22 @@ class ACKSSelector(Selector):
         self.first_losses: dict[str, float] = {}
         self.known_losses: dict[str, float] = {}
         self.last: dict[str, float] = {}
-        self.stats = {"critic_loss": math.nan, "actor_loss": math.nan, "q": math.nan}
+        self.stats = dict.fromkeys(STATS, math.nan)
         self.recent_rewards: list[float] = []
 
     # ----------------------------------------------------------------------------- networks
 
     def build(self, d_s: int, d_t: int) -> None:
         c = self.cfg
-        torch_state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed)  # network init independent of the student's RNG stream
         extras = 1 + self.k if c.state_features else 0
         self.dims = (d_s, d_t, extras)
-        self.actor = Actor(StateEncoder(d_s, d_t, extras, c.feature_size), self.k, c.hidden_size)
-        self.critic = Critic(StateEncoder(d_s, d_t, extras, c.feature_size), self.k, c.hidden_size)
-        torch.random.set_rng_state(torch_state)
+        # network init from selector.seed, on the CPU generator only: the student's CPU and
+        # CUDA random streams (dropout, data) are left as they were
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(self.seed)
+            enc = (d_s, d_t, extras, c.feature_size)
+            self.actor = Actor(StateEncoder(*enc), self.k, c.hidden_size)
+            self.critic = Critic(StateEncoder(*enc), self.k, c.hidden_size)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
@@ -212,12 +216,11 @@ class ACKSSelector(Selector):
             self.learn(s_prev, a_prev, r_prev, s, done=False)
             self.pending = None
         with torch.no_grad():
-            mu = self.actor(s[None])[0]  # (K,)
-            self.stats["q"] = float(self.critic(s[None], mu[None])[0])
-        raw = mu
-        if self.learning and self.cfg.exploration_noise > 0:
-            noise = torch.randn(self.k, generator=self.gen) * self.cfg.exploration_noise
-            raw = (mu + noise).clamp(0.0, 1.0)
+            raw = mu = self.actor(s[None])[0]  # (K,)
+            if self.learning and self.cfg.exploration_noise > 0:
+                noise = torch.randn(self.k, generator=self.gen) * self.cfg.exploration_noise
+                raw = (mu + noise).clamp(0.0, 1.0)
+            self.stats["q"] = float(self.critic(s[None], raw[None])[0])  # of the action taken
         action = (raw > self.cfg.threshold).float() if self.cfg.action == "hard" else raw
         if self.cfg.action == "hard":
             same = self.prev_action is not None and torch.equal(action, self.prev_action)
@@ -232,7 +235,7 @@ class ACKSSelector(Selector):
         if outcome.reward_loss_before is not None and outcome.reward_loss_after is not None:
             drop = outcome.reward_loss_before - outcome.reward_loss_after
         bonus = exploration_bonus(
-            self.cfg.action, self.action, self.prev_action, self.repeats, self.total_phases
+            self.cfg.action, self.action, self.prev_action, self.repeats, outcome.phases
         )
         return self.cfg.reward_scale * drop + self.cfg.beta * bonus
 
@@ -252,6 +255,7 @@ class ACKSSelector(Selector):
     def end_episode(self) -> None:
         self.pending, self.prev_action, self.repeats = None, None, 0
         self.known_losses = {}
+        self.recent_rewards = []  # stage-A rewards are in the phase log, not in diagnostics
 
     def freeze(self) -> None:
         self.learning = False
@@ -311,6 +315,7 @@ class ACKSSelector(Selector):
     def state_dict(self) -> dict[str, Any]:
         if not self.built:
             return {"built": False, "gen": self.gen.get_state()}
+        stats = torch.tensor([self.stats[k] for k in STATS], dtype=torch.float64)
         return {
             "built": True,
             "dims": list(self.dims),
@@ -331,6 +336,8 @@ class ACKSSelector(Selector):
             "state": self.state,
             "raw_action": self.raw_action,
             "action": self.action,
+            "stats": stats,
+            "recent_rewards": torch.tensor(self.recent_rewards, dtype=torch.float64),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -356,3 +363,6 @@ class ACKSSelector(Selector):
             state["raw_action"],
             state["action"],
         )
+        if "stats" in state:  # older checkpoints lack them: they only feed logs and reports
+            self.stats = dict(zip(STATS, state["stats"].tolist(), strict=True))
+            self.recent_rewards = state["recent_rewards"].tolist()

@@ -54,6 +54,8 @@ class PhaseOutcome:
     reward_loss_after: float | None = None
     #: True for the last phase of an episode (or of the run).
     last: bool = False
+    #: Phases in this episode (P of the hard-mode exploration bonus).
+    phases: int = 1
 
 
 class Selector(ABC):
