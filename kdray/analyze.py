@@ -30,6 +30,7 @@ from kdray.analysis import (
     param_importance,
 )
 from kdray.errors import ConfigError
+from kdray.io import atomic_path, atomic_write_text
 
 
 def _figure(width: float = 6.0, height: float = 4.0, columns: int = 0) -> tuple[Any, Any]:
@@ -49,7 +50,8 @@ def _save(fig: Any, path: Path) -> str:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."))
     plt.close(fig)
     return path.name
 
@@ -131,7 +133,8 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
     """Every table, figure and the schedule in `out`; returns what the summary prints."""
     out.mkdir(parents=True, exist_ok=True)
     board = leaderboard(sweep)
-    sweep.trials.to_csv(out / "trials.csv", index=False)
+    with atomic_path(out / "trials.csv") as tmp:
+        sweep.trials.to_csv(tmp, index=False)
     parts = [f"# kdray sweep report\n\n`{sweep.path}`: {len(sweep.trials)} trials ("
              + ", ".join(f"{n} {s}" for s, n in sweep.trials["status"].value_counts().items())
              + ")\n", "## Leaderboard\n", _md(board),
@@ -143,7 +146,8 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
     except AnalysisError as exc:  # no phase rewards: the report still has the rest
         parts += ["## Knowledge by phase\n", f"Not available: {exc}\n"]
     if table is not None:
-        table.to_csv(out / "knowledge_by_phase.csv", index=False)
+        with atomic_path(out / "knowledge_by_phase.csv") as tmp:
+            table.to_csv(tmp, index=False)
         export_schedule(table, out / "schedule.yaml")
         shown = table[
             [
@@ -179,9 +183,9 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
     if sweep.skipped:
         parts += ["## Files that could not be read\n", *[f"- {s}" for s in sweep.skipped]]
     text = "\n".join(parts) + "\n"
-    (out / "report.md").write_text(text)
+    atomic_write_text(out / "report.md", text)
     if fmt == "html":
-        (out / "report.html").write_text(_html(text))
+        atomic_write_text(out / "report.html", _html(text))
     return {"board": board, "table": table, "importance": importance}
 
 

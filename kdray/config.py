@@ -250,11 +250,19 @@ def _plain(value: Any) -> Any:
 
 
 def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, creating the intermediate dicts."""
+    """Set `a.b.c` in a nested dict, creating the intermediate dicts (an empty section, as
+    YAML reads `trainer:` with nothing under it, counts as one)."""
     *parents, leaf = path.split(".")
     node = raw
-    for p in parents:
-        node = node.setdefault(p, {})
+    for i, p in enumerate(parents):
+        if node.get(p) is None:
+            node[p] = {}
+        node = node[p]
+        if not isinstance(node, dict):
+            raise ConfigError(
+                f"cannot set '{path}': '{'.'.join(parents[: i + 1])}' is a value "
+                f"({node!r}), not a section"
+            )
     node[leaf] = value
 
 

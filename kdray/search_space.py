@@ -214,8 +214,14 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str) -> SweepSpec:
         raise ConfigError("'trial' must be a mapping of trial config sections")
     TrialConfig.from_dict(trial)  # the base alone must be valid
     paths = config_paths()
+    raw_search = raw.get("search") or {}
+    if not isinstance(raw_search, Mapping):
+        raise ConfigError(
+            "'search' must be a mapping of dotted config keys to distributions, e.g. "
+            "'trainer.learning_rate: {loguniform: [1.0e-5, 1.0e-3]}'"
+        )
     search: dict[str, Distribution] = {}
-    for path, spec in (raw.get("search") or {}).items():
+    for path, spec in raw_search.items():
         if path not in paths and not path.startswith(MAPPING_PATHS):
             raise ConfigError(
                 f"search path '{path}' is not a config key{suggest(path, paths)}; search over "

@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +145,9 @@ def free_previous_trial() -> None:
         torch.cuda.empty_cache()
 
 
-def tune_config(spec: SweepSpec, search_alg: Any) -> Any:
-    """The sweep's TuneConfig (also what benchmarks/sweep.py runs)."""
+def tune_config(spec: SweepSpec, search_alg: Any, scheduler: Any = None) -> Any:
+    """The sweep's TuneConfig (also what benchmarks/sweep.py runs); `scheduler`: one built
+    already (default: build_scheduler)."""
     from ray import tune
 
     s = spec.sweep
@@ -155,7 +157,7 @@ def tune_config(spec: SweepSpec, search_alg: Any) -> Any:
         num_samples=s.num_samples,
         max_concurrent_trials=s.max_concurrent,
         search_alg=search_alg,
-        scheduler=build_scheduler(spec),
+        scheduler=scheduler or build_scheduler(spec),
         time_budget_s=s.time_budget_s,
         reuse_actors=True,  # see free_previous_trial
     )
@@ -215,8 +217,11 @@ def build_scheduler(spec: SweepSpec) -> Any:
                 time_attr="training_iteration", hyperparam_mutations=mutations, **opts
             )
         return FIFOScheduler(**opts)
-    except TypeError as exc:  # an option the scheduler does not take
-        raise ConfigError(f"'sweep.scheduler_options' for {s.scheduler}: {exc}") from exc
+    except (TypeError, ValueError, AssertionError) as exc:  # an unknown or out-of-range option
+        raise ConfigError(
+            f"'sweep.scheduler_options' for {s.scheduler}: {exc or 'a value out of range'} "
+            f"(given: {opts}); see Ray Tune's {s.scheduler} scheduler for its options"
+        ) from exc
 
 
 def build_searcher(spec: SweepSpec) -> Any:
@@ -388,11 +393,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_data(spec: SweepSpec) -> None:
+    """Every task the sweep can run has its GLUE files (when read from a folder, not the hub)."""
+    from kdray.data import TASKS, glue_files, resolve_data_dir
+
+    base = spec.trial_config({})
+    data_dir = resolve_data_dir(base.data.data_dir)
+    if data_dir is None:
+        return
+    dim = spec.search.get("data.task")
+    for task in dim.candidates() if dim else [base.data.task]:
+        glue_files(TASKS[task], data_dir)
+
+
+def fresh_name(storage: str, name: str, explicit: bool) -> str:
+    """`name`, or, where STORAGE/NAME already holds a sweep, a new timestamped name for a
+    default name (an explicit --name is refused): an earlier sweep is never written over."""
+    from ray.tune import Tuner
+
+    if not Tuner.can_restore(f"{storage}/{name}"):
+        return name
+    if explicit:
+        raise ConfigError(
+            f"{storage}/{name} already holds a sweep; continue it with --resume "
+            f"{storage}/{name}, or give another --name"
+        )
+    return f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.space and not args.resume:
         raise ConfigError(
             "--space FILE is required (the sweep's YAML, e.g. search_spaces/quickstart.yaml)"
+        )
+    if args.retry_errored and not args.resume:
+        raise ConfigError(
+            "--retry-errored reruns the errored trials of an earlier sweep; give its folder "
+            "with --resume STORAGE/NAME"
         )
     resume = None
     if args.resume:
@@ -410,12 +448,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         spec = spec.with_data_dir(os.environ["KDRAY_GLUE_DIR"])
     storage = storage_path(spec, args.storage)
-    name = args.name or spec.name
+    check_data(spec)
+    if not resume:  # what Tune would refuse later, refused before Ray and the teacher start
+        name = fresh_name(storage, args.name or spec.name, explicit=bool(args.name))
+        search_alg, scheduler = build_searcher(spec), build_scheduler(spec)
 
     import ray
     from ray import tune
 
-    ray.init(address=args.address, dashboard_host="127.0.0.1", include_dashboard=False)
+    try:
+        ray.init(address=args.address, dashboard_host="127.0.0.1", include_dashboard=False)
+    except (ValueError, ConnectionError) as exc:
+        raise ConfigError(
+            f"cannot start or reach Ray at --address {args.address or '$RAY_ADDRESS'}: {exc}; "
+            f"give a running head node's HOST:PORT, or leave --address out for a local Ray"
+        ) from exc
     check_resources(spec, node_shapes())
     if spec.sweep.resources.gpu > 0:  # fine-tune and run the teacher on a GPU node, not the head
         gpu_task = ray.remote(num_cpus=spec.sweep.resources.cpu, num_gpus=1)(prepare_teacher)
@@ -436,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         tuner = tune.Tuner(
             trainable,
             param_space=spec.param_space(),
-            tune_config=tune_config(spec, build_searcher(spec)),
+            tune_config=tune_config(spec, search_alg, scheduler),
             run_config=run_config(spec, name, storage),
         )
     results = tuner.fit()

@@ -40,7 +40,7 @@ from transformers import get_linear_schedule_with_warmup as linear_schedule
 from kdray.config import TrialConfig, flat_paths, is_mutable
 from kdray.data import TaskData, TaskSpec, TokenizedSplit, load_task
 from kdray.errors import ConfigError
-from kdray.io import atomic_path, atomic_torch_save, atomic_write_text
+from kdray.io import atomic_dir, atomic_path, atomic_torch_save, atomic_write_text
 from kdray.knowledge import build_knowledge, check_shapes, needs_of
 from kdray.knowledge.base import KnowledgeContext
 from kdray.metrics import compute_metrics
@@ -785,7 +785,8 @@ class Run:
         student_dir = None
         if status == "finished" and tr.save_student:
             student_dir = str(self.out_dir / "student")
-            s.student.save_pretrained(student_dir)
+            with atomic_dir(Path(student_dir)) as tmp:  # never a half-written student folder
+                s.student.save_pretrained(tmp)
         self.write_phase_log()
         last = self.history[-1] if self.history else {}
         wall = self.wall_before + (time.perf_counter() - self.t0)

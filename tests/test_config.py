@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdray.config import TrialConfig, config_paths
+from kdray.config import TrialConfig, config_paths, set_path
 from kdray.errors import ConfigError
 
 
@@ -77,3 +77,11 @@ def test_bad_config_names_key_and_fix(raw: dict, needles: list[str]) -> None:
 def test_integral_floats_are_accepted_as_ints() -> None:
     # YAML and samplers hand over 100.0 for int knobs; that is not a user error
     assert TrialConfig.from_dict({"trainer": {"max_steps": 100.0}}).trainer.max_steps == 100
+
+
+def test_set_path_into_an_empty_section_or_through_a_value() -> None:
+    raw: dict = {"trainer": None}  # YAML's `trainer:` with its keys commented out
+    set_path(raw, "trainer.max_steps", 10)
+    assert raw == {"trainer": {"max_steps": 10}}
+    with pytest.raises(ConfigError, match=r"'trainer\.max_steps' is a value \(10\), not a section"):
+        set_path(raw, "trainer.max_steps.x", 1)

@@ -18,6 +18,7 @@ import yaml
 from kdray.errors import ConfigError
 from kdray.search_space import Resources, SweepConfig, parse_sweep
 from kdray.sweep import check_resources
+from tests.conftest import GLUE
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
 
@@ -67,6 +68,17 @@ def finished_trials(experiment: Path) -> dict[str, float]:
         ),
         ("search:\n  knowledge.weights.sofft: {uniform: [0, 1]}\n", "sofft"),
         ("search:\n  trainer.max_steps: {int: [0, 10]}\n", "trainer.max_steps"),
+        ("search:\n  - trainer.seed\n", "'search' must be a mapping"),
+        # scheduler and searcher settings: refused before Ray and the teacher start
+        ("sweep: {scheduler: asha, scheduler_options: {grace_perod: 1}}\n", "grace_perod"),
+        ("sweep: {scheduler: asha, scheduler_options: {grace_period: 0}}\n", "grace_period"),
+        ("search:\n  trainer.seed: {grid: [0, 1]}\nsweep: {searcher: optuna}\n", "optuna"),
+        # every task of the grid needs its files in the GLUE folder (../shared/glue has no QNLI)
+        (
+            f"trial: {{data: {{data_dir: {GLUE}}}}}\n"
+            "search:\n  data.task: {grid: [sst2, qnli]}\n",
+            "no QNLI/ subfolder",
+        ),
     ],
 )
 def test_bad_sweep_exits_2_before_ray(tmp_path: Path, content: str, needle: str) -> None:
@@ -76,6 +88,22 @@ def test_bad_sweep_exits_2_before_ray(tmp_path: Path, content: str, needle: str)
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_arguments_exit_2_before_ray(tmp_path: Path) -> None:
+    space = tmp_path / "ok.yaml"
+    space.write_text("search:\n  trainer.seed: {choice: [0, 1]}\n")
+    storage = tmp_path / "out"
+    (storage / "taken").mkdir(parents=True)
+    (storage / "taken" / "tuner.pkl").write_bytes(b"")  # what Tune leaves in a sweep folder
+    for args, needle in [
+        (["--retry-errored"], "--resume"),
+        (["--name", "taken"], "already holds a sweep"),
+        (["--address", "bogus"], "--address"),
+    ]:
+        proc = sweep_cli("--space", str(space), "--storage", str(storage), *args, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert needle in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_resume_of_a_non_sweep_folder_exits_2(tmp_path: Path) -> None:
