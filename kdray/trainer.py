@@ -487,16 +487,7 @@ class Run:
         if not path.is_file():
             return False
         state = torch.load(path, weights_only=True, map_location="cpu")
-        saved, now = (
-            _resumable(c, self.allow_mutation) for c in (state["config"], self.cfg.to_dict())
-        )
-        if saved != now:
-            changed = sorted(p for p in saved.keys() | now.keys() if saved.get(p) != now.get(p))
-            raise ConfigError(
-                f"{self.out_dir} holds a checkpoint of a run with another config (differs in "
-                f"{', '.join(changed)}); resume with the same config, or use a fresh "
-                f"trainer.output_dir"
-            )
+        check_resumable(state["config"], self.cfg, self.allow_mutation, self.out_dir)
         if state["initial"] is not None:
             self.initial = state["initial"]
         self.episode = state["episode"]
@@ -835,6 +826,36 @@ def _resumable(config: dict[str, Any], allow_mutation: bool = False) -> dict[str
     }
 
 
+def check_resumable(
+    saved: dict[str, Any], cfg: TrialConfig, allow_mutation: bool, out_dir: Path
+) -> None:
+    """A checkpoint in `out_dir` (of config `saved`) continues only a run of the same config."""
+    before, now = (_resumable(c, allow_mutation) for c in (saved, cfg.to_dict()))
+    if before != now:
+        changed = sorted(p for p in before.keys() | now.keys() if before.get(p) != now.get(p))
+        raise ConfigError(
+            f"{out_dir} holds a checkpoint of a run with another config (differs in "
+            f"{', '.join(changed)}); resume with the same config, or use a fresh "
+            f"trainer.output_dir"
+        )
+
+
+def check_output_dir(cfg: TrialConfig, allow_mutation: bool = False) -> None:
+    """Before any work: trainer.output_dir is a folder (or not there yet), and a checkpoint
+    in it is of this config (only its config is read: the tensors are memory-mapped)."""
+    if cfg.trainer.output_dir is None:
+        return
+    out = Path(cfg.trainer.output_dir).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"'trainer.output_dir' {out} is a file; give a folder (new, or holding this "
+            f"run's checkpoint to resume)"
+        )
+    if (out / CHECKPOINT).is_file():
+        state = torch.load(out / CHECKPOINT, weights_only=True, map_location="cpu", mmap=True)
+        check_resumable(state["config"], cfg, allow_mutation, out)
+
+
 def run_trial(
     cfg: TrialConfig,
     reporter: Reporter | None = None,
@@ -848,5 +869,6 @@ def run_trial(
     `run_id` names the run in its phase log (default: the output folder's name);
     `allow_mutation` lets the checkpoint come from a run with other MUTABLE_PATHS values.
     """
+    check_output_dir(cfg, allow_mutation)
     s = setup(cfg, progress=progress, teacher_outputs=teacher_outputs)
     return Run(s, reporter, progress, run_id=run_id, allow_mutation=allow_mutation).run()

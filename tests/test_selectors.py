@@ -377,6 +377,25 @@ def test_resume_with_another_config_is_refused(tiny_cfg: dict) -> None:
         run_trial(cfg.replace(**{"trainer.max_steps": 30}))
 
 
+def test_output_dir_problems_are_refused_before_setup(
+    tiny_cfg: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = TrialConfig.from_dict(tiny_cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, CrashAtFirstReport())
+    import kdray.trainer
+
+    def no_setup(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("setup (data, models, teacher) ran before the check")
+
+    monkeypatch.setattr(kdray.trainer, "setup", no_setup)
+    with pytest.raises(ConfigError, match=r"another config \(differs in trainer\.max_steps\)"):
+        run_trial(cfg.replace(**{"trainer.max_steps": 30}))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match="is a file"):
+        run_trial(cfg.replace(**{"trainer.output_dir": str(tmp_path / "a-file")}))
+
+
 def test_reward_split_too_small_is_refused(tiny_cfg: dict) -> None:
     from kdray.trainer import setup
 
