@@ -37,12 +37,15 @@ from typing import Any
 import pandas as pd
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
+from kdray.build import shared_teacher_outputs
 from kdray.config import TrialConfig
-from kdray.data import get_task, read_glue_tsv
+from kdray.data import read_glue_tsv
 from kdray.errors import ConfigError
 from kdray.metrics import constant_score
-from kdray.teacher import ensure_teacher, teacher_meta
-from kdray.trainer import PHASE_LOG, run_trial, setup
+from kdray.results import PHASE_LOG
+from kdray.tasks import get_task
+from kdray.teacher import resolve_teachers, teacher_meta
+from kdray.trainer import run_trial, setup
 
 TYPES = ["hard", "soft", "hidden", "relation"]
 METHODS: dict[str, dict[str, Any]] = {
@@ -150,12 +153,13 @@ def main() -> None:
     for task in tasks:
         base = task_config(task, args, steps)
         t0 = time.perf_counter()
-        teacher = ensure_teacher(base, progress=True)
+        teachers = resolve_teachers(base, progress=True)
+        teacher = teachers["teacher"]
         meta = teacher_meta(teacher)
         main_metric = meta["main_metric"]
         teacher_dev = meta["test"]["dev"][main_metric]
-        s = setup(base.replace(**{"selector.kind": "acks"}), progress=True)
-        shared = s.teacher_outputs
+        shared = shared_teacher_outputs(base, teachers, progress=True)
+        s = setup(base, teachers, teacher_outputs=shared)
         print(f"{task}: teacher dev {main_metric} {teacher_dev:.4f}; ready in "
               f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
         constant = constant_score(s.spec, next(iter(s.data.test.values())).labels)
@@ -167,7 +171,7 @@ def main() -> None:
             for seed in range(seeds):
                 # selector.seed follows trainer.seed
                 cfg = base.replace(**method_overrides(name), **{"trainer.seed": seed})
-                result = run_trial(cfg, teacher_outputs=shared)
+                result = run_trial(cfg, teacher_outputs=shared, teacher_paths=teachers)
                 scores.append(result.test_score)
                 walls.append(result.wall_s)
                 print(f"  {task} {name} seed {seed}: dev {result.test_score:.4f} "

@@ -31,7 +31,7 @@ from typing import Any
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
 from kdray.search_space import SweepSpec, parse_sweep
-from kdray.sweep import prepare_teacher, run_config, train_trial, tune_config
+from kdray.sweep import prepare_teachers, run_config, train_trial, tune_config
 
 TYPES = ["hard", "soft", "hidden", "relation"]
 
@@ -67,12 +67,12 @@ def unpack(config: dict[str, Any], **kwargs: Any) -> None:
 
 
 def run(spec: SweepSpec, samples: list[dict[str, Any]], storage: str, name: str,
-        teacher: str | None, shared: Any) -> dict[str, Any]:  # fmt: skip
+        teachers: dict[str, str] | None, shared: Any) -> dict[str, Any]:  # fmt: skip
     """One Tune run over exactly `samples`; wall time, busy time and the per-trial results."""
     from ray import tune
 
     trainable = tune.with_resources(
-        tune.with_parameters(unpack, spec=spec, teacher_path=teacher, shared=shared), {"cpu": 1}
+        tune.with_parameters(unpack, spec=spec, teacher_paths=teachers, shared=shared), {"cpu": 1}
     )
     tuner = tune.Tuner(
         trainable,
@@ -114,7 +114,7 @@ def main() -> None:
     storage = tempfile.mkdtemp(prefix="kdray-bench-sweep-")
     fifo = base_spec(args, steps, examples, "fifo")
     t0 = time.perf_counter()
-    teacher, shared = prepare_teacher(fifo)  # once: fine-tuned (or cached) teacher + outputs
+    teacher, shared = prepare_teachers(fifo)  # once: fine-tuned (or cached) teacher + outputs
     prep_s = time.perf_counter() - t0
     print(f"teacher and shared outputs ready in {prep_s:.0f} s; storage {storage}")
 

@@ -13,7 +13,7 @@ Tables (one row each per):
              wall_s
     history  evaluation: trial_id plus everything the trial reported (val_*, train_loss,
              selector/* diagnostics, step, training_iteration, ...)
-    phases   phase of any trial's phase log (kdray.trainer's phases.parquet) plus trial_id
+    phases   phase of any trial's phase log (kdray.results.PHASE_LOG) plus trial_id
 
 The effect estimate: in each progress bucket, the phase's reward-split loss drop regressed on
 the weights of all knowledge types (ordinary least squares with an intercept, so each effect
@@ -38,11 +38,17 @@ import pandas as pd
 from kdray.config import flat_paths
 from kdray.errors import ConfigError, KdrayError
 from kdray.io import storage_fs, storage_location
+from kdray.results import (
+    PHASE_LOG,
+    RESULTS,
+    TRIAL_RUN_DIR,
+    knowledge_types,
+    read_phase_log,
+    read_results,
+)
 
 log = logging.getLogger(__name__)
 
-PHASE_LOG = "run/phases.parquet"
-RESULTS = "run/results.json"
 DEFAULT_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TUNE_STATUS = {"TERMINATED": "finished", "ERROR": "errored", "RUNNING": "running",
                "PENDING": "pending", "PAUSED": "paused"}  # fmt: skip
@@ -73,12 +79,9 @@ class Sweep:
 
 def load_sweep(path: str | Path) -> Sweep:
     """The tables of a finished or running sweep at a local folder or a storage URI."""
-    import json
-
     from ray.tune import ExperimentAnalysis
 
-    from kdray.search_space import SweepSpec
-    from kdray.sweep import SPEC_FILE, load_saved_spec
+    from kdray.search_space import SPEC_FILE, SweepSpec, load_saved_spec
 
     raw = str(path)
     uri = storage_location(raw)
@@ -103,14 +106,14 @@ def load_sweep(path: str | Path) -> Sweep:
         df = frames.get(tid, pd.DataFrame())
         last = df.iloc[-1].to_dict() if len(df) else {}
         status = TUNE_STATUS.get(trial.status, trial.status.lower())
+        run_dir = f"{tdir}/{TRIAL_RUN_DIR}"
         try:
-            with fs.open_input_stream(f"{tdir}/{RESULTS}") as f:
-                status = json.loads(f.read().decode())["status"]
+            status = read_results(run_dir, fs)["status"]
         except FileNotFoundError:
             if status == "finished" and not last.get("done", False):
                 status = "pruned"  # stopped by the scheduler before its last evaluation
         except (OSError, ValueError, KeyError) as exc:
-            skipped.append(f"{tdir}/{RESULTS}: {exc}")
+            skipped.append(f"{run_dir}/{RESULTS}: {exc}")
         config = spec.trial_config(trial.config).to_dict() if spec else {}
         row = {
             "trial_id": tid,
@@ -132,13 +135,12 @@ def load_sweep(path: str | Path) -> Sweep:
         if len(df):
             history.append(df.drop(columns=[c for c in df if c.startswith("config/")]))
         try:
-            with fs.open_input_file(f"{tdir}/{PHASE_LOG}") as f:
-                phases.append(pd.read_parquet(f).assign(trial_id=tid))
+            phases.append(read_phase_log(f"{run_dir}/{PHASE_LOG}", fs).assign(trial_id=tid))
         except FileNotFoundError:
             pass
         except Exception as exc:  # a corrupt file: report which, analyse the rest
-            skipped.append(f"{tdir}/{PHASE_LOG}: {type(exc).__name__}: {exc}")
-            log.warning("skipped %s/%s: %s", tdir, PHASE_LOG, exc)
+            skipped.append(f"{run_dir}/{PHASE_LOG}: {type(exc).__name__}: {exc}")
+            log.warning("skipped %s/%s: %s", run_dir, PHASE_LOG, exc)
     settings = spec.sweep if spec else None
     return Sweep(
         path=uri,
@@ -168,10 +170,6 @@ def check_buckets(buckets: Sequence[float]) -> list[float]:
             f"0,0.25,0.5,0.75,1; got {','.join(map(str, edges))}"
         )
     return edges
-
-
-def knowledge_types(phases: pd.DataFrame) -> list[str]:
-    return [c[2:] for c in phases.columns if c.startswith("w_")]
 
 
 def _ols(x: np.ndarray, y: np.ndarray) -> np.ndarray:

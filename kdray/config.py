@@ -10,6 +10,7 @@ teacher.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -62,6 +63,9 @@ class DataConfig:
 class TeacherConfig:
     """The teacher: a fine-tuned checkpoint, or a backbone that `kdray.teacher` fine-tunes once."""
 
+    #: The teacher's name in a pool (`teachers:`), in the phase log and in messages. None:
+    #: "teacher" for the one-teacher form, "t<i>" for the i-th teacher of a pool.
+    name: str | None = None
     #: A fine-tuned sequence-classification checkpoint (folder or hub id). None: fine-tune
     #: `backbone` on the task with the recipe below (cached, so this happens once).
     path: str | None = None
@@ -72,6 +76,10 @@ class TeacherConfig:
     learning_rate: float = 5e-5
     max_train_examples: int | None = None
     seed: int = 0
+    #: Keep only the first N encoder layers of the backbone before fine-tuning (teachers of
+    #: different strength from one backbone). None: all of them. Only with a backbone to
+    #: fine-tune (not with `path`).
+    num_layers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,28 @@ class SelectorConfig:
 
 
 @dataclass(frozen=True)
+class StageConfig:
+    """One stage of a run's plan: its steps, the knowledge it may use, what it resets.
+
+    A run is a list of stages. A stage that resets the student starts a new *segment* from the
+    initial student (an ACKS stage-A episode); only the last segment's student is evaluated,
+    reported and kept. Progress t/T, phases and the data order run over a segment.
+    """
+
+    name: str | None = None
+    #: Student steps of the stage (None: trainer.max_steps).
+    steps: int | None = None
+    #: Knowledge types this stage may use, a subset of knowledge.types (None: all of them).
+    types: tuple[str, ...] | None = None
+    #: Start the stage from the initial student (weights and projections) again.
+    reset_student: bool = False
+    #: A fresh optimiser and learning-rate schedule (over the steps until the next reset).
+    reset_optimizer: bool = True
+    #: learn: the selector learns and explores; frozen: it acts greedily and learns nothing.
+    selector: Literal["learn", "frozen"] = "learn"
+
+
+@dataclass(frozen=True)
 class TrainerConfig:
     """Optimisation, evaluation and checkpointing of one run."""
 
@@ -208,6 +238,13 @@ class TrialConfig:
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     selector: SelectorConfig = field(default_factory=SelectorConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: Several teachers (a pool); each section as `teacher`, with a unique `name`. None: the
+    #: one `teacher` above.
+    teachers: tuple[TeacherConfig, ...] | None = None
+    #: The run's stage plan. None: one stage of trainer.max_steps, or, for selector.mode
+    #: two_stage, selector.episodes learning stages that reset the student and a frozen final
+    #: stage (see `kdray.stages.plan`).
+    stages: tuple[StageConfig, ...] | None = None
     #: Cache folder for tokenised data, teachers and teacher outputs. None: $KDRAY_CACHE or
     #: ~/.cache/kdray.
     cache_dir: str | None = None
@@ -218,6 +255,14 @@ class TrialConfig:
         cfg = _build(cls, raw or {}, "")
         validate(cfg)
         return cfg
+
+    def teacher_list(self) -> tuple[TeacherConfig, ...]:
+        """The teachers, named: `teachers`, or the one `teacher` (named "teacher")."""
+        if self.teachers is None:
+            return (dataclasses.replace(self.teacher, name=self.teacher.name or "teacher"),)
+        return tuple(
+            dataclasses.replace(t, name=t.name or f"t{i}") for i, t in enumerate(self.teachers)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested data (tuples as lists) that `from_dict` reads back."""
@@ -363,17 +408,81 @@ def _positive(path: str, value: float | None, allow_none: bool = False) -> None:
         raise ConfigError(f"'{path}' must be > 0, got {value!r}")
 
 
+def _check_teacher(t: TeacherConfig, where: str) -> None:
+    _positive(f"{where}.epochs", t.epochs)
+    _positive(f"{where}.max_steps", t.max_steps, allow_none=True)
+    _positive(f"{where}.batch_size", t.batch_size)
+    _positive(f"{where}.learning_rate", t.learning_rate)
+    _positive(f"{where}.max_train_examples", t.max_train_examples, allow_none=True)
+    _positive(f"{where}.num_layers", t.num_layers, allow_none=True)
+    if t.num_layers is not None and t.path is not None:
+        raise ConfigError(
+            f"'{where}.num_layers' keeps the first layers of a backbone before fine-tuning it, "
+            f"and '{where}.path' is a teacher already fine-tuned; drop one of them"
+        )
+
+
+def _check_teachers(cfg: TrialConfig) -> None:
+    """`teacher` (one) or `teachers` (a pool with unique names), never both."""
+    if cfg.teachers is None:
+        _check_teacher(cfg.teacher, "teacher")
+        return
+    if cfg.teacher != TeacherConfig():
+        raise ConfigError(
+            "both 'teacher' and 'teachers' are set; give one teacher as 'teacher' or a pool "
+            "as 'teachers' (a list of teacher sections with a name each), not both"
+        )
+    if not cfg.teachers:
+        raise ConfigError("'teachers' is empty; list at least one teacher section")
+    for i, t in enumerate(cfg.teachers):
+        _check_teacher(t, f"teachers[{i}]")
+    names = [t.name or "" for t in cfg.teacher_list()]
+    bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_-]+", n)]
+    if bad:
+        raise ConfigError(
+            f"teacher name {bad[0]!r} must be letters, digits, '_' or '-' (it names phase-log "
+            f"columns and checkpoint keys)"
+        )
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(
+            f"'teachers' names {', '.join(dupes)} more than once; give every teacher "
+            f"a unique 'name'"
+        )
+
+
+def _check_stages(cfg: TrialConfig) -> None:
+    """A stage plan: positive steps, knowledge from knowledge.types, not with two_stage."""
+    if cfg.stages is None:
+        return
+    if not cfg.stages:
+        raise ConfigError("'stages' is empty; list at least one stage or leave it unset")
+    if cfg.selector.mode == "two_stage":
+        raise ConfigError(
+            "'stages' and 'selector.mode: two_stage' both plan the run; write the episodes as "
+            "stages with reset_student: true (and a final stage with selector: frozen), or "
+            "drop 'stages'"
+        )
+    for i, st in enumerate(cfg.stages):
+        _positive(f"stages[{i}].steps", st.steps, allow_none=True)
+        if st.types is not None:
+            if not st.types:
+                raise ConfigError(f"'stages[{i}].types' is empty; list knowledge types or unset it")
+            extra = [k for k in st.types if k not in cfg.knowledge.types]
+            if extra:
+                raise ConfigError(
+                    f"'stages[{i}].types' names {', '.join(extra)}, not in knowledge.types "
+                    f"({', '.join(cfg.knowledge.types)}); add them there or drop them here"
+                )
+
+
 def validate(cfg: TrialConfig) -> None:
-    """Checks that need no data or model (shapes that need the teacher are checked in models)."""
-    from kdray.data import TASKS
-    from kdray.knowledge import validate_knowledge
-    from kdray.selector import SELECTORS, validate_selector
+    """Structural and numeric checks: what the config alone can tell, no registry read.
 
-    d, t, s, tr = cfg.data, cfg.teacher, cfg.student, cfg.trainer
-    if d.task not in TASKS:
-        from kdray.errors import unknown
-
-        raise unknown("task", d.task, TASKS, "data.task")
+    Names checked against registries (task, knowledge types, selector kind and its options)
+    are `kdray.checks.check_trial`'s; shapes that need the teacher are checked in setup.
+    """
+    d, s, tr = cfg.data, cfg.student, cfg.trainer
     _positive("data.max_length", d.max_length)
     _positive("data.max_train_examples", d.max_train_examples, allow_none=True)
     _positive("data.max_test_examples", d.max_test_examples, allow_none=True)
@@ -381,11 +490,8 @@ def validate(cfg: TrialConfig) -> None:
         v = getattr(d, key)
         if not 0.0 <= v < 0.5:
             raise ConfigError(f"'data.{key}' must be in [0, 0.5), got {v}")
-    _positive("teacher.epochs", t.epochs)
-    _positive("teacher.max_steps", t.max_steps, allow_none=True)
-    _positive("teacher.batch_size", t.batch_size)
-    _positive("teacher.learning_rate", t.learning_rate)
-    _positive("teacher.max_train_examples", t.max_train_examples, allow_none=True)
+    _check_teachers(cfg)
+    _check_stages(cfg)
     _positive("student.num_layers", s.num_layers)
     _positive("student.hidden_size", s.hidden_size, allow_none=True)
     _positive("student.num_heads", s.num_heads, allow_none=True)
@@ -412,11 +518,3 @@ def validate(cfg: TrialConfig) -> None:
         raise ConfigError(f"'trainer.warmup_ratio' must be in [0, 1), got {tr.warmup_ratio}")
     if tr.weight_decay < 0:
         raise ConfigError(f"'trainer.weight_decay' must be >= 0, got {tr.weight_decay}")
-    validate_knowledge(cfg.knowledge, TASKS[d.task], s)
-    validate_selector(cfg.selector, cfg.knowledge)
-    if s.init == "pretrained" and SELECTORS[cfg.selector.kind].needs_cls:
-        raise ConfigError(
-            f"selector '{cfg.selector.kind}' reads the teacher's [CLS] vectors, and "
-            f"'student.init: pretrained' runs without a teacher; use student.init remap or "
-            f"random to distil, or another selector.kind to fine-tune"
-        )

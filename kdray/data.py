@@ -1,11 +1,11 @@
-"""GLUE tasks: the task table, raw loading (TSV folder or hub), ragged tokenised splits, cache.
+"""GLUE tasks: raw loading (TSV folder or hub), ragged tokenised splits, cache.
 
-The nine GLUE tasks are described as data in `TASKS` (one `TaskSpec` each): file layout,
-column names, label strings, metrics. Examples are read either from a folder in the classic
-GLUE TSV layout (`<data_dir>/SST-2/train.tsv`, `.../dev.tsv`) or from the `nyu-mll/glue` hub
-dataset, and tokenised once into a `TokenizedSplit`: every example's token ids concatenated
-into one flat tensor with offsets (no padding stored); `TokenizedSplit.batch` pads a batch
-dynamically with `kdray.tensors.gather_padded`.
+The nine GLUE tasks are described as data in `kdray.tasks.TASKS` (one `TaskSpec` each): file
+layout, column names, label strings, metrics (imported here too). Examples are read either
+from a folder in the classic GLUE TSV layout (`<data_dir>/SST-2/train.tsv`, `.../dev.tsv`) or
+from the `nyu-mll/glue` hub dataset, and tokenised once into a `TokenizedSplit`: every
+example's token ids concatenated into one flat tensor with offsets (no padding stored);
+`TokenizedSplit.batch` pads a batch dynamically with `kdray.tensors.gather_padded`.
 
 `load_task` carves three disjoint splits out of train.tsv (train, validation for model
 selection, reward for selectors) with a seeded permutation, keeps the GLUE dev split(s) as the
@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kdray.errors import DataError, unknown
+from kdray.errors import DataError
 from kdray.io import atomic_torch_save
+from kdray.tasks import TASKS, TaskSpec, get_task  # noqa: F401 - TASKS re-exported
 from kdray.tensors import gather_padded, offsets_from_lengths
 
 if TYPE_CHECKING:
@@ -46,203 +47,6 @@ GLUE_DIR_ENV = "KDRAY_GLUE_DIR"
 HUB_DATASET = "nyu-mll/glue"
 #: Bumped whenever the cached layout or the tokenisation recipe changes.
 CACHE_VERSION = 1
-
-
-# ------------------------------------------------------------------------------- task table
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One GLUE task, as data: where its files are, which columns hold what, how it is scored."""
-
-    #: Short name, the `data.task` value: "sst2".
-    name: str
-    #: Folder name in the GLUE layout: "SST-2".
-    glue_dir: str
-    #: Config name of the `nyu-mll/glue` hub dataset: "sst2".
-    hub_config: str
-    #: TSV header names of the text column(s) (1, or 2 for sentence pairs).
-    text_columns: tuple[str, ...]
-    #: TSV label column name.
-    label_column: str
-    #: Hub column names of the text(s), in the order of `text_columns`.
-    hub_text_columns: tuple[str, ...]
-    #: TSV label strings in label-id order (= the hub's ClassLabel order); () for regression.
-    labels: tuple[str, ...]
-    is_regression: bool
-    #: Names of `kdray.metrics.METRICS` reported for this task.
-    metrics: tuple[str, ...]
-    #: The metric used for model selection and as the sweep's objective.
-    main_metric: str
-    #: Test split name -> TSV file name (the GLUE dev file(s), whose labels are public).
-    test_splits: dict[str, str]
-    #: Test split name -> hub split name.
-    hub_test_splits: dict[str, str]
-    #: False for header-less files (CoLA).
-    header: bool = True
-    #: Column names given to header-less files.
-    column_names: tuple[str, ...] | None = None
-
-    @property
-    def num_labels(self) -> int:
-        """Output width of a model for this task: 1 for regression, else the class count."""
-        return 1 if self.is_regression else len(self.labels)
-
-    @property
-    def split_files(self) -> dict[str, str]:
-        """Every split this loader reads -> TSV file name: "train" then the test split(s)."""
-        return {"train": "train.tsv", **self.test_splits}
-
-
-_DEV = {"dev": "dev.tsv"}
-_HUB_DEV = {"dev": "validation"}
-_BINARY = ("0", "1")
-_PAIR = ("sentence1", "sentence2")
-
-#: Every GLUE task by its short name.
-TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        TaskSpec(
-            name="cola",
-            glue_dir="CoLA",
-            hub_config="cola",
-            text_columns=("sentence",),
-            label_column="label",
-            hub_text_columns=("sentence",),
-            labels=_BINARY,
-            is_regression=False,
-            metrics=("matthews",),
-            main_metric="matthews",
-            test_splits=_DEV,
-            hub_test_splits=_HUB_DEV,
-            header=False,
-            column_names=("source", "label", "mark", "sentence"),
-        ),
-        TaskSpec(
-            name="sst2",
-            glue_dir="SST-2",
-            hub_config="sst2",
-            text_columns=("sentence",),
-            label_column="label",
-            hub_text_columns=("sentence",),
-            labels=_BINARY,
-            is_regression=False,
-            metrics=("accuracy",),
-            main_metric="accuracy",
-            test_splits=_DEV,
-            hub_test_splits=_HUB_DEV,
-        ),
-        TaskSpec(
-            name="mrpc",
-            glue_dir="MRPC",
-            hub_config="mrpc",
-            text_columns=("#1 String", "#2 String"),
-            label_column="Quality",
-            hub_text_columns=_PAIR,
-            labels=_BINARY,
-            is_regression=False,
-            metrics=("f1", "accuracy"),
-            main_metric="f1",
-            test_splits=_DEV,
-            hub_test_splits=_HUB_DEV,
-        ),
-        TaskSpec(
-            name="stsb",
-            glue_dir="STS-B",
-            hub_config="stsb",
-            text_columns=_PAIR,
-            label_column="score",
-            hub_text_columns=_PAIR,
-            labels=(),
-            is_regression=True,
-            metrics=("pearson", "spearman"),
-            main_metric="pearson",
-            test_splits=_DEV,
-            hub_test_splits=_HUB_DEV,
-        ),
-        TaskSpec(
-            name="qqp",
-            glue_dir="QQP",
-            hub_config="qqp",
-            text_columns=("question1", "question2"),
-            label_column="is_duplicate",
-            hub_text_columns=("question1", "question2"),
-            labels=_BINARY,
-            is_regression=False,
-            metrics=("f1", "accuracy"),
-            main_metric="f1",
-            test_splits=_DEV,
-            hub_test_splits=_HUB_DEV,
-        ),
-        TaskSpec(
-            name="mnli",
-            glue_dir="MNLI",
-            hub_config="mnli",
-            text_columns=_PAIR,
-            label_column="gold_label",
-            hub_text_columns=("premise", "hypothesis"),
-            labels=("entailment", "neutral", "contradiction"),
-            is_regression=False,
-            metrics=("accuracy",),
-            main_metric="accuracy",
-            test_splits={"dev_matched": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv"},
-            hub_test_splits={
-                "dev_matched": "validation_matched",
-                "dev_mismatched": "validation_mismatched",
-            },
-        ),
-        TaskSpec(
-            name="qnli",
-            glue_dir="QNLI",
-            hub_config="qnli",
-            text_columns=("question", "sentence"),
-            label_column="label",
-            hub_text_columns=("question", "sentence"),
-            labels=("entailment", "not_entailment"),
-            is_regression=False,
-            metrics=("accuracy",),
-            main_metric="accuracy",
-            test_splits=_DEV,
-            hub_test_splits=_HUB_DEV,
-        ),
-        TaskSpec(
-            name="rte",
-            glue_dir="RTE",
-            hub_config="rte",
-            text_columns=_PAIR,
-            label_column="label",
-            hub_text_columns=_PAIR,
-            labels=("entailment", "not_entailment"),
-            is_regression=False,
-            metrics=("accuracy",),
-            main_metric="accuracy",
-            test_splits=_DEV,
-            hub_test_splits=_HUB_DEV,
-        ),
-        TaskSpec(
-            name="wnli",
-            glue_dir="WNLI",
-            hub_config="wnli",
-            text_columns=_PAIR,
-            label_column="label",
-            hub_text_columns=_PAIR,
-            labels=_BINARY,
-            is_regression=False,
-            metrics=("accuracy",),
-            main_metric="accuracy",
-            test_splits=_DEV,
-            hub_test_splits=_HUB_DEV,
-        ),
-    )
-}
-
-
-def get_task(name: str) -> TaskSpec:
-    """The spec of task `name`; ConfigError naming the valid tasks when it is unknown."""
-    if name not in TASKS:
-        raise unknown("task", name, TASKS, "data.task")
-    return TASKS[name]
 
 
 # ------------------------------------------------------------------------------ raw examples

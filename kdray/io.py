@@ -1,4 +1,5 @@
-"""Atomic writes: a crash never leaves a half-written checkpoint, cache or result file."""
+"""Files and folders: atomic writes (a crash never leaves a half-written checkpoint, cache or
+result file), storage locations, and the cache folder."""
 
 from __future__ import annotations
 
@@ -8,9 +9,28 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+
+#: Environment variable naming the cache folder when `cache_dir` is not set.
+CACHE_ENV = "KDRAY_CACHE"
+#: The cache folder when neither `cache_dir` nor $KDRAY_CACHE is set.
+DEFAULT_CACHE = "~/.cache/kdray"
+
+
+class HasCacheDir(Protocol):
+    """Anything with a `cache_dir` (a `kdray.config.TrialConfig`), without importing config."""
+
+    @property
+    def cache_dir(self) -> str | None: ...
+
+
+def cache_root(cfg: HasCacheDir) -> Path:
+    """The cache folder for tokenised data, teachers and teacher outputs, absolute:
+    `cfg.cache_dir`, else $KDRAY_CACHE, else ~/.cache/kdray."""
+    root = cfg.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE
+    return Path(root).expanduser().resolve()
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 if TYPE_CHECKING:
-    from kdray.data import TaskSpec
+    from kdray.tasks import TaskSpec
 
 ArrayLike = np.ndarray | torch.Tensor
 

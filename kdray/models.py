@@ -14,7 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,79 +34,11 @@ from transformers import (
 from kdray.config import DEFAULT_BACKBONE, StudentConfig
 from kdray.data import TaskSpec
 from kdray.errors import ConfigError
+from kdray.features import Features, Needs, Shape
 
 TEACHER_META = "kdray_teacher.json"
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------ what to compute
-
-
-@dataclass(frozen=True)
-class Needs:
-    """Which outputs of a model a set of knowledge types reads.
-
-    hidden: hidden-state layers (0 = embedding output); attn_probs / attn_context: transformer
-    layers counted from 1. Logits are always produced.
-    """
-
-    hidden: frozenset[int] = frozenset()
-    attn_probs: frozenset[int] = frozenset()
-    attn_context: frozenset[int] = frozenset()
-
-    def __or__(self, other: Needs) -> Needs:
-        return Needs(
-            self.hidden | other.hidden,
-            self.attn_probs | other.attn_probs,
-            self.attn_context | other.attn_context,
-        )
-
-
-@dataclass
-class Features:
-    """Outputs of one forward pass. Tensors are (B, T, ...) over the batch's padded length."""
-
-    logits: torch.Tensor  # (B, C)
-    hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, T, d)
-    attn_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H, T, T)
-    attn_context: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, T, d)
-
-    def detached(self) -> Features:
-        return Features(
-            self.logits.detach(),
-            {k: v.detach() for k, v in self.hidden.items()},
-            {k: v.detach() for k, v in self.attn_probs.items()},
-            {k: v.detach() for k, v in self.attn_context.items()},
-        )
-
-
-# ------------------------------------------------------------------------------------- shapes
-
-
-@dataclass(frozen=True)
-class Shape:
-    """The few numbers of an encoder that distillation cares about."""
-
-    layers: int
-    width: int
-    heads: int
-    intermediate: int
-    architecture: str  # "bert" | "distilbert"
-
-    @staticmethod
-    def of(config: PretrainedConfig) -> Shape:
-        if config.model_type == "distilbert":
-            return Shape(
-                config.n_layers, config.dim, config.n_heads, config.hidden_dim, "distilbert"
-            )
-        return Shape(
-            config.num_hidden_layers,
-            config.hidden_size,
-            config.num_attention_heads,
-            config.intermediate_size,
-            "bert" if config.model_type == "bert" else config.model_type,
-        )
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
@@ -161,11 +93,13 @@ def student_shape(cfg: StudentConfig, teacher: Shape) -> Shape:
             teacher.heads,
             s.heads,
         )
-    if cfg.init == "pretrained" and s != teacher:
+    if cfg.init == "pretrained" and (
+        replace(s, layers=teacher.layers) != teacher or s.layers > teacher.layers
+    ):
         raise ConfigError(
             f"'student.init: pretrained' takes the backbone as it is ({teacher.layers} layers, "
-            f"width {teacher.width}, {teacher.heads} heads); leave the student's shape at the "
-            f"backbone's or use init: remap"
+            f"width {teacher.width}, {teacher.heads} heads; fewer layers keep the first ones); "
+            f"leave the student's shape at the backbone's or use init: remap"
         )
     return s
 
@@ -213,9 +147,10 @@ def check_teacher_task(path: str, config: PretrainedConfig, spec: TaskSpec) -> N
 
 
 def load_classifier(
-    name_or_path: str, num_labels: int | None = None, eager: bool = False
+    name_or_path: str, num_labels: int | None = None, eager: bool = False, layers: int | None = None
 ) -> PreTrainedModel:
-    """A sequence classifier. `eager` when attention probabilities must be returned."""
+    """A sequence classifier. `eager` when attention probabilities must be returned; `layers`
+    keeps only the first encoder layers of the checkpoint."""
     # float32 weights whatever dtype the checkpoint was saved in (autocast handles bf16)
     kwargs: dict[str, Any] = {
         "attn_implementation": "eager" if eager else "sdpa",
@@ -224,9 +159,26 @@ def load_classifier(
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
         kwargs["problem_type"] = "regression" if num_labels == 1 else None
-    return AutoModelForSequenceClassification.from_pretrained(
-        resolve_backbone(name_or_path), **kwargs
-    )
+    if layers is not None:
+        config = AutoConfig.from_pretrained(resolve_backbone(name_or_path))
+        if config.model_type == "distilbert":
+            kwargs["n_layers"] = layers
+        else:
+            kwargs["num_hidden_layers"] = layers
+    if layers is None:
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolve_backbone(name_or_path), **kwargs
+        )
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the dropped layers' weights are "unexpected": by design
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            resolve_backbone(name_or_path), **kwargs
+        )
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def build_student(
@@ -244,7 +196,7 @@ def build_student(
     if cfg.init == "pretrained":
         if backbone is None:
             raise ConfigError("'student.init: pretrained' needs a backbone")
-        model = load_classifier(backbone, spec.num_labels, eager)
+        model = load_classifier(backbone, spec.num_labels, eager, layers=s.layers)
         _set_dropout(model, cfg.dropout)
         return model
     common = {
@@ -394,3 +346,17 @@ def encode(model: PreTrainedModel, batch: dict[str, torch.Tensor], needs: Needs)
         feats.attn_probs = {n: out.attentions[n - 1] for n in needs.attn_probs}
     feats.attn_context = dict(context)
     return feats
+
+
+def save_model_folder(
+    model: PreTrainedModel, tokenizer: Any, folder: Path, meta: dict[str, Any]
+) -> None:
+    """A complete Hugging Face folder, written atomically: weights, config, tokenizer and
+    kdray's metadata (TEACHER_META: task, scores). A kdray student saved so is a valid
+    `teacher.path`."""
+    from kdray.io import atomic_dir
+
+    with atomic_dir(folder) as tmp:  # never a half-written folder
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / TEACHER_META).write_text(json.dumps(meta, indent=2))

@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kdray.checks import check_trial
 from kdray.config import (
+    MUTABLE_PATHS,
+    DataConfig,
     TrialConfig,
     _build,
     _plain,
@@ -41,6 +44,9 @@ from kdray.config import (
     set_path,
 )
 from kdray.errors import ConfigError, suggest
+from kdray.io import atomic_write_text, storage_fs
+from kdray.tasks import TASKS
+from kdray.yamlio import load_yaml, parse_yaml
 
 #: name -> number of parameters it takes ("list" for a non-empty list of values).
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "int": 2, "choice": "list", "grid": "list"}
@@ -51,6 +57,8 @@ MAYBE_FILE_PATHS = ("teacher.path", "teacher.backbone")
 MAPPING_PATHS = ("knowledge.weights.",)
 #: Metrics every trial reports with each evaluation (plus val_<metric> of the task).
 GENERIC_METRICS = ("val_metric", "best_val_metric", "val_loss", "train_loss")
+#: The sweep file as run, saved in the experiment folder (for --resume and kdray.analysis).
+SPEC_FILE = "kdray_sweep.yaml"
 
 
 @dataclass(frozen=True)
@@ -117,11 +125,12 @@ class SweepSpec:
     sweep: SweepConfig
 
     def trial_config(self, sampled: Mapping[str, Any]) -> TrialConfig:
-        """The base trial with the sampled {path: value} applied, validated."""
+        """The base trial with the sampled {path: value} applied, checked completely
+        (`kdray.checks.check_trial`: a schedule file is read into selector.schedule)."""
         raw = copy.deepcopy(dict(self.trial))
         for path, value in sampled.items():
             set_path(raw, path, value)
-        return TrialConfig.from_dict(raw)
+        return check_trial(TrialConfig.from_dict(raw))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that `parse_sweep` reads back (saved beside a sweep's results)."""
@@ -212,7 +221,7 @@ def parse_sweep(raw: Mapping[str, Any], default_name: str) -> SweepSpec:
     trial = raw.get("trial") or {}
     if not isinstance(trial, Mapping):
         raise ConfigError("'trial' must be a mapping of trial config sections")
-    TrialConfig.from_dict(trial)  # the base alone must be valid
+    check_trial(TrialConfig.from_dict(trial))  # the base alone must be valid
     paths = config_paths()
     raw_search = raw.get("search") or {}
     if not isinstance(raw_search, Mapping):
@@ -266,9 +275,6 @@ def validate_sweep_settings(spec: SweepSpec) -> None:
         validate_pbt(spec)
     allowed = list(GENERIC_METRICS)
     if "data.task" not in spec.search:  # one task: its own metrics are reported too
-        from kdray.config import DataConfig
-        from kdray.data import TASKS
-
         task = spec.fixed("data.task") or DataConfig().task
         allowed += [f"val_{m}" for m in TASKS[task].metrics]
     if s.metric not in allowed:
@@ -281,8 +287,6 @@ def validate_sweep_settings(spec: SweepSpec) -> None:
 
 def validate_pbt(spec: SweepSpec) -> None:
     """PBT changes knobs mid-run by cloning checkpoints: only MUTABLE_PATHS may be explored."""
-    from kdray.config import MUTABLE_PATHS
-
     s = spec.sweep
     if s.searcher != "random":
         raise ConfigError(
@@ -303,7 +307,33 @@ def validate_pbt(spec: SweepSpec) -> None:
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep YAML file (yaml.safe_load; errors name the line)."""
-    from kdray.cli import load_yaml
-
     path = Path(path)
     return parse_sweep(load_yaml(path), default_name=path.stem)
+
+
+def save_spec(spec: SweepSpec, experiment: str) -> None:
+    """The sweep as run, beside its results (local folder or a pyarrow-reachable URI)."""
+    import yaml
+
+    text = yaml.safe_dump(spec.to_dict(), sort_keys=False)
+    if "://" not in experiment:
+        atomic_write_text(Path(experiment) / SPEC_FILE, text)
+        return
+    fs, path = storage_fs(experiment)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{SPEC_FILE}") as f:
+        f.write(text.encode())
+
+
+def load_saved_spec(experiment: str) -> SweepSpec:
+    """The sweep file saved beside a sweep's results (`save_spec`), validated."""
+    fs, path = storage_fs(experiment)
+    try:
+        with fs.open_input_stream(f"{path}/{SPEC_FILE}") as f:
+            text = f.read().decode()
+    except (FileNotFoundError, OSError) as exc:
+        raise ConfigError(
+            f"--resume {experiment} has no {SPEC_FILE} (a sweep started before kdray saved "
+            f"it?); pass the sweep's --space FILE as well"
+        ) from exc
+    return parse_sweep(parse_yaml(text, f"{experiment}/{SPEC_FILE}"), Path(path).name)

@@ -31,20 +31,17 @@ from typing import Any
 
 from kdray.config import TrialConfig, is_mutable
 from kdray.errors import ConfigError
-from kdray.io import atomic_path, atomic_write_text, storage_fs, storage_location
-from kdray.search_space import SweepSpec, load_sweep, parse_sweep
+from kdray.io import atomic_path, storage_location
+from kdray.results import CHECKPOINT, STUDENT_DIR, TRIAL_RUN_DIR
+from kdray.search_space import SweepSpec, load_saved_spec, load_sweep, save_spec
+from kdray.tasks import TASKS
 from kdray.teacher_cache import TeacherOutputs
-from kdray.trainer import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
 #: Search over these paths changes the teacher outputs, so they cannot be shared up front.
 UNSHAREABLE = ("data.", "teacher.", "student.num_layers", "student.layer_map", "knowledge.types",
                "cache_dir")  # fmt: skip
-
-
-#: The sweep file as run, saved in the experiment folder (for --resume and kdray.analysis).
-SPEC_FILE = "kdray_sweep.yaml"
 
 
 class TuneReporter:
@@ -90,15 +87,15 @@ def trial_run_dir(context: Any) -> Path:
 
     storage = context.get_storage()
     if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-        return Path(storage.trial_fs_path) / "run"
-    return Path(storage.trial_working_directory) / "run"  # the folder Tune syncs
+        return Path(storage.trial_fs_path) / TRIAL_RUN_DIR
+    return Path(storage.trial_working_directory) / TRIAL_RUN_DIR  # the folder Tune syncs
 
 
 def train_trial(
     config: dict[str, Any],
     spec: SweepSpec,
-    teacher_path: str | None = None,
-    shared: TeacherOutputs | None = None,
+    teacher_paths: dict[str, str] | None = None,
+    shared: dict[str, TeacherOutputs] | None = None,
 ) -> None:
     """One Tune trial: the sampled {path: value} on the base config, run in the trial folder.
 
@@ -108,6 +105,7 @@ def train_trial(
     import ray
     from ray import tune
 
+    from kdray.teacher import resolve_teachers
     from kdray.trainer import run_trial
 
     free_previous_trial()
@@ -118,13 +116,13 @@ def train_trial(
     if checkpoint is not None:
         with checkpoint.as_directory() as d, atomic_path(run_dir / CHECKPOINT) as tmp:
             shutil.copyfile(Path(d) / CHECKPOINT, tmp)
-    overrides: dict[str, Any] = {**config, "trainer.output_dir": str(run_dir)}
-    if teacher_path and "teacher.path" not in config:
-        overrides["teacher.path"] = teacher_path
-    cfg = spec.trial_config(overrides)
+    cfg = spec.trial_config({**config, "trainer.output_dir": str(run_dir)})
+    if teacher_paths is None:  # teachers or data searched: this trial's own (cached) teachers
+        teacher_paths = resolve_teachers(cfg)
     reporter = TuneReporter(ray.get_runtime_context().get_node_id())
     run_trial(cfg, reporter, teacher_outputs=shared, run_id=context.get_trial_id(),
-              allow_mutation=spec.sweep.scheduler == "pbt")  # fmt: skip
+              allow_mutation=spec.sweep.scheduler == "pbt",
+              teacher_paths=teacher_paths)  # fmt: skip
 
 
 #: Seconds a reused worker waits for a stopped trial's thread to unwind before Tune gives up
@@ -285,24 +283,24 @@ def storage_path(spec: SweepSpec, override: str | None) -> str:
     return str(path)
 
 
-def prepare_teacher(spec: SweepSpec) -> tuple[str | None, TeacherOutputs | None]:
-    """Fine-tune (or find) the teacher once; compute shareable teacher outputs once."""
-    from kdray.teacher import ensure_teacher
-    from kdray.trainer import setup
+def prepare_teachers(
+    spec: SweepSpec,
+) -> tuple[dict[str, str] | None, dict[str, TeacherOutputs] | None]:
+    """Fine-tune (or find) every teacher once; compute their shareable outputs once. None
+    where the trials differ in what they would need (their teachers or data are searched):
+    then each trial resolves its own teachers (fine-tuned once per recipe, cached)."""
+    from kdray.build import shared_teacher_outputs
+    from kdray.teacher import resolve_teachers
 
     base: TrialConfig = spec.trial_config({})
-    if base.student.init == "pretrained" or any(p.startswith("teacher.") for p in spec.search):
+    if base.student.init == "pretrained" or any(p.startswith("teacher") for p in spec.search):
         return None, None
-    teacher = base.teacher.path or (
-        None if "data.task" in spec.search else ensure_teacher(base, progress=True)
-    )
-    if any(p.startswith(UNSHAREABLE) for p in spec.search) or teacher is None:
-        return teacher, None
-    # as acks (the selector that needs the most teacher outputs: its state reads [CLS] vectors)
-    shared_cfg = base.replace(
-        **{"teacher.path": teacher, "selector.kind": "acks", "selector.measure_reward": None}
-    )
-    return teacher, setup(shared_cfg, progress=True).teacher_outputs
+    if "data.task" in spec.search:
+        return None, None
+    paths = resolve_teachers(base, progress=True)
+    if any(p.startswith(UNSHAREABLE) for p in spec.search):
+        return paths, None
+    return paths, shared_teacher_outputs(base, paths, progress=True)
 
 
 def summarize(results: Any, spec: SweepSpec) -> None:
@@ -322,38 +320,9 @@ def summarize(results: Any, spec: SweepSpec) -> None:
     test = m.get("test_metric")
     print(f"  {s.metric}: {m.get(s.metric):.4f}   test (dev) score: "
           f"{'(not reached: pruned)' if test is None else f'{test:.4f}'}")  # fmt: skip
-    student = f"{best.path}/run/student"
+    student = f"{best.path}/{TRIAL_RUN_DIR}/{STUDENT_DIR}"
     saved = "://" in student or Path(student).exists()
     print(f"  student: {student if saved else '(not saved)'}")
-
-
-def save_spec(spec: SweepSpec, experiment: str) -> None:
-    """The sweep as run, beside its results (local folder or a pyarrow-reachable URI)."""
-    import yaml
-
-    text = yaml.safe_dump(spec.to_dict(), sort_keys=False)
-    if "://" not in experiment:
-        atomic_write_text(Path(experiment) / SPEC_FILE, text)
-        return
-    fs, path = storage_fs(experiment)
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{SPEC_FILE}") as f:
-        f.write(text.encode())
-
-
-def load_saved_spec(experiment: str) -> SweepSpec:
-    from kdray.cli import parse_yaml
-
-    fs, path = storage_fs(experiment)
-    try:
-        with fs.open_input_stream(f"{path}/{SPEC_FILE}") as f:
-            text = f.read().decode()
-    except (FileNotFoundError, OSError) as exc:
-        raise ConfigError(
-            f"--resume {experiment} has no {SPEC_FILE} (a sweep started before kdray saved "
-            f"it?); pass the sweep's --space FILE as well"
-        ) from exc
-    return parse_sweep(parse_yaml(text, f"{experiment}/{SPEC_FILE}"), Path(path).name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -395,7 +364,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_data(spec: SweepSpec) -> None:
     """Every task the sweep can run has its GLUE files (when read from a folder, not the hub)."""
-    from kdray.data import TASKS, glue_files, resolve_data_dir
+    from kdray.data import glue_files, resolve_data_dir
 
     base = spec.trial_config({})
     data_dir = resolve_data_dir(base.data.data_dir)
@@ -465,12 +434,12 @@ def main(argv: list[str] | None = None) -> int:
         ) from exc
     check_resources(spec, node_shapes())
     if spec.sweep.resources.gpu > 0:  # fine-tune and run the teacher on a GPU node, not the head
-        gpu_task = ray.remote(num_cpus=spec.sweep.resources.cpu, num_gpus=1)(prepare_teacher)
-        teacher, shared = ray.get(gpu_task.remote(spec))
+        gpu_task = ray.remote(num_cpus=spec.sweep.resources.cpu, num_gpus=1)(prepare_teachers)
+        teachers, shared = ray.get(gpu_task.remote(spec))
     else:
-        teacher, shared = prepare_teacher(spec)
+        teachers, shared = prepare_teachers(spec)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, spec=spec, teacher_path=teacher, shared=shared),
+        tune.with_parameters(train_trial, spec=spec, teacher_paths=teachers, shared=shared),
         {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu},
     )
     if resume:

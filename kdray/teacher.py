@@ -21,9 +21,9 @@ from typing import Any
 from filelock import FileLock
 from transformers import AutoTokenizer
 
-from kdray.config import TrialConfig
+from kdray.config import TeacherConfig, TrialConfig
 from kdray.data import load_task, resolve_data_dir
-from kdray.io import atomic_dir
+from kdray.io import atomic_dir, cache_root
 from kdray.models import TEACHER_META, Shape, load_config, resolve_backbone
 
 
@@ -38,16 +38,19 @@ def teacher_data(cfg: TrialConfig) -> dict[str, Any]:
 
 
 def teacher_key(cfg: TrialConfig) -> str:
+    """The cache key of `cfg.teacher`'s recipe on `cfg.data` (its name is not part of it, and
+    num_layers only when set, so keys of earlier caches stay valid)."""
     recipe = asdict(cfg.teacher)
     recipe.pop("path")
+    recipe.pop("name")
+    if recipe["num_layers"] is None:
+        recipe.pop("num_layers")
     recipe["backbone"] = resolve_backbone(cfg.teacher.backbone)
     payload = json.dumps({"recipe": recipe, "data": teacher_data(cfg)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def teacher_dir(cfg: TrialConfig) -> Path:
-    from kdray.trainer import cache_root
-
     return cache_root(cfg) / "teachers" / f"{cfg.data.task}-{teacher_key(cfg)}"
 
 
@@ -55,11 +58,11 @@ def teacher_trial(cfg: TrialConfig, n_train: int, output_dir: Path) -> TrialConf
     """The trainer config that fine-tunes the backbone."""
     t = cfg.teacher
     steps = t.max_steps or max(1, math.ceil(t.epochs * n_train / t.batch_size))
-    layers = Shape.of(load_config(t.backbone)).layers
+    layers = t.num_layers or Shape.of(load_config(t.backbone)).layers
     return TrialConfig.from_dict(
         {
             "data": teacher_data(cfg),
-            "teacher": asdict(t),
+            "teacher": {**asdict(t), "name": None, "num_layers": None},
             "student": {"init": "pretrained", "num_layers": layers, "dropout": 0.1},
             "knowledge": {"types": ["hard"]},
             "trainer": {
@@ -91,14 +94,13 @@ def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False
         backbone = resolve_backbone(cfg.teacher.backbone)
         tokenizer = AutoTokenizer.from_pretrained(backbone)
         probe = TrialConfig.from_dict({"data": teacher_data(cfg)})
-        from kdray.trainer import cache_root
-
         n_train = len(load_task(probe.data, tokenizer, cache_root(cfg)).train)
         work = final.parent / f".{final.name}.run"
         trial = teacher_trial(cfg, n_train, work)
         if progress:
+            layers = f", first {t.num_layers} layers" if (t := cfg.teacher).num_layers else ""
             print(
-                f"fine-tuning teacher {cfg.teacher.backbone} on {cfg.data.task} "
+                f"fine-tuning teacher {t.name or ''} ({t.backbone}{layers}) on {cfg.data.task} "
                 f"({trial.trainer.max_steps} steps) -> {final}"
             )
         result = run_trial(trial, progress=progress)
@@ -131,6 +133,30 @@ def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False
         return str(final)
 
 
+def resolve_teachers(cfg: TrialConfig, progress: bool = False) -> dict[str, str]:
+    """Teacher name -> fine-tuned folder for every teacher of the run: its `path`, or its
+    backbone fine-tuned once (cached). The pool is checked against the task and the student
+    first (HF configs only), so a bad pool costs no fine-tune."""
+    from kdray.tasks import TASKS
+    from kdray.teachers import preflight, source_of
+
+    if cfg.student.init == "pretrained":
+        return {}
+    preflight(cfg, TASKS[cfg.data.task])
+    out = {}
+    for t in cfg.teacher_list():
+        assert t.name is not None
+        out[t.name] = source_of(t) if t.path else ensure_teacher(_one(cfg, t), progress)
+    return out
+
+
+def _one(cfg: TrialConfig, t: TeacherConfig) -> TrialConfig:
+    """`cfg` as a one-teacher config of teacher `t` (what its cache key reads)."""
+    from dataclasses import replace
+
+    return replace(cfg, teacher=t, teachers=None)
+
+
 def teacher_meta(path: str | Path) -> dict[str, Any]:
     meta = Path(path) / TEACHER_META
     return json.loads(meta.read_text()) if meta.is_file() else {}
@@ -149,14 +175,18 @@ def main() -> int:
     args = parser.parse_args()
     overrides = list(args.overrides) + ([f"data.task={args.task}"] if args.task else [])
     cfg = trial_config(args.config, overrides, args.data_dir)
-    path = ensure_teacher(cfg, progress=True, force=args.force)
-    meta = teacher_meta(path)
-    main_metric = meta.get("main_metric", "")
-    val = meta.get("validation", {}).get(main_metric, float("nan"))
-    print(f"teacher: {path}")
-    print(f"validation {main_metric}: {val:.4f}")
-    for split, m in meta.get("test", {}).items():
-        print(f"test ({split}) {main_metric}: {m.get(main_metric, float('nan')):.4f}")
+    if args.force:
+        for t in cfg.teacher_list():
+            if not t.path:
+                ensure_teacher(_one(cfg, t), progress=True, force=True)
+    for name, path in resolve_teachers(cfg, progress=True).items():
+        meta = teacher_meta(path)
+        main_metric = meta.get("main_metric", "")
+        val = meta.get("validation", {}).get(main_metric, float("nan"))
+        print(f"teacher {name}: {path}")
+        print(f"  validation {main_metric}: {val:.4f}")
+        for split, m in meta.get("test", {}).items():
+            print(f"  test ({split}) {main_metric}: {m.get(main_metric, float('nan')):.4f}")
     return 0
 
 

@@ -239,3 +239,42 @@ def load_or_compute(
     if path is not None:
         atomic_torch_save(outputs.to_state(), path)
     return outputs
+
+
+def prepare_outputs(
+    path: str,
+    split: TokenizedSplit,
+    fingerprint: str,
+    needs: Needs,
+    cache_dir: Path | None,
+    *,
+    model: PreTrainedModel | None = None,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    autocast: bool = False,
+) -> TeacherOutputs:
+    """The outputs `needs` of the teacher at `path` on `split`: from the cache under the
+    teacher's own fingerprint, or computed once (with `model` when it is loaded already, else
+    loading it) and stored. The one way a trainer's setup and a sweep driver get them."""
+
+    def compute() -> TeacherOutputs:
+        from kdray.models import load_classifier
+
+        teacher = model
+        if teacher is None:
+            teacher = load_classifier(path, eager=bool(needs.attn_probs))
+            teacher.to(device)  # type: ignore[arg-type]
+        return compute_teacher_outputs(
+            teacher,
+            split,
+            needs,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            autocast=autocast,
+            fingerprint=fingerprint,
+        )
+
+    key = cache_key(model_fingerprint(path), fingerprint, "train", needs)
+    return load_or_compute(cache_dir, key, split, fingerprint, compute)

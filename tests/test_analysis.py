@@ -22,7 +22,8 @@ from kdray.analysis import (
 )
 from kdray.config import TrialConfig
 from kdray.errors import ConfigError
-from kdray.trainer import PHASE_LOG, run_trial
+from kdray.results import PHASE_LOG, TRIAL_RUN_DIR
+from kdray.trainer import run_trial
 
 TYPES = ["hard", "soft", "hidden"]
 
@@ -140,7 +141,7 @@ def test_load_and_report_a_real_tiny_sweep(tiny_cfg: dict, tmp_path: Path) -> No
     assert list(by_uri.trials["val_metric"]) == list(sweep.trials["val_metric"])
 
     # a corrupt phase log is named and skipped; the rest is analysed
-    victim = Path(sweep.trials["path"].iloc[0]) / "run" / "phases.parquet"
+    victim = Path(sweep.trials["path"].iloc[0]) / TRIAL_RUN_DIR / PHASE_LOG
     victim.write_bytes(b"not parquet")
     again = load_sweep(tmp_path / "tiny")
     assert len(again.skipped) == 1 and str(victim) in again.skipped[0]

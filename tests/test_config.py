@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from kdray.checks import check_trial
 from kdray.config import TrialConfig, config_paths, set_path
 from kdray.errors import ConfigError
+
+
+def checked(raw: dict) -> TrialConfig:
+    """A config as every entry point loads it: structural checks, then the registry checks."""
+    return check_trial(TrialConfig.from_dict(raw))
 
 
 def test_defaults_are_valid_and_round_trip() -> None:
@@ -69,9 +75,32 @@ def test_config_paths_lists_leaves() -> None:
 )
 def test_bad_config_names_key_and_fix(raw: dict, needles: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
-        TrialConfig.from_dict(raw)
+        checked(raw)
     for needle in needles:
         assert needle in str(err.value)
+
+
+def test_from_dict_is_structural_and_check_trial_reads_the_registries() -> None:
+    # from_dict needs no registry (a task name, knowledge types, a selector kind are names)
+    raw = {"data": {"task": "sst"}, "knowledge": {"types": ["sofft"]}, "selector": {"kind": "x"}}
+    cfg = TrialConfig.from_dict(raw)
+    with pytest.raises(ConfigError, match="unknown task 'sst'"):
+        check_trial(cfg)
+    # structural errors still fail in from_dict itself
+    with pytest.raises(ConfigError, match=r"trainer\.max_steps"):
+        TrialConfig.from_dict({"data": {"task": "sst"}, "trainer": {"max_steps": 0}})
+    good = TrialConfig.from_dict({})
+    assert check_trial(good) is good  # nothing to resolve: the same config
+
+
+def test_knob_ranges_are_checked_by_their_owner_whatever_the_kind() -> None:
+    """ACKS owns gamma, vanilla owns alpha; their ranges hold for every kind, since one
+    config carries every knob and a sweep may switch kinds between trials."""
+    for kind in ("acks", "all"):
+        with pytest.raises(ConfigError, match=r"'selector\.gamma' must be in \[0, 1\), got 1\.5"):
+            checked({"selector": {"kind": kind, "gamma": 1.5}})
+    with pytest.raises(ConfigError, match=r"'selector\.alpha' must be in \[0, 1\]"):
+        checked({"selector": {"kind": "vanilla", "alpha": 2.0}})
 
 
 def test_integral_floats_are_accepted_as_ints() -> None:

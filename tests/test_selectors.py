@@ -12,11 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
+from kdray import results
+from kdray.checks import check_trial
 from kdray.config import SelectorConfig, TrialConfig
 from kdray.errors import ConfigError
+from kdray.results import PHASE_LOG
 from kdray.selector import SELECTORS, PhaseOutcome, PhaseState, build_selector
 from kdray.selector.actor_critic import ACKSSelector, exploration_bonus
-from kdray.trainer import PHASE_LOG, ListReporter, run_trial
+from kdray.trainer import ListReporter, run_trial
 from tests.conftest import CrashAtFirstReport
 
 TYPES = ("hard", "soft", "hidden", "relation")
@@ -78,10 +81,16 @@ def test_schedule_follows_progress_buckets(tmp_path: Path) -> None:
     import yaml
 
     path.write_text(yaml.safe_dump({"schedule": buckets}))
-    from_file = TrialConfig.from_dict(
-        {"selector": {"kind": "schedule", "schedule_file": str(path)}}
+    # the file is read when the config is checked, into selector.schedule (kept: the file name)
+    from_file = check_trial(
+        TrialConfig.from_dict({"selector": {"kind": "schedule", "schedule_file": str(path)}})
     )
+    assert from_file.selector.schedule == cfg.selector.schedule
+    assert from_file.selector.schedule_file == str(path)
     assert build_selector(from_file.selector, TYPES).start_phase(state(0.7))["soft"] == 1.0
+    unread = TrialConfig.from_dict({"selector": {"kind": "schedule", "schedule_file": str(path)}})
+    with pytest.raises(ConfigError, match="check_trial"):
+        build_selector(unread.selector, TYPES)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +125,7 @@ def test_schedule_follows_progress_buckets(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_bad_selector_config(raw: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
-        TrialConfig.from_dict(raw)
+        check_trial(TrialConfig.from_dict(raw))
     assert needle in str(err.value)
 
 
@@ -262,10 +271,11 @@ def acks_cfg(tiny_cfg: dict, **selector: Any) -> TrialConfig:
     return TrialConfig.from_dict(raw)
 
 
-PHASE_COLUMNS = {
-    "run_id", "selector", "episode", "final", "phase", "step", "progress", "progress_start",
-    "reward", "q_value", "reward_loss", "reward_drop", "val_metric",
-} | {f"w_{k}" for k in TYPES} | {f"loss_{k}" for k in TYPES}  # fmt: skip
+PHASE_COLUMNS = (
+    set(results.PHASE_COLUMNS)
+    | {f"{results.WEIGHT_PREFIX}{k}" for k in TYPES}
+    | {f"{results.LOSS_PREFIX}{k}" for k in TYPES}
+)
 
 
 def test_phase_log_schema_one_row_per_phase(tiny_cfg: dict) -> None:

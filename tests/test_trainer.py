@@ -106,12 +106,13 @@ def test_cached_and_live_teacher_give_the_same_losses(tiny_cfg: dict, tmp_path: 
 
 def test_teacher_outputs_gather_equals_live_forward(tiny_cfg: dict) -> None:
     s = setup(cfg_of(tiny_cfg, **{"knowledge.types": sorted(REGISTRY), "student.num_layers": 2}))
-    teacher = load_classifier(s.teacher_path, eager=True).eval()  # type: ignore[arg-type]
-    out = compute_teacher_outputs(teacher, s.data.train, s.teacher_needs, batch_size=16)
+    teacher = load_classifier(s.teachers[0].path, eager=True).eval()
+    needs = s.teacher_needs(0, s.types)
+    out = compute_teacher_outputs(teacher, s.data.train, needs, batch_size=16)
     idx = torch.tensor([3, 0, 17, 250])
     batch = s.data.train.batch(idx)
     with torch.no_grad():
-        live = encode(teacher, batch, s.teacher_needs)
+        live = encode(teacher, batch, needs)
     got = out.features(idx)
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(got.logits, live.logits, rtol=1e-4, atol=1e-4)
@@ -192,7 +193,7 @@ def test_cli_runs_a_trial(tiny_cfg: dict, tmp_path: Path) -> None:
 
 
 def test_shared_teacher_outputs_of_other_data_are_refused(tiny_cfg: dict) -> None:
-    shared = setup(TrialConfig.from_dict(tiny_cfg)).teacher_outputs
+    shared = setup(TrialConfig.from_dict(tiny_cfg)).teachers[0].outputs
     assert shared is not None
     other = cfg_of(tiny_cfg, **{"data.split_seed": 1})  # same sizes, other examples
     with pytest.raises(ConfigError, match="other training data"):

@@ -12,18 +12,15 @@ import logging
 from torch import nn
 
 from kdray.config import KnowledgeConfig, StudentConfig
-from kdray.data import TaskSpec
 from kdray.errors import ConfigError, unknown
+from kdray.features import Needs, Shape
 from kdray.knowledge import layers, logits, relations  # noqa: F401  (fill the registry)
 from kdray.knowledge.base import REGISTRY, Knowledge, KnowledgeContext
-from kdray.models import Needs, Shape
+from kdray.tasks import TaskSpec
 
 __all__ = ["REGISTRY", "Knowledge", "KnowledgeContext", "build_knowledge", "validate_knowledge"]
 
 log = logging.getLogger(__name__)
-
-#: Knowledge read from attention internals, which kdray captures from BERT-style encoders only.
-ATTENTION_TYPES = ("attention", "attention_relation")
 
 
 def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentConfig) -> None:
@@ -49,10 +46,12 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
             "every knowledge type has weight 0 in 'knowledge.weights'; nothing "
             "would be trained. Give at least one a positive weight"
         )
-    if not [n for n in active_types(cfg, spec.is_regression, quiet=True)]:
+    if not active_types(cfg, spec.is_regression, quiet=True):
+        labelled = [n for n in cfg.types if REGISTRY[n].needs_labels]
         raise ConfigError(
-            f"'contrastive' needs class labels and {spec.name} is a regression "
-            f"task; add another knowledge type (e.g. hard)"
+            f"{', '.join(repr(n) for n in labelled)} {'needs' if len(labelled) == 1 else 'need'} "
+            f"class labels and {spec.name} is a regression task; add another knowledge type "
+            f"(e.g. hard)"
         )
     if student.init == "pretrained" and set(cfg.types) != {"hard"}:
         raise ConfigError(
@@ -66,7 +65,7 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
             f"'knowledge.contrastive_temperature' must be > 0, got {cfg.contrastive_temperature}"
         )
     if student.architecture != "bert":
-        bad = [n for n in cfg.types if n in ATTENTION_TYPES]
+        bad = [n for n in cfg.types if REGISTRY[n].reads_attention]
         if bad:
             raise ConfigError(
                 f"knowledge {', '.join(bad)} reads attention internals, which kdray captures "
@@ -76,14 +75,16 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
 
 def check_shapes(cfg: KnowledgeConfig, student: Shape, teacher: Shape) -> None:
     """Checks that need the two models' shapes (read from configs, before any weights)."""
-    if "attention" in cfg.types and student.heads != teacher.heads:
+    per_head = [n for n in cfg.types if n in REGISTRY and REGISTRY[n].needs_equal_heads]
+    if per_head and student.heads != teacher.heads:
         raise ConfigError(
-            f"knowledge 'attention' compares attention maps head by head, but the student has "
-            f"{student.heads} heads and the teacher {teacher.heads}; use 'attention_relation', "
-            f"which works for any head count, or set student.num_heads: {teacher.heads}"
+            f"knowledge '{per_head[0]}' compares attention maps head by head, but the student "
+            f"has {student.heads} heads and the teacher {teacher.heads}; use "
+            f"'attention_relation', which works for any head count, or set student.num_heads: "
+            f"{teacher.heads}"
         )
     if teacher.architecture != "bert" or student.architecture != "bert":
-        bad = [n for n in cfg.types if n in ATTENTION_TYPES]
+        bad = [n for n in cfg.types if n in REGISTRY and REGISTRY[n].reads_attention]
         if bad:
             raise ConfigError(
                 f"knowledge {', '.join(bad)} reads attention internals, which kdray captures "
@@ -99,12 +100,15 @@ def check_shapes(cfg: KnowledgeConfig, student: Shape, teacher: Shape) -> None:
 
 
 def active_types(cfg: KnowledgeConfig, is_regression: bool, quiet: bool = False) -> tuple[str, ...]:
-    """The configured types less those undefined for the task (contrastive on regression)."""
-    if is_regression and "contrastive" in cfg.types:
-        if not quiet:
-            log.warning("knowledge 'contrastive' needs class labels; skipped for regression")
-        return tuple(n for n in cfg.types if n != "contrastive")
-    return cfg.types
+    """The configured types less those undefined for the task (those that need class labels,
+    e.g. contrastive, on regression)."""
+    if not is_regression:
+        return cfg.types
+    skipped = [n for n in cfg.types if n in REGISTRY and REGISTRY[n].needs_labels]
+    if not quiet:
+        for n in skipped:
+            log.warning("knowledge '%s' needs class labels; skipped for regression", n)
+    return tuple(n for n in cfg.types if n not in skipped)
 
 
 def build_knowledge(ctx: KnowledgeContext) -> nn.ModuleDict:

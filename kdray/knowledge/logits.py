@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdray.knowledge.base import Knowledge, register
-from kdray.models import Features
+from kdray.features import Features
+from kdray.knowledge.base import ExampleLoss, Knowledge, register
 
 
 @register
 class Hard(Knowledge):
-    """`hard` (FinK): CE(y, z_S); MSE on the output for regression. Reads no teacher output."""
+    """`hard` (FinK): CE(y, z_S) per example; squared error on the output for regression.
+    Reads no teacher output."""
 
     name = "hard"
     zero_at_match = False
@@ -19,30 +20,32 @@ class Hard(Knowledge):
 
     def loss(
         self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
+    ) -> ExampleLoss:
         z = student.logits.float()  # (B, C)
         if self.ctx.is_regression:
-            return F.mse_loss(z.squeeze(-1), batch["labels"].float())
-        return F.cross_entropy(z, batch["labels"])
+            return ExampleLoss((z.squeeze(-1) - batch["labels"].float()).pow(2))  # (B,)
+        return ExampleLoss(F.cross_entropy(z, batch["labels"], reduction="none"))  # (B,)
 
 
 @register
 class Soft(Knowledge):
-    """`soft` (ResK): τ²·KL(softmax(z_T/τ) ‖ softmax(z_S/τ)) per example, batch mean.
+    """`soft` (ResK): τ²·KL(softmax(z_T/τ) ‖ softmax(z_S/τ)) per example.
 
-    Regression: MSE between the two outputs. Source: Hinton et al. 2015; methods.md §1.
+    Regression: squared error between the two outputs (mean over output units) per example.
+    Source: Hinton et al. 2015; methods.md §1.
     """
 
     name = "soft"
 
     def loss(
         self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
+    ) -> ExampleLoss:
         assert teacher is not None
         zs, zt = student.logits.float(), teacher.logits.float()  # (B, C)
         if self.ctx.is_regression:
-            return F.mse_loss(zs, zt)
+            return ExampleLoss((zs - zt).pow(2).mean(-1))  # (B,)
         tau = self.ctx.cfg.temperature
         log_ps = F.log_softmax(zs / tau, dim=-1)
         log_pt = F.log_softmax(zt / tau, dim=-1)
-        return tau**2 * F.kl_div(log_ps, log_pt, log_target=True, reduction="batchmean")
+        kl = F.kl_div(log_ps, log_pt, log_target=True, reduction="none")  # (B, C)
+        return ExampleLoss(tau**2 * kl)

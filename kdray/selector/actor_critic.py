@@ -20,6 +20,7 @@ that is when the one critic and one actor update of the phase happen.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any
 
@@ -27,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdray.config import SelectorConfig
-from kdray.selector.base import PhaseOutcome, PhaseState, Selector
+from kdray.config import KnowledgeConfig, SelectorConfig
+from kdray.selector.base import PhaseOutcome, PhaseState, Selector, check_option
 
 #: The agent's latest losses and Q(s, a) (logged and reported; checkpointed with it).
 STATS = ("critic_loss", "actor_loss", "q")
@@ -166,6 +167,32 @@ class ACKSSelector(Selector):
         self.last: dict[str, float] = {}
         self.stats = dict.fromkeys(STATS, math.nan)
         self.recent_rewards: list[float] = []
+
+    @classmethod
+    def validate(cls, cfg: SelectorConfig, knowledge: KnowledgeConfig) -> None:
+        """The base checks, then the agent's knobs (mode two_stage is acks's own)."""
+        super().validate(dataclasses.replace(cfg, mode="online"), knowledge)
+        if cfg.mode == "two_stage":
+            check_option(cfg.episodes >= 1, "episodes", ">= 1 for mode two_stage (use mode: "
+                         "online for E = 0)", cfg.episodes)  # fmt: skip
+
+    @classmethod
+    def check_options(cls, cfg: SelectorConfig) -> None:
+        """The agent's knobs."""
+        if cfg.episode_steps is not None:
+            check_option(cfg.episode_steps > 0, "episode_steps", "> 0", cfg.episode_steps)
+        check_option(0.0 < cfg.threshold < 1.0, "threshold", "in (0, 1)", cfg.threshold)
+        check_option(0.0 <= cfg.gamma < 1.0, "gamma", "in [0, 1)", cfg.gamma)
+        check_option(
+            0.0 < cfg.target_update <= 1.0, "target_update", "in (0, 1]", cfg.target_update
+        )
+        for key in ("actor_lr", "critic_lr", "reward_scale"):
+            check_option(getattr(cfg, key) > 0, key, "> 0", getattr(cfg, key))
+        for key in ("feature_size", "hidden_size", "buffer_size", "update_batch_size"):
+            check_option(getattr(cfg, key) > 0, key, "> 0", getattr(cfg, key))
+        check_option(cfg.exploration_noise >= 0, "exploration_noise", ">= 0", cfg.exploration_noise)
+        check_option(cfg.beta >= 0, "beta", ">= 0", cfg.beta)
+        check_option(cfg.logit_penalty >= 0, "logit_penalty", ">= 0", cfg.logit_penalty)
 
     # ----------------------------------------------------------------------------- networks
 

@@ -20,7 +20,18 @@ from typing import Any, ClassVar
 
 import torch
 
-from kdray.config import SelectorConfig
+from kdray.config import KnowledgeConfig, SelectorConfig
+from kdray.errors import ConfigError
+from kdray.features import Features
+
+#: Smallest reward split (examples) on which a selector's reward is measured.
+MIN_REWARD_EXAMPLES = 32
+
+
+def check_option(ok: bool, key: str, rule: str, value: object) -> None:
+    """ConfigError "'selector.<key>' must be <rule>, got <value>" unless `ok`."""
+    if not ok:
+        raise ConfigError(f"'selector.{key}' must be {rule}, got {value!r}")
 
 
 @dataclass
@@ -58,6 +69,18 @@ class PhaseOutcome:
     phases: int = 1
 
 
+@dataclass
+class BatchView:
+    """What the per-batch hook sees of one training step (everything detached)."""
+
+    step: int
+    batch: dict[str, torch.Tensor]
+    #: The student's features of this step (logits, and what the stage's knowledge reads).
+    student: Features
+    #: Teacher name -> its features of this batch, in pool order.
+    teachers: dict[str, Features]
+
+
 class Selector(ABC):
     """Chooses the per-phase action over the active knowledge types."""
 
@@ -80,6 +103,13 @@ class Selector(ABC):
     def start_phase(self, state: PhaseState) -> dict[str, float]:
         """The action a_k for each active knowledge type, for the phase starting now."""
 
+    def batch_weights(self, view: BatchView) -> torch.Tensor | None:
+        """Optional per-batch hook: weights (B, n_teachers) of each teacher on each example
+        of this step's batch, applied inside the loss reduction (rows should sum to 1).
+        None (the default): uniform over the teachers, so one teacher is today's batch mean.
+        It may read the batch, the student's detached features and each teacher's outputs."""
+        return None
+
     def end_phase(self, outcome: PhaseOutcome) -> None:  # noqa: B027 - optional hook
         """Learn from the finished phase (fixed selectors ignore it)."""
 
@@ -101,3 +131,46 @@ class Selector(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         pass
+
+    @classmethod
+    def check_options(cls, cfg: SelectorConfig) -> None:
+        """Ranges of the knobs this class owns (none here). Checked whatever the kind, since
+        one config carries every knob and a sweep may switch kinds between trials."""
+        del cfg  # the base class owns no knob
+
+    @classmethod
+    def validate(cls, cfg: SelectorConfig, knowledge: KnowledgeConfig) -> None:
+        """Check `cfg` for this kind, before any data or model (ConfigError naming the key).
+
+        The base checks what every kind reads (phase length, required knowledge, the reward
+        measurement) and refuses options that only another kind reads; a kind with options of
+        its own checks them in an override, after passing the base `cfg` without them.
+        """
+        check_option(cfg.phase_length > 0, "phase_length", "> 0", cfg.phase_length)
+        missing = [k for k in cls.requires if k not in knowledge.types]
+        if missing:
+            raise ConfigError(
+                f"selector '{cfg.kind}' uses {', '.join(cls.requires)}; add "
+                f"{', '.join(missing)} to knowledge.types"
+            )
+        if cfg.measure_reward is False and cls.needs_reward_split:
+            raise ConfigError(
+                f"selector '{cfg.kind}' is rewarded on the reward split, so "
+                f"'selector.measure_reward' cannot be false; leave it unset"
+            )
+        if cfg.schedule is not None or cfg.schedule_file is not None:
+            raise ConfigError(
+                f"'selector.schedule' is only read by selector.kind: schedule (kind is {cfg.kind})"
+            )
+        if cfg.mode == "two_stage":
+            raise ConfigError(
+                f"'selector.mode: two_stage' trains a learning selector in episodes; it needs "
+                f"selector.kind: acks, not {cfg.kind}"
+            )
+        if cfg.reward_examples is not None:  # any kind measures rewards with measure_reward
+            check_option(
+                cfg.reward_examples >= MIN_REWARD_EXAMPLES,
+                "reward_examples",
+                f">= {MIN_REWARD_EXAMPLES} (a smaller reward split cannot measure a loss drop)",
+                cfg.reward_examples,
+            )

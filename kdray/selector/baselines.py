@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kdray.config import ScheduleBucket, SelectorConfig
+from kdray.config import KnowledgeConfig, ScheduleBucket, SelectorConfig, _coerce
 from kdray.errors import ConfigError
-from kdray.selector.base import PhaseState, Selector
+from kdray.selector.base import PhaseState, Selector, check_option
+from kdray.yamlio import read_yaml
 
 
 class AllSelector(Selector):
@@ -37,6 +39,10 @@ class VanillaSelector(Selector):
 
     kind = "vanilla"
     requires = ("hard", "soft")
+
+    @classmethod
+    def check_options(cls, cfg: SelectorConfig) -> None:
+        check_option(0.0 <= cfg.alpha <= 1.0, "alpha", "in [0, 1]", cfg.alpha)
 
     def start_phase(self, state: PhaseState) -> dict[str, float]:
         alpha = self.cfg.alpha
@@ -82,13 +88,11 @@ class RandomHardSelector(_Random):
 
 
 def load_schedule(cfg: SelectorConfig) -> tuple[ScheduleBucket, ...]:
-    """The inline schedule, or the one in selector.schedule_file (YAML or JSON list)."""
+    """The inline schedule, or the one in selector.schedule_file (YAML or JSON list), read
+    with the config's own strict reader. Called when the config is checked
+    (`kdray.checks.resolve_schedule`), never by a selector."""
     if cfg.schedule_file is None:
         return cfg.schedule or ()
-
-    from kdray.cli import read_yaml
-    from kdray.config import _coerce  # the same strict reader as the config itself
-
     path = Path(cfg.schedule_file).expanduser()
     if not path.is_file():
         raise ConfigError(
@@ -132,14 +136,29 @@ def validate_schedule(buckets: tuple[ScheduleBucket, ...], types: tuple[str, ...
 
 
 class ScheduleSelector(Selector):
-    """`schedule`: fixed weights per training-progress bucket (types not named get 0)."""
+    """`schedule`: fixed weights per training-progress bucket (types not named get 0).
+
+    Reads the buckets from `selector.schedule` only: a schedule file is read into it when the
+    config is checked (`kdray.checks.check_trial`).
+    """
 
     kind = "schedule"
 
     def __init__(self, cfg: SelectorConfig, types: tuple[str, ...]) -> None:
         super().__init__(cfg, types)
-        self.buckets = load_schedule(cfg)
+        if cfg.schedule is None and cfg.schedule_file is not None:
+            raise ConfigError(
+                f"'selector.schedule_file' {cfg.schedule_file} was not read into "
+                f"selector.schedule; pass the config through kdray.checks.check_trial first"
+            )
+        self.buckets = cfg.schedule or ()
         validate_schedule(self.buckets, types)
+
+    @classmethod
+    def validate(cls, cfg: SelectorConfig, knowledge: KnowledgeConfig) -> None:
+        """The base checks, then the schedule (read from its file by check_trial)."""
+        super().validate(dataclasses.replace(cfg, schedule=None, schedule_file=None), knowledge)
+        validate_schedule(cfg.schedule or (), knowledge.types)
 
     def start_phase(self, state: PhaseState) -> dict[str, float]:
         bucket = next(

@@ -1,0 +1,336 @@
+"""Everything one run trains with, built once: data, teachers, student, knowledge modules.
+
+    preflight (HF configs only: task, pool, shapes) -> data -> knowledge modules per teacher
+    -> teacher models where needed -> student -> each teacher's outputs (cached or live)
+
+The teachers arrive resolved (folders; see `kdray.teacher.resolve_teachers`): the trainer
+never fine-tunes one. Knowledge modules are built per teacher (each has its own layer map and
+projections); the student's shape comes from the first teacher.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from kdray.checks import check_trial
+from kdray.config import TrialConfig
+from kdray.data import TaskData, load_task
+from kdray.errors import ConfigError
+from kdray.features import Features, Needs, Shape
+from kdray.io import cache_root
+from kdray.knowledge import build_knowledge, needs_of
+from kdray.knowledge.base import Knowledge, KnowledgeContext
+from kdray.loop import autocast
+from kdray.models import (
+    build_student,
+    encode,
+    layer_map,
+    load_classifier,
+    load_config,
+    resolve_backbone,
+)
+from kdray.selector import MIN_REWARD_EXAMPLES, SELECTORS, measures_reward
+from kdray.selector.base import BatchView
+from kdray.tasks import TASKS, TaskSpec
+from kdray.teacher_cache import TeacherOutputs, estimate_bytes, prepare_outputs
+from kdray.teachers import Teacher, named_paths, preflight
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("'trainer.device: cuda' but no CUDA device is visible; use auto or cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Setup:
+    """Everything a run trains with, built once."""
+
+    cfg: TrialConfig
+    spec: TaskSpec
+    data: TaskData
+    device: torch.device
+    student: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    student_shape: Shape
+    #: teacher name -> knowledge type -> module (its projections and layer map)
+    knowledge: nn.ModuleDict
+    teachers: list[Teacher]
+    cache_mode: str
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The run's active knowledge types, in config order."""
+        first = next(iter(self.knowledge.values()), None)
+        return tuple(first.keys()) if isinstance(first, nn.ModuleDict) else ()
+
+    def module(self, teacher: int, kind: str) -> Knowledge:
+        modules = self.knowledge[module_key(self.teachers[teacher].name if self.teachers else "")]
+        assert isinstance(modules, nn.ModuleDict)
+        m = modules[kind]
+        assert isinstance(m, Knowledge)
+        return m
+
+    def student_needs(self, kinds: Any) -> Needs:
+        """What the student's forward pass must return for these knowledge types."""
+        needs = Needs()
+        for k in kinds:
+            needs = needs | self.module(0, k).student_needs
+        return needs
+
+    def teacher_needs(self, i: int, kinds: Any) -> Needs:
+        """What teacher i must give for these knowledge types (and the agent's [CLS])."""
+        needs = Needs()
+        for k in kinds:
+            needs = needs | self.module(i, k).teacher_needs
+        if i == 0 and SELECTORS[self.cfg.selector.kind].needs_cls:
+            needs = needs | Needs(hidden=frozenset({self.teachers[0].shape.layers}))
+        return needs
+
+    def teacher_features(self, batch: dict[str, torch.Tensor], kinds: Any) -> dict[str, Features]:
+        """Each teacher's outputs for this batch, as far as `kinds` read them."""
+        bf16 = self.cfg.trainer.bf16
+        return {
+            t.name: t.features(batch, self.teacher_needs(i, kinds), self.device, bf16)
+            for i, t in enumerate(self.teachers)
+        }
+
+    def losses(
+        self,
+        batch: dict[str, torch.Tensor],
+        weights: dict[str, float],
+        hook: Callable[[BatchView], torch.Tensor | None],
+        step: int,
+    ) -> dict[str, torch.Tensor]:
+        """The loss of each knowledge type with a positive weight, reduced over the batch with
+        the per-example teacher weights `hook` gives ((B, n_teachers); None: uniform, which
+        for one teacher is the plain batch mean). Types that read no teacher run once."""
+        active = [k for k in self.types if weights[k] > 0]
+        if not active:
+            return {}
+        with autocast(self.device, self.cfg.trainer.bf16):
+            student = encode(self.student, batch, self.student_needs(active))
+        reading = [k for k in active if self.module(0, k).needs_teacher]
+        teachers = self.teacher_features(batch, reading) if reading else {}
+        w = None  # (B, n_teachers)
+        if teachers:
+            w = hook(BatchView(step, batch, student.detached(), teachers))
+            if w is None and len(teachers) > 1:
+                w = torch.full((len(batch["labels"]), len(teachers)), 1 / len(teachers))
+        out = {}
+        for k in active:
+            if k not in reading:
+                out[k] = self.module(0, k)(student, None, batch).mean()
+            elif w is None:
+                out[k] = self.module(0, k)(student, teachers[self.teachers[0].name], batch).mean()
+            else:
+                w = w.to(self.device)
+                out[k] = torch.stack([
+                    self.module(i, k)(student, teachers[t.name], batch).mean(w[:, i])
+                    for i, t in enumerate(self.teachers) if bool(w[:, i].any())
+                ]).sum()  # fmt: skip
+        return out
+
+
+def module_key(teacher: str) -> str:
+    """The knowledge modules of a teacher live under this key (a teacher named like a module
+    attribute, e.g. 'half', must not clash with it)."""
+    return f"to:{teacher}" if teacher else "student"
+
+
+def check_selector_data(cfg: TrialConfig, data: TaskData) -> None:
+    """A run that measures the reward-split loss needs enough examples there."""
+    if not measures_reward(cfg.selector):
+        return
+    have = len(data.reward)
+    need = max(MIN_REWARD_EXAMPLES, cfg.selector.reward_examples or 0)
+    if have < MIN_REWARD_EXAMPLES:
+        raise ConfigError(
+            f"selector '{cfg.selector.kind}' measures the reward split, which has {have} "
+            f"examples; it needs at least {MIN_REWARD_EXAMPLES} to measure a loss drop. Raise "
+            f"data.reward_fraction (now {cfg.data.reward_fraction}) or "
+            f"data.max_train_examples so that reward_fraction x train >= {need}"
+        )
+
+
+def setup(
+    cfg: TrialConfig,
+    teacher_paths: Mapping[str, str] | str | None = None,
+    progress: bool = False,
+    teacher_outputs: Mapping[str, TeacherOutputs] | TeacherOutputs | None = None,
+) -> Setup:
+    """Check everything that HF configs and data sizes can tell, then load data and models.
+
+    `teacher_paths`: teacher name -> fine-tuned folder (or one path for a one-teacher run);
+    teachers with `path` in the config need none. `teacher_outputs`: outputs a sweep shares
+    (name -> outputs, or one for a one-teacher run); the others are prepared here."""
+    cfg = check_trial(cfg)
+    torch.manual_seed(cfg.trainer.seed)  # student init and projections follow trainer.seed
+    spec = TASKS[cfg.data.task]
+    device = pick_device(cfg.trainer.device)
+    if cfg.student.init == "pretrained":  # fine-tuning the backbone itself: no teacher
+        return _setup_pretrained(cfg, spec, device, progress)
+    _, data, tokenizer, s_shape, teachers, knowledge = _pool(cfg, teacher_paths, progress)
+    s = Setup(cfg, spec, data, device, None, tokenizer, s_shape, knowledge, teachers, "off")  # type: ignore[arg-type]
+    kinds = s.types
+    first = teachers[0]
+    t0_needs = s.teacher_needs(0, kinds)
+    if cfg.student.init == "remap":
+        first.model = load_classifier(first.path, eager=bool(t0_needs.attn_probs))
+        first.model.to(device).eval().requires_grad_(False)  # type: ignore[arg-type]
+    s.student = build_student(
+        cfg.student,
+        first.config,
+        spec,
+        teacher=first.model,
+        eager=bool(s.student_needs(kinds).attn_probs),
+    )
+    s.student.to(device)  # type: ignore[arg-type]
+    knowledge.to(device)
+    s.cache_mode = _teacher_outputs(s, progress, teacher_outputs)
+    return s
+
+
+def _pool(
+    cfg: TrialConfig, teacher_paths: Mapping[str, str] | str | None, progress: bool
+) -> tuple[TaskSpec, TaskData, Any, Shape, list[Teacher], nn.ModuleDict]:
+    """Preflight, data, and each teacher with its knowledge modules (layer map, projections)."""
+    spec = TASKS[cfg.data.task]
+    paths = named_paths(cfg, teacher_paths)
+    s_shape, configs = preflight(cfg, spec, paths)
+    pool = cfg.teacher_list()
+    tokenizer = AutoTokenizer.from_pretrained(paths[pool[0].name or ""])
+    data = load_task(cfg.data, tokenizer, cache_root(cfg), progress=progress)
+    check_selector_data(cfg, data)
+    teachers, modules = [], {}
+    for t in pool:
+        name = t.name or ""
+        shape = Shape.of(configs[name])
+        g = layer_map(cfg.student, shape.layers)
+        teachers.append(Teacher(name, paths[name], configs[name], shape, g))
+        ctx = KnowledgeContext(cfg.knowledge, spec.is_regression, s_shape, shape, g)
+        modules[module_key(name)] = build_knowledge(ctx)
+    return spec, data, tokenizer, s_shape, teachers, nn.ModuleDict(modules)
+
+
+def shared_teacher_outputs(
+    cfg: TrialConfig, teacher_paths: Mapping[str, str], progress: bool = False
+) -> dict[str, TeacherOutputs]:
+    """Each teacher's outputs that the trials of a sweep over `cfg` read (its knowledge
+    types, and the last-layer [CLS] an agent's state reads, whatever the selector), loaded or
+    computed once, to share with every trial through Ray's object store."""
+    cfg = check_trial(cfg)
+    _, data, _, _, teachers, knowledge = _pool(cfg, teacher_paths, progress)
+    tr, device = cfg.trainer, pick_device(cfg.trainer.device)
+    out = {}
+    for t in teachers:
+        modules = knowledge[module_key(t.name)]
+        assert isinstance(modules, nn.ModuleDict)
+        _, needs = needs_of(modules)
+        needs = needs | Needs(hidden=frozenset({t.shape.layers}))
+        out[t.name] = prepare_outputs(
+            t.path,
+            data.train,
+            data.fingerprint,
+            needs,
+            cache_root(cfg),
+            batch_size=tr.eval_batch_size,
+            device=device,
+            progress=progress,
+            autocast=device.type == "cuda" and tr.bf16,
+        )
+    return out
+
+
+def _teacher_outputs(
+    s: Setup,
+    progress: bool,
+    shared: Mapping[str, TeacherOutputs] | TeacherOutputs | None,
+) -> str:
+    """Give each teacher its cached outputs (shared, from disk, or computed once) or, over
+    the memory budget, its live model. Returns the cache mode for results.json."""
+    cfg, tr = s.cfg, s.cfg.trainer
+    if isinstance(shared, TeacherOutputs):
+        shared = {s.teachers[0].name: shared}
+    kinds = s.types
+    modes = []
+    for i, t in enumerate(s.teachers):
+        needs = s.teacher_needs(i, kinds)
+        reads = needs != Needs() or any(s.module(i, k).needs_teacher for k in kinds)
+        if not reads:  # hard labels only: no teacher output is ever read
+            modes.append("off")
+        elif shared and t.name in shared:
+            out = shared[t.name]
+            if not out.matches(s.data.train, s.data.fingerprint) or not out.covers(needs):
+                raise ConfigError(
+                    f"the shared outputs of teacher '{t.name}' were computed for other training "
+                    f"data or fewer teacher layers than this trial needs; compute them on this "
+                    f"trial's train split (same task, max_length, split settings) for the union "
+                    f"of the trials' knowledge"
+                )
+            t.outputs = out
+            modes.append("cached (shared)")
+        elif tr.teacher_cache and (
+            estimate_bytes(s.data.train, needs, t.shape.width, t.shape.heads)
+            <= tr.teacher_cache_max_mb * 2**20
+        ):
+            t.outputs = prepare_outputs(
+                t.path,
+                s.data.train,
+                s.data.fingerprint,
+                needs,
+                cache_root(cfg),
+                model=t.model,
+                batch_size=tr.eval_batch_size,
+                device=s.device,
+                progress=progress,
+                autocast=s.device.type == "cuda" and tr.bf16,
+            )
+            modes.append("cached")
+        else:
+            if tr.teacher_cache:
+                log.warning(
+                    "teacher '%s' outputs would take %.0f MB > trainer.teacher_cache_max_mb=%d; "
+                    "running it live",
+                    t.name,
+                    estimate_bytes(s.data.train, needs, t.shape.width, t.shape.heads) / 2**20,
+                    tr.teacher_cache_max_mb,
+                )
+            if t.model is None:
+                t.model = load_classifier(t.path, eager=bool(needs.attn_probs))
+                t.model.to(s.device).eval().requires_grad_(False)  # type: ignore[arg-type]
+            modes.append("live (over budget)" if tr.teacher_cache else "off")
+        if t.outputs is not None or not reads:
+            t.model = None  # remap is done and every output is cached: free its memory
+    if len(set(modes)) == 1:
+        return modes[0]
+    return ", ".join(f"{t.name}: {m}" for t, m in zip(s.teachers, modes, strict=True))
+
+
+def _setup_pretrained(
+    cfg: TrialConfig, spec: TaskSpec, device: torch.device, progress: bool
+) -> Setup:
+    """`student.init: pretrained`: the backbone fine-tuned on hard labels, no teacher."""
+    from kdray.models import student_shape
+
+    source = resolve_backbone(cfg.teacher.backbone)
+    s_shape = student_shape(cfg.student, Shape.of(load_config(source)))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    data = load_task(cfg.data, tokenizer, cache_root(cfg), progress=progress)
+    check_selector_data(cfg, data)
+    ctx = KnowledgeContext(cfg.knowledge, spec.is_regression, s_shape, s_shape, ())
+    knowledge = nn.ModuleDict({"student": build_knowledge(ctx)})
+    student = build_student(cfg.student, load_config(source), spec, backbone=source)
+    student.to(device)  # type: ignore[arg-type]
+    return Setup(cfg, spec, data, device, student, tokenizer, s_shape, knowledge, [], "off")

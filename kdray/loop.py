@@ -1,0 +1,67 @@
+"""Stateless pieces of a training loop: the seeded batch order, evaluation, autocast."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from kdray.data import TokenizedSplit
+from kdray.features import Needs
+from kdray.metrics import compute_metrics
+from kdray.models import encode
+from kdray.tasks import TaskSpec
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA when asked; nothing elsewhere."""
+    if device.type == "cuda" and bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class BatchOrder:
+    """Seeded reshuffle every epoch; the batch of any step is known without replaying."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
+        self.per_epoch = max(1, n // self.batch_size)
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def __call__(self, step: int) -> torch.Tensor:
+        epoch, b = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
+        return self._perm[b * self.batch_size : (b + 1) * self.batch_size]
+
+
+@torch.inference_mode()
+def evaluate(
+    model: PreTrainedModel,
+    split: TokenizedSplit,
+    spec: TaskSpec,
+    device: torch.device,
+    batch_size: int,
+    bf16: bool = False,
+) -> dict[str, float]:
+    """Metrics and mean hard loss of `model` on `split` (longest-first batches, eval mode)."""
+    was_training = model.training
+    model.eval()
+    order = torch.argsort(split.lengths, descending=True)
+    logits = []
+    for start in range(0, len(split), batch_size):
+        idx = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in split.batch(idx).items()}
+        with autocast(device, bf16):
+            logits.append(encode(model, batch, Needs()).logits.float().cpu())
+    model.train(was_training)
+    z = torch.cat(logits)
+    labels = split.labels[order]
+    if spec.is_regression:
+        loss = torch.nn.functional.mse_loss(z.squeeze(-1), labels.float())
+    else:
+        loss = torch.nn.functional.cross_entropy(z, labels)
+    return {**compute_metrics(spec, z, labels), "loss": float(loss)}

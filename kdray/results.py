@@ -1,0 +1,125 @@
+"""The results contract: what one run leaves in its folder, and how to read it back.
+
+A run (`kdray.trainer`, `python -m kdray.train`, one sweep trial) writes to its run folder:
+
+    <output_dir>/
+        checkpoint.pt     CHECKPOINT: the full training state (resume, PBT); torch.load with
+                          weights_only=True
+        results.json      RESULTS: the run's outcome (status, steps, validation and test
+                          metrics, ...), written once when the run ends
+        phases.parquet    PHASE_LOG: the phase log, one row per selector phase (schema below),
+                          rewritten atomically at every checkpoint
+        student/          STUDENT_DIR: the final student in Hugging Face format
+                          (trainer.save_student)
+
+A sweep trial's run folder is `<experiment>/<trial>/run/` (TRIAL_RUN_DIR). Readers of run
+folders (`kdray.analysis`, `kdray.sweep`) go through this module, never through the trainer.
+
+Phase log columns (one row per phase; fixed columns first, then one pair per knowledge type):
+
+    =============== ======= ===============================================================
+    column          type    meaning
+    =============== ======= ===============================================================
+    run_id          str     the run (a sweep's trial id)
+    selector        str     selector.kind
+    stage           str     the stage of the run's plan the phase belongs to
+    episode         int     segment index (stage-A episodes of two-stage ACKS, then final)
+    final           bool    the phase is in the last segment (the evaluated student)
+    phase           int     phase index within the run
+    step            int     student step at the end of the phase, within its segment
+    progress        float   training progress t/T at the end of the phase
+    progress_start  float   training progress t/T at the start of the phase
+    reward          float   the selector's reward for the phase (NaN: none)
+    q_value         float   the critic's value of the phase's action (NaN: no critic)
+    reward_loss     float   reward-split loss after the phase (NaN: not measured)
+    reward_drop     float   reward-split loss before minus after the phase (NaN: not measured)
+    val_metric      float   validation main metric at the phase's end (NaN: no evaluation)
+    w_<type>        float   the weight a_k·w_k of knowledge <type> during the phase
+    loss_<type>     float   mean loss of knowledge <type> over the phase (NaN: not computed)
+    =============== ======= ===============================================================
+
+A selector may add columns of its own (`Selector.log_fields`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The training state of a run, in its run folder.
+CHECKPOINT = "checkpoint.pt"
+#: The outcome of a run, in its run folder.
+RESULTS = "results.json"
+#: The phase log of a run, in its run folder.
+PHASE_LOG = "phases.parquet"
+#: The final student (Hugging Face format), in its run folder.
+STUDENT_DIR = "student"
+#: A sweep trial's run folder, inside the trial's folder.
+TRIAL_RUN_DIR = "run"
+
+#: The phase log's fixed columns, in order (see the module docstring).
+PHASE_COLUMNS = (
+    "run_id",
+    "selector",
+    "stage",
+    "episode",
+    "final",
+    "phase",
+    "step",
+    "progress",
+    "progress_start",
+    "reward",
+    "q_value",
+    "reward_loss",
+    "reward_drop",
+    "val_metric",
+)
+#: Prefixes of the per-knowledge-type columns: w_<type> (weight), loss_<type> (mean loss).
+WEIGHT_PREFIX = "w_"
+LOSS_PREFIX = "loss_"
+
+
+def read_results(run_dir: str | Path, fs: Any = None) -> dict[str, Any]:
+    """The results.json of a run folder as a dict.
+
+    `fs`: a pyarrow filesystem holding `run_dir` (a storage URI's); None: the local disk.
+    FileNotFoundError when the run has not finished; ValueError when the file is not JSON.
+    """
+    path = f"{run_dir}/{RESULTS}"
+    if fs is None:
+        text = Path(path).read_text()
+    else:
+        with fs.open_input_stream(path) as f:
+            text = f.read().decode()
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds {type(data).__name__}, not a mapping")
+    return data
+
+
+def read_phase_log(path: str | Path, fs: Any = None) -> pd.DataFrame:
+    """A phase log (a run folder's phases.parquet, or the file itself) as a DataFrame.
+
+    `fs`: a pyarrow filesystem holding `path` (a storage URI's); None: the local disk.
+    FileNotFoundError when there is none (yet).
+    """
+    import pandas as pd
+
+    path = str(path)
+    if not path.endswith(".parquet"):
+        path = f"{path}/{PHASE_LOG}"
+    if fs is None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(path)
+        return pd.read_parquet(path)
+    with fs.open_input_file(path) as f:
+        return pd.read_parquet(f)
+
+
+def knowledge_types(phases: pd.DataFrame) -> list[str]:
+    """The knowledge types a phase log records (from its w_<type> columns), in column order."""
+    return [c[len(WEIGHT_PREFIX) :] for c in phases.columns if c.startswith(WEIGHT_PREFIX)]

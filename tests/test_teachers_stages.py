@@ -1,0 +1,254 @@
+"""Teacher pools, per-batch teacher weights and stage plans (the one core of the redesign)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+from kdray.config import TrialConfig
+from kdray.errors import ConfigError
+from kdray.results import PHASE_LOG
+from kdray.stages import plan
+from kdray.trainer import Run, run_trial, setup
+from tests.conftest import make_tiny_teacher
+
+
+@pytest.fixture(scope="module")
+def second_teacher(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: str) -> str:
+    """Another tiny random teacher: 3 layers, other weights, same tokenizer and labels."""
+    torch.manual_seed(7)
+    return make_tiny_teacher(tmp_path_factory.mktemp("tiny-b"), tokenizer_dir, layers=3)
+
+
+def pool_cfg(tiny_cfg: dict, a: str, b: str, **paths: Any) -> TrialConfig:
+    raw = {k: v for k, v in tiny_cfg.items() if k != "teacher"}
+    raw["teachers"] = [{"name": "a", "path": a}, {"name": "b", "path": b}]
+    return TrialConfig.from_dict(raw).replace(**paths)
+
+
+class OneHot:
+    """A per-batch hook that puts all weight on teacher `i`."""
+
+    def __init__(self, i: int, n: int) -> None:
+        self.i, self.n = i, n
+
+    def __call__(self, view: Any) -> torch.Tensor:
+        w = torch.zeros(len(view.batch["labels"]), self.n)
+        w[:, self.i] = 1.0
+        return w
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_hook_with_all_weight_on_one_teacher_gives_its_single_teacher_loss(
+    tiny_cfg: dict, tiny_teacher: str, second_teacher: str, which: int
+) -> None:
+    types = {"knowledge.types": ["hard", "soft", "hidden", "relation", "attention_relation"]}
+    pool = Run(setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher, **types)), None, False)
+    path = [tiny_teacher, second_teacher][which]
+    one_cfg = TrialConfig.from_dict(tiny_cfg).replace(**{"teacher.path": path, **types})
+    one = Run(setup(one_cfg), None, False)
+    # the same student and the same projections towards that teacher
+    one.s.student.load_state_dict(pool.s.student.state_dict())
+    one.s.knowledge["to:teacher"].load_state_dict(
+        pool.s.knowledge["to:" + "ab"[which]].state_dict()
+    )
+    pool.selector.batch_weights = OneHot(which, 2)  # type: ignore[method-assign]
+    for run in (pool, one):
+        run.action = dict.fromkeys(run.s.types, 1.0)
+        run.s.student.eval()  # no dropout: the two forward passes are the same computation
+    batch = pool.batch(0)
+    got, want = pool.losses(batch), one.losses(batch)
+    assert set(got) == set(want) == set(pool.s.types)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-6, atol=1e-7, msg=k)
+
+
+def test_uniform_weights_average_the_teachers(
+    tiny_cfg: dict, tiny_teacher: str, second_teacher: str
+) -> None:
+    run = Run(setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher)), None, False)
+    run.action = dict.fromkeys(run.s.types, 1.0)
+    run.s.student.eval()
+    batch = run.batch(0)
+    uniform = run.losses(batch)
+    per_teacher = []
+    for i in range(2):
+        run.selector.batch_weights = OneHot(i, 2)  # type: ignore[method-assign]
+        per_teacher.append(run.losses(batch))
+    for k in ("soft", "hidden"):
+        torch.testing.assert_close(uniform[k], (per_teacher[0][k] + per_teacher[1][k]) / 2)
+    torch.testing.assert_close(uniform["hard"], per_teacher[0]["hard"])  # no teacher read
+
+
+def test_two_teacher_run_caches_both_and_finishes(
+    tiny_cfg: dict, tiny_teacher: str, second_teacher: str
+) -> None:
+    result = run_trial(pool_cfg(tiny_cfg, tiny_teacher, second_teacher))
+    assert result.status == "finished" and result.teacher_cache == "cached"
+    assert set(result.teachers) == {"a", "b"}
+    saved = json.loads((Path(result.output_dir) / "results.json").read_text())
+    assert saved["teachers"] == result.teachers
+
+
+def test_pools_with_other_labels_or_vocabulary_are_refused_naming_both(
+    tiny_cfg: dict, tiny_teacher: str, tokenizer_dir: str, tmp_path: Path
+) -> None:
+    three = make_tiny_teacher(tmp_path / "three", tokenizer_dir, num_labels=3)
+    with pytest.raises(ConfigError, match=r"teachers 'a' \(2 labels\) and 'b' \(3 labels\)"):
+        run_trial(pool_cfg(tiny_cfg, tiny_teacher, three))
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    other = tmp_path / "other-vocab"
+    BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                   intermediate_size=37, num_labels=2)
+    ).save_pretrained(other)  # fmt: skip
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(other)
+    with pytest.raises(ConfigError, match=r"teachers 'a' .* and 'b' .* different vocabularies"):
+        run_trial(pool_cfg(tiny_cfg, tiny_teacher, str(other)))
+
+
+def test_teacher_and_teachers_together_are_refused(tiny_cfg: dict, tiny_teacher: str) -> None:
+    raw = {**tiny_cfg, "teachers": [{"name": "x", "path": tiny_teacher}]}
+    with pytest.raises(ConfigError, match="both 'teacher' and 'teachers'"):
+        TrialConfig.from_dict(raw)
+    raw = {k: v for k, v in tiny_cfg.items() if k != "teacher"}
+    raw["teachers"] = [{"name": "x", "path": tiny_teacher}, {"name": "x", "path": tiny_teacher}]
+    with pytest.raises(ConfigError, match="names x more than once"):
+        TrialConfig.from_dict(raw)
+
+
+def test_one_teacher_pool_is_the_single_teacher_run(tiny_cfg: dict, tmp_path: Path) -> None:
+    one = run_trial(TrialConfig.from_dict(tiny_cfg))
+    raw = {k: v for k, v in tiny_cfg.items() if k != "teacher"}
+    raw["teachers"] = [{"name": "teacher", **tiny_cfg["teacher"]}]
+    raw["trainer"] = {**tiny_cfg["trainer"], "output_dir": str(tmp_path / "pool")}
+    pool = run_trial(TrialConfig.from_dict(raw))
+    assert [h["train_loss"] for h in pool.history] == [h["train_loss"] for h in one.history]
+    assert pool.test == one.test
+
+
+def test_student_folder_is_a_valid_teacher_path(tiny_cfg: dict, tmp_path: Path) -> None:
+    first = run_trial(TrialConfig.from_dict(tiny_cfg).replace(**{"trainer.save_student": True}))
+    assert first.student_dir is not None
+    assert (Path(first.student_dir) / "tokenizer.json").is_file()
+    cfg = TrialConfig.from_dict(tiny_cfg).replace(
+        **{"teacher.path": first.student_dir, "trainer.output_dir": str(tmp_path / "second")}
+    )
+    assert run_trial(cfg).status == "finished"
+
+
+def test_num_layers_fine_tunes_a_shallower_teacher(tiny_cfg: dict, tiny_teacher: str) -> None:
+    """teacher.num_layers keeps the first layers of the backbone before fine-tuning."""
+    from kdray.teacher import resolve_teachers
+    from kdray.teachers import teacher_config
+
+    raw = {k: v for k, v in tiny_cfg.items() if k != "teacher"}
+    raw["teachers"] = [
+        {"name": "full", "path": tiny_teacher},
+        {"name": "half", "backbone": tiny_teacher, "num_layers": 1, "max_steps": 3,
+         "max_train_examples": 200},
+    ]  # fmt: skip
+    cfg = TrialConfig.from_dict(raw)
+    assert teacher_config(cfg.teacher_list()[1]).num_hidden_layers == 1
+    paths = resolve_teachers(cfg)
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(paths["half"]).num_hidden_layers == 1
+    result = run_trial(cfg, teacher_paths=paths)
+    assert result.status == "finished" and result.teachers["half"] == paths["half"]
+    with pytest.raises(ConfigError, match=r"num_layers.* is more than the backbone"):
+        resolve_teachers(cfg.replace(**{"teachers": [{"backbone": tiny_teacher, "num_layers": 9}]}))
+
+
+# ---------------------------------------------------------------------------------- stage plans
+
+TWO_STAGES = {
+    "knowledge.types": ["hard", "soft", "hidden", "attention_relation"],
+    "stages": [
+        {"name": "features", "steps": 10, "types": ["hidden", "attention_relation"]},
+        {"name": "outputs", "steps": 10, "types": ["soft", "hard"]},
+    ],
+    "trainer.eval_every": 5,
+}
+
+
+def test_acks_two_stage_is_episodes_that_reset_plus_a_frozen_final_stage() -> None:
+    cfg = TrialConfig.from_dict(
+        {"selector": {"kind": "acks", "mode": "two_stage", "episodes": 2, "episode_steps": 7}}
+    )
+    stages = plan(cfg, ("hard", "soft"))
+    assert [(s.steps, s.reset_student, s.learn, s.segment, s.final) for s in stages] == [
+        (7, True, True, 0, False),
+        (7, True, True, 1, False),
+        (300, True, False, 2, True),
+    ]
+
+
+def test_two_stage_plan_switches_knowledge_and_keeps_the_student(tiny_cfg: dict) -> None:
+    result = run_trial(TrialConfig.from_dict(tiny_cfg).replace(**TWO_STAGES))
+    log = pd.read_parquet(Path(result.output_dir) / PHASE_LOG)
+    assert result.steps == 20 and list(log["stage"]) == [0, 0, 1, 1]
+    assert log["final"].all() and (log["episode"] == 0).all()  # one segment: student kept
+    first, second = log[log["stage"] == 0], log[log["stage"] == 1]
+    assert first["loss_soft"].isna().all() and first["loss_hard"].isna().all()
+    assert first["loss_hidden"].notna().all() and first["loss_attention_relation"].notna().all()
+    assert second["loss_hidden"].isna().all() and second["w_attention_relation"].eq(0).all()
+    assert second["loss_soft"].notna().all() and second["loss_hard"].notna().all()
+    assert list(log["progress"]) == [0.25, 0.5, 0.75, 1.0]  # progress over the segment
+    assert [h["step"] for h in result.history] == [5, 10, 15, 20]
+
+
+KILL_IN_STAGE_2 = """
+import os, signal, sys
+from kdray.config import TrialConfig
+from kdray.trainer import run_trial
+import json
+
+class KillAt:
+    def report(self, metrics, checkpoint_dir=None):
+        if metrics["step"] >= 15:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+cfg = TrialConfig.from_dict(json.loads(sys.argv[1]))
+run_trial(cfg, KillAt())
+"""
+
+
+def test_sigkill_in_stage_two_resumes_exactly(tiny_cfg: dict, tmp_path: Path) -> None:
+    cfg = TrialConfig.from_dict(tiny_cfg).replace(**TWO_STAGES)
+    whole = run_trial(cfg.replace(**{"trainer.output_dir": str(tmp_path / "whole")}))
+    killed = cfg.replace(**{"trainer.output_dir": str(tmp_path / "killed")})
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_IN_STAGE_2, json.dumps(killed.to_dict())],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert state["stage"] == 1 and state["step"] == 15
+    resumed = run_trial(killed)
+    a = pd.read_parquet(tmp_path / "whole" / PHASE_LOG).drop(columns="run_id")
+    b = pd.read_parquet(tmp_path / "killed" / PHASE_LOG).drop(columns="run_id")
+    pd.testing.assert_frame_equal(a, b)
+    assert resumed.test == whole.test and resumed.validation == whole.validation
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+
+
+def test_bad_stage_plans_are_refused(tiny_cfg: dict) -> None:
+    cfg = TrialConfig.from_dict(tiny_cfg)
+    with pytest.raises(ConfigError, match=r"'stages\[0\].types' names contrastive"):
+        cfg.replace(stages=[{"steps": 5, "types": ["contrastive"]}])
+    with pytest.raises(ConfigError, match=r"'stages' and 'selector\.mode: two_stage'"):
+        cfg.replace(**{"selector.kind": "acks", "selector.mode": "two_stage",
+                       "stages": [{"steps": 5}]})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"'stages\[1\].steps' must be > 0"):
+        cfg.replace(stages=[{"steps": 5}, {"steps": 0}])
