@@ -126,8 +126,11 @@ class Setup:
         w = None  # (B, n_teachers)
         if teachers:
             w = hook(BatchView(step, batch, student.detached(), teachers))
+            shape = (len(batch["labels"]), len(teachers))
             if w is None and len(teachers) > 1:
-                w = torch.full((len(batch["labels"]), len(teachers)), 1 / len(teachers))
+                w = torch.full(shape, 1 / len(teachers))
+            elif w is not None and tuple(w.shape) != shape:
+                raise ValueError(f"batch_weights gave shape {tuple(w.shape)}, not {shape}")
         out = {}
         for k in active:
             if k not in reading:
@@ -139,7 +142,7 @@ class Setup:
                 out[k] = torch.stack([
                     self.module(i, k)(student, teachers[t.name], batch).mean(w[:, i])
                     for i, t in enumerate(self.teachers) if bool(w[:, i].any())
-                ]).sum()  # fmt: skip
+                ] or [student.logits.new_zeros(())]).sum()  # fmt: skip
         return out
 
 
@@ -229,16 +232,20 @@ def shared_teacher_outputs(
 ) -> dict[str, TeacherOutputs]:
     """Each teacher's outputs that the trials of a sweep over `cfg` read (its knowledge
     types, and the last-layer [CLS] an agent's state reads, whatever the selector), loaded or
-    computed once, to share with every trial through Ray's object store."""
+    computed once, to share with every trial through Ray's object store. A teacher whose
+    outputs the cache settings or budget leave out is not shared."""
     cfg = check_trial(cfg)
     _, data, _, _, teachers, knowledge = _pool(cfg, teacher_paths, progress)
     tr, device = cfg.trainer, pick_device(cfg.trainer.device)
     out = {}
+    fits = CacheBudget(cfg, data)
     for t in teachers:
         modules = knowledge[module_key(t.name)]
         assert isinstance(modules, nn.ModuleDict)
         _, needs = needs_of(modules)
         needs = needs | Needs(hidden=frozenset({t.shape.layers}))
+        if not fits(t, needs):  # the trials run this teacher live (or cache it themselves)
+            continue
         out[t.name] = prepare_outputs(
             t.path,
             data.train,
@@ -253,6 +260,22 @@ def shared_teacher_outputs(
     return out
 
 
+class CacheBudget:
+    """trainer.teacher_cache (on/off) and one teacher_cache_max_mb for the whole pool: each
+    teacher's outputs are charged in pool order; one that would go past it runs live."""
+
+    def __init__(self, cfg: TrialConfig, data: TaskData) -> None:
+        self.on, self.data = cfg.trainer.teacher_cache, data
+        self.left = cfg.trainer.teacher_cache_max_mb * 2**20
+
+    def __call__(self, t: Teacher, needs: Needs) -> bool:
+        size = estimate_bytes(self.data.train, needs, t.shape.width, t.shape.heads)
+        if not self.on or size > self.left:
+            return False
+        self.left -= size
+        return True
+
+
 def _teacher_outputs(
     s: Setup,
     progress: bool,
@@ -265,6 +288,7 @@ def _teacher_outputs(
         shared = {s.teachers[0].name: shared}
     kinds = s.types
     modes = []
+    fits = CacheBudget(cfg, s.data)
     for i, t in enumerate(s.teachers):
         needs = s.teacher_needs(i, kinds)
         reads = needs != Needs() or any(s.module(i, k).needs_teacher for k in kinds)
@@ -281,10 +305,7 @@ def _teacher_outputs(
                 )
             t.outputs = out
             modes.append("cached (shared)")
-        elif tr.teacher_cache and (
-            estimate_bytes(s.data.train, needs, t.shape.width, t.shape.heads)
-            <= tr.teacher_cache_max_mb * 2**20
-        ):
+        elif fits(t, needs):
             t.outputs = prepare_outputs(
                 t.path,
                 s.data.train,
@@ -301,10 +322,9 @@ def _teacher_outputs(
         else:
             if tr.teacher_cache:
                 log.warning(
-                    "teacher '%s' outputs would take %.0f MB > trainer.teacher_cache_max_mb=%d; "
-                    "running it live",
+                    "teacher '%s' outputs would take the pool past "
+                    "trainer.teacher_cache_max_mb=%d; running it live",
                     t.name,
-                    estimate_bytes(s.data.train, needs, t.shape.width, t.shape.heads) / 2**20,
                     tr.teacher_cache_max_mb,
                 )
             if t.model is None:
@@ -324,7 +344,7 @@ def _setup_pretrained(
     """`student.init: pretrained`: the backbone fine-tuned on hard labels, no teacher."""
     from kdray.models import student_shape
 
-    source = resolve_backbone(cfg.teacher.backbone)
+    source = resolve_backbone(cfg.teacher_list()[0].backbone)
     s_shape = student_shape(cfg.student, Shape.of(load_config(source)))
     tokenizer = AutoTokenizer.from_pretrained(source)
     data = load_task(cfg.data, tokenizer, cache_root(cfg), progress=progress)

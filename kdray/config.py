@@ -422,10 +422,20 @@ def _check_teacher(t: TeacherConfig, where: str) -> None:
         )
 
 
+def _check_names(names: list[str]) -> None:
+    bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_-]+", n)]
+    if bad:
+        raise ConfigError(
+            f"teacher name {bad[0]!r} must be letters, digits, '_' or '-' (it names phase-log "
+            f"columns and checkpoint keys)"
+        )
+
+
 def _check_teachers(cfg: TrialConfig) -> None:
     """`teacher` (one) or `teachers` (a pool with unique names), never both."""
     if cfg.teachers is None:
         _check_teacher(cfg.teacher, "teacher")
+        _check_names([cfg.teacher.name or "teacher"])
         return
     if cfg.teacher != TeacherConfig():
         raise ConfigError(
@@ -437,12 +447,7 @@ def _check_teachers(cfg: TrialConfig) -> None:
     for i, t in enumerate(cfg.teachers):
         _check_teacher(t, f"teachers[{i}]")
     names = [t.name or "" for t in cfg.teacher_list()]
-    bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_-]+", n)]
-    if bad:
-        raise ConfigError(
-            f"teacher name {bad[0]!r} must be letters, digits, '_' or '-' (it names phase-log "
-            f"columns and checkpoint keys)"
-        )
+    _check_names(names)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(
@@ -465,6 +470,11 @@ def _check_stages(cfg: TrialConfig) -> None:
         )
     for i, st in enumerate(cfg.stages):
         _positive(f"stages[{i}].steps", st.steps, allow_none=True)
+        if st.selector == "learn" and any(p.selector == "frozen" for p in cfg.stages[:i]):
+            raise ConfigError(
+                f"'stages[{i}].selector: learn' comes after a frozen stage; a frozen selector "
+                f"stays frozen, so put the learning stages first"
+            )
         if st.types is not None:
             if not st.types:
                 raise ConfigError(f"'stages[{i}].types' is empty; list knowledge types or unset it")

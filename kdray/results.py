@@ -22,7 +22,7 @@ Phase log columns (one row per phase; fixed columns first, then one pair per kno
     =============== ======= ===============================================================
     run_id          str     the run (a sweep's trial id)
     selector        str     selector.kind
-    stage           str     the stage of the run's plan the phase belongs to
+    stage           int     index of the stage of the run's plan the phase belongs to
     episode         int     segment index (stage-A episodes of two-stage ACKS, then final)
     final           bool    the phase is in the last segment (the evaluated student)
     phase           int     phase index within the run

@@ -164,6 +164,13 @@ class SweepSpec:
             local = (base / value).resolve()
             if path in FILE_PATHS or local.exists():  # else a hub id such as bert-base-uncased
                 set_path(trial, path, str(local))
+        for t in trial.get("teachers") or []:  # a pool: each teacher's path and backbone
+            for key in ("path", "backbone"):
+                value = t.get(key) if isinstance(t, dict) else None
+                if isinstance(value, str) and "://" not in value:
+                    local = (base / Path(value).expanduser()).resolve()
+                    if not Path(value).expanduser().is_absolute() and local.exists():
+                        t[key] = str(local)
         return dataclasses.replace(self, trial=trial)
 
     def param_space(self) -> dict[str, Any]:

@@ -42,6 +42,8 @@ class Stage:
     segment_steps: int
     #: Steps from this stage's optimiser reset to the next (the schedule's length).
     schedule_steps: int
+    #: Phases in its segment (a stage's end also ends a phase).
+    segment_phases: int
 
     @property
     def end(self) -> int:
@@ -98,6 +100,7 @@ def plan(cfg: TrialConfig, types: tuple[str, ...]) -> tuple[Stage, ...]:
                 start=sum(steps[j] for j in same if j < i),
                 segment_steps=sum(steps[j] for j in same),
                 schedule_steps=sum(steps[first:end]),
+                segment_phases=sum(-(-steps[j] // cfg.selector.phase_length) for j in same),
             )
         )
     return tuple(out)

@@ -105,6 +105,7 @@ def train_trial(
     import ray
     from ray import tune
 
+    from kdray.checkpoint import check_output_dir
     from kdray.teacher import resolve_teachers
     from kdray.trainer import run_trial
 
@@ -118,6 +119,7 @@ def train_trial(
             shutil.copyfile(Path(d) / CHECKPOINT, tmp)
     cfg = spec.trial_config({**config, "trainer.output_dir": str(run_dir)})
     if teacher_paths is None:  # teachers or data searched: this trial's own (cached) teachers
+        check_output_dir(cfg, allow_mutation=spec.sweep.scheduler == "pbt")
         teacher_paths = resolve_teachers(cfg)
     reporter = TuneReporter(ray.get_runtime_context().get_node_id())
     run_trial(cfg, reporter, teacher_outputs=shared, run_id=context.get_trial_id(),

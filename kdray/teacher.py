@@ -176,6 +176,10 @@ def main() -> int:
     overrides = list(args.overrides) + ([f"data.task={args.task}"] if args.task else [])
     cfg = trial_config(args.config, overrides, args.data_dir)
     if args.force:
+        from kdray.tasks import TASKS
+        from kdray.teachers import preflight
+
+        preflight(cfg, TASKS[cfg.data.task])  # a bad pool costs no fine-tune
         for t in cfg.teacher_list():
             if not t.path:
                 ensure_teacher(_one(cfg, t), progress=True, force=True)

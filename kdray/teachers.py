@@ -126,13 +126,16 @@ def preflight(
         if path or t.path:
             check_teacher_task(source_of(t, path), configs[t.name or ""], spec)
     s_shape = student_shape(cfg.student, Shape.of(c0))
-    for name, c in configs.items():
+    for i, (name, c) in enumerate(configs.items()):
         t_shape = Shape.of(c)
-        check_shapes(cfg.knowledge, s_shape, t_shape)
         try:
+            check_shapes(cfg.knowledge, s_shape, t_shape)
             layer_map(cfg.student, t_shape.layers)
         except ConfigError as exc:
-            raise ConfigError(f"teacher '{name}': {exc}") from None
+            if len(configs) == 1:
+                raise
+            shaped = " (the student is shaped after it)" if i == 0 else ""
+            raise ConfigError(f"teacher '{name}'{shaped}: {exc}") from None
     return s_shape, configs
 
 
@@ -151,7 +154,7 @@ def named_paths(cfg: TrialConfig, paths: Mapping[str, str] | str | None) -> dict
         raise ConfigError(
             f"teacher {', '.join(map(str, missing))} has no fine-tuned model: resolve it first "
             f"(kdray.teacher.resolve_teachers, which fine-tunes a backbone once and caches it; "
-            f"`python -m kdray.teacher`) or give 'teacher.path'"
+            f"`python -m kdray.teacher`) or give its 'path'"
         )
     return out
 

@@ -25,14 +25,19 @@ def main() -> int:
         overrides.append(f"trainer.output_dir={args.output_dir}")
     cfg = trial_config(args.config, overrides, args.data_dir)
 
+    from kdray.checkpoint import check_output_dir
     from kdray.teacher import resolve_teachers
     from kdray.trainer import run_trial
 
+    check_output_dir(cfg)  # before any teacher is fine-tuned
     result = run_trial(cfg, progress=True, teacher_paths=resolve_teachers(cfg, progress=True))
     m = result.main_metric
     print(f"status: {result.status} after {result.steps} steps ({result.wall_s:.1f} s)")
-    teachers = ", ".join(f"{n} {p}" for n, p in result.teachers.items()) or "none"
-    print(f"teachers: {teachers}  (teacher outputs: {result.teacher_cache})")
+    if len(result.teachers) > 1:
+        pool = ", ".join(f"{n} {p}" for n, p in result.teachers.items())
+        print(f"teachers: {pool}  (teacher outputs: {result.teacher_cache})")
+    else:
+        print(f"teacher: {result.teacher}  (teacher outputs: {result.teacher_cache})")
     if result.validation:
         print(f"validation {m}: {result.validation.get(m, float('nan')):.4f}")
     for split, metrics in result.test.items():

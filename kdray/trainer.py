@@ -273,7 +273,7 @@ class Run:
         if self.measures_reward:
             before, after = self.reward_loss, self.measure_reward_loss()
             self.reward_loss = after
-        K, seg = self.cfg.selector.phase_length, self.stage.segment_steps
+        seg = self.stage.segment_steps
         self.selector.end_phase(
             PhaseOutcome(
                 phase=self.phase,
@@ -283,8 +283,8 @@ class Run:
                 losses=losses,
                 reward_loss_before=before,
                 reward_loss_after=after,
-                last=self.step >= seg,
-                phases=math.ceil(seg / K),
+                last=self.step >= seg or self.learning_ends(),
+                phases=self.stage.segment_phases,
             )
         )
         self.log.add(
@@ -306,6 +306,13 @@ class Run:
         self.phase += 1
         self.action = {}
         self.phase_val = math.nan
+
+    def learning_ends(self) -> bool:
+        """The phase ends a learning stage that a frozen one follows: the agent's last
+        transition (no bootstrap from a state it will never act in while learning)."""
+        st = self.stage
+        nxt = self.stages[st.index + 1] if st.index + 1 < len(self.stages) else None
+        return self.step == st.end and st.learn and nxt is not None and not nxt.learn
 
     # -------------------------------------------------------------------------------- eval
 

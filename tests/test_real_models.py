@@ -51,3 +51,31 @@ def test_fine_tune_teacher_then_distil_on_rte(glue_dir: Path, tmp_path: Path) ->
     assert result["status"] == "finished" and result["steps"] == 6
     assert 0.0 <= result["test"]["dev"]["accuracy"] <= 1.0
     assert (out / "student" / "config.json").is_file()
+
+
+def test_two_teachers_from_the_one_backbone(glue_dir: Path, tmp_path: Path) -> None:
+    """MiniLM whole and its first three layers, each fine-tuned (tiny recipe) and cached; a
+    student distilled from both with uniform weights, both teachers' outputs cached."""
+    cache = str(tmp_path / "cache")
+    recipe = {"max_steps": 4, "batch_size": 8, "max_train_examples": 200}
+    teachers = json.dumps(
+        [{"name": "full", **recipe}, {"name": "three", "num_layers": 3, **recipe}]
+    )
+    args = [
+        "--config", str(Path(__file__).parents[1] / "search_spaces" / "trial_two_teachers.yaml"),
+        "--data-dir", str(glue_dir), "--output-dir", str(tmp_path / "run"),
+        "--set", f"teachers={teachers}", "--set", "data.max_train_examples=300",
+        "--set", "data.max_test_examples=64", "--set", "trainer.max_steps=6",
+        "--set", "trainer.batch_size=8", "--set", "trainer.eval_every=3",
+    ]  # fmt: skip
+    proc = kdray("train", *args, env_cache=cache, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert result["status"] == "finished" and result["teacher_cache"] == "cached"
+    from transformers import AutoConfig
+
+    layers = {n: AutoConfig.from_pretrained(p).num_hidden_layers
+              for n, p in result["teachers"].items()}  # fmt: skip
+    assert layers == {"full": 6, "three": 3}
+    stored = list((Path(cache) / "teacher_outputs").glob("*.pt"))
+    assert len(stored) == 2  # each teacher's outputs, under its own fingerprint

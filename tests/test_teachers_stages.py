@@ -87,6 +87,36 @@ def test_uniform_weights_average_the_teachers(
     torch.testing.assert_close(uniform["hard"], per_teacher[0]["hard"])  # no teacher read
 
 
+def test_a_hook_that_selects_no_teacher_trains_nothing_from_teachers(
+    tiny_cfg: dict, tiny_teacher: str, second_teacher: str
+) -> None:
+    run = Run(setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher)), None, False)
+    run.action = dict.fromkeys(run.s.types, 1.0)
+    run.selector.batch_weights = lambda view: torch.zeros(len(view.batch["labels"]), 2)  # type: ignore[method-assign]
+    losses = run.losses(run.batch(0))
+    assert float(losses["soft"]) == 0.0 and float(losses["hard"]) > 0
+    run.selector.batch_weights = lambda view: torch.ones(3, 2)  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match=r"shape \(3, 2\), not \(8, 2\)"):
+        run.losses(run.batch(0))
+
+
+def test_the_cache_budget_holds_for_the_whole_pool(
+    tiny_cfg: dict, tiny_teacher: str, second_teacher: str
+) -> None:
+    """Each teacher's outputs count against one teacher_cache_max_mb; past it, live."""
+    from kdray.build import CacheBudget
+
+    s = setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher))
+    needs = [s.teacher_needs(i, s.types) for i in range(2)]
+    from kdray.teacher_cache import estimate_bytes
+
+    sizes = [estimate_bytes(s.data.train, n, t.shape.width, t.shape.heads)
+             for n, t in zip(needs, s.teachers, strict=True)]  # fmt: skip
+    budget = CacheBudget(s.cfg, s.data)
+    budget.left = sizes[0] + sizes[1] // 2  # room for the first teacher only
+    assert budget(s.teachers[0], needs[0]) and not budget(s.teachers[1], needs[1])
+
+
 def test_two_teacher_run_caches_both_and_finishes(
     tiny_cfg: dict, tiny_teacher: str, second_teacher: str
 ) -> None:
@@ -252,3 +282,14 @@ def test_bad_stage_plans_are_refused(tiny_cfg: dict) -> None:
                        "stages": [{"steps": 5}]})  # fmt: skip
     with pytest.raises(ConfigError, match=r"'stages\[1\].steps' must be > 0"):
         cfg.replace(stages=[{"steps": 5}, {"steps": 0}])
+    with pytest.raises(ConfigError, match=r"'stages\[1\].selector: learn' comes after a frozen"):
+        cfg.replace(stages=[{"steps": 5, "selector": "frozen"}, {"steps": 5}])
+    with pytest.raises(ConfigError, match=r"teacher name 'a\.b'"):
+        cfg.replace(**{"teacher.name": "a.b"})
+
+
+def test_phases_of_a_segment_count_every_stage_end() -> None:
+    cfg = TrialConfig.from_dict(
+        {"selector": {"phase_length": 30}, "stages": [{"steps": 100}, {"steps": 100}]}
+    )
+    assert [s.segment_phases for s in plan(cfg, ("hard",))] == [8, 8]
