@@ -44,8 +44,9 @@ A selector may add columns of its own (`Selector.log_fields`).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -123,3 +124,54 @@ def read_phase_log(path: str | Path, fs: Any = None) -> pd.DataFrame:
 def knowledge_types(phases: pd.DataFrame) -> list[str]:
     """The knowledge types a phase log records (from its w_<type> columns), in column order."""
     return [c[len(WEIGHT_PREFIX) :] for c in phases.columns if c.startswith(WEIGHT_PREFIX)]
+
+
+# ------------------------------------------------------------------------------- one run
+
+
+class Reporter(Protocol):
+    """Where evaluation results go: Ray's tune.report in a sweep, a list in tests."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None: ...
+
+
+class ListReporter:
+    """Keeps every report in memory."""
+
+    def __init__(self) -> None:
+        self.results: list[dict[str, Any]] = []
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        self.results.append(dict(metrics))
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run, also written to output_dir/results.json."""
+
+    status: str  # "finished" | "diverged"
+    steps: int
+    validation: dict[str, float]
+    test: dict[str, dict[str, float]]
+    main_metric: str
+    wall_s: float
+    output_dir: str
+    student_dir: str | None = None
+    #: The (first) teacher's folder, and every teacher's by name.
+    teacher: str | None = None
+    teachers: dict[str, str] = field(default_factory=dict)
+    teacher_cache: str = "off"  # "off" | "cached" | "live (over budget)"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def test_score(self) -> float:
+        """The main metric on the (first) test split."""
+        first = next(iter(self.test.values()), {})
+        return float(first.get(self.main_metric, float("nan")))
+
+
+def write_results(run_dir: str | Path, result: RunResult) -> None:
+    """`results.json` of a finished (or diverged) run, written atomically."""
+    from kdray.io import atomic_write_text
+
+    atomic_write_text(Path(run_dir) / RESULTS, json.dumps(asdict(result), indent=2))

@@ -20,15 +20,14 @@ stage and data position, so a run restarted on the same output_dir continues whe
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,11 +39,18 @@ from kdray.build import Setup, setup
 from kdray.checks import check_trial
 from kdray.config import TrialConfig
 from kdray.features import Needs
-from kdray.io import atomic_write_text
 from kdray.loop import BatchOrder, autocast, evaluate
 from kdray.models import encode, save_model_folder
 from kdray.phaselog import PhaseLog
-from kdray.results import CHECKPOINT, RESULTS, STUDENT_DIR
+from kdray.results import (
+    CHECKPOINT,
+    RESULTS,
+    STUDENT_DIR,
+    ListReporter,
+    Reporter,
+    RunResult,
+    write_results,
+)
 from kdray.selector import PhaseOutcome, PhaseState, build_selector, measures_reward
 from kdray.stages import plan
 from kdray.teacher_cache import TeacherOutputs
@@ -53,50 +59,6 @@ __all__ = ["CHECKPOINT", "RESULTS", "ListReporter", "Reporter", "Run", "RunResul
            "run_trial", "setup"]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------- reporting
-
-
-class Reporter(Protocol):
-    """Where evaluation results go: Ray's tune.report in a sweep, a list in tests."""
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None: ...
-
-
-class ListReporter:
-    """Keeps every report in memory."""
-
-    def __init__(self) -> None:
-        self.results: list[dict[str, Any]] = []
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
-        self.results.append(dict(metrics))
-
-
-@dataclass
-class RunResult:
-    """The outcome of one run, also written to output_dir/results.json."""
-
-    status: str  # "finished" | "diverged"
-    steps: int
-    validation: dict[str, float]
-    test: dict[str, dict[str, float]]
-    main_metric: str
-    wall_s: float
-    output_dir: str
-    student_dir: str | None = None
-    #: The (first) teacher's folder, and every teacher's by name.
-    teacher: str | None = None
-    teachers: dict[str, str] = field(default_factory=dict)
-    teacher_cache: str = "off"  # "off" | "cached" | "live (over budget)"
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def test_score(self) -> float:
-        """The main metric on the (first) test split."""
-        first = next(iter(self.test.values()), {})
-        return float(first.get(self.main_metric, float("nan")))
 
 
 class Run:
@@ -463,7 +425,7 @@ class Run:
             final["test_metric"] = result.test_score
         if status == "diverged":
             final.setdefault("val_metric", float("nan"))
-        atomic_write_text(self.out_dir / RESULTS, json.dumps(asdict(result), indent=2))
+        write_results(self.out_dir, result)
         self.reporter.report(final, checkpoint_dir=str(self.out_dir))
         return result
 

@@ -15,6 +15,7 @@ import torch
 import transformers
 
 from kdray import data as kd
+from kdray import glue
 from kdray.config import DataConfig
 from kdray.data import (
     RawSplit,
@@ -133,7 +134,7 @@ def test_real_label_balance_and_text() -> None:
 
 @needs_glue
 def test_mrpc_bom_is_stripped() -> None:
-    frame = kd._read_frame(TASKS["mrpc"], GLUE / "MRPC" / "train.tsv")
+    frame = glue._read_frame(TASKS["mrpc"], GLUE / "MRPC" / "train.tsv")
     assert frame.columns[0] == "Quality"
     raw = read_glue_tsv(TASKS["mrpc"], GLUE)
     assert np.bincount(raw["dev"].labels).tolist() == [129, 279]
@@ -198,7 +199,7 @@ def test_malformed_lines_are_skipped_with_a_count(tmp_path: Path, caplog) -> Non
     ]
     write_tsv(tmp_path, "QQP", "train.tsv", [head, *rows])
     write_tsv(tmp_path, "QQP", "dev.tsv", [head, rows[0]])
-    with caplog.at_level(logging.WARNING, logger="kdray.data"):
+    with caplog.at_level(logging.WARNING, logger="kdray.glue"):
         raw = read_glue_tsv(TASKS["qqp"], tmp_path)
     assert raw["train"].texts == [("How are you?", "How do you do?"), ("Is null a word?", "null")]
     assert raw["train"].labels.tolist() == [1, 0]

@@ -36,6 +36,7 @@ FOUNDATION = {
     "kdray.results",
     "kdray.io",
     "kdray.tensors",
+    "kdray.strict",
 }
 #: Imported by checks and sweep files: no torch, pandas or numpy (directly or through kdray).
 LIGHT = ("kdray.tasks", "kdray.config")

@@ -93,6 +93,12 @@ class Knowledge(nn.Module):
     #: Needs class labels (undefined for regression: skipped there with a warning).
     needs_labels: ClassVar[bool] = False
 
+    @classmethod
+    def check_options(cls, cfg: KnowledgeConfig) -> None:
+        """Ranges of the `knowledge.*` knobs this type owns (none here). Checked whatever the
+        chosen types, since a sweep may switch them between trials."""
+        del cfg  # the base class owns no knob
+
     def __init__(self, ctx: KnowledgeContext) -> None:
         super().__init__()
         self.ctx = ctx

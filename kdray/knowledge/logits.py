@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdray.config import KnowledgeConfig
+from kdray.errors import ConfigError
 from kdray.features import Features
 from kdray.knowledge.base import ExampleLoss, Knowledge, register
 
@@ -36,6 +38,11 @@ class Soft(Knowledge):
     """
 
     name = "soft"
+
+    @classmethod
+    def check_options(cls, cfg: KnowledgeConfig) -> None:
+        if cfg.temperature <= 0:
+            raise ConfigError(f"'knowledge.temperature' must be > 0, got {cfg.temperature}")
 
     def loss(
         self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from kdray.config import KnowledgeConfig
+from kdray.errors import ConfigError
 from kdray.features import Features, Needs
 from kdray.knowledge.base import ExampleLoss, Knowledge, KnowledgeContext, projection, register
 from kdray.knowledge.masked import row_kl
@@ -120,6 +122,14 @@ class Contrastive(_LastCls):
     name = "contrastive"
     zero_at_match = False
     needs_labels = True
+
+    @classmethod
+    def check_options(cls, cfg: KnowledgeConfig) -> None:
+        if cfg.contrastive_temperature <= 0:
+            raise ConfigError(
+                f"'knowledge.contrastive_temperature' must be > 0, got "
+                f"{cfg.contrastive_temperature}"
+            )
 
     def __init__(self, ctx: KnowledgeContext) -> None:
         super().__init__(ctx)
