@@ -255,9 +255,12 @@ def test_killed_driver_resumes_without_losing_finished_trials(
         while not finished_trials(experiment) and time.monotonic() < deadline:
             assert driver.poll() is None, "the sweep ended before it could be interrupted"
             time.sleep(0.2)
-        time.sleep(3)  # Tune saves its experiment state every second (TUNE_GLOBAL_CHECKPOINT_S)
         before = finished_trials(experiment)
         assert 1 <= len(before) < 4
+        # Tune saves its experiment state every second (TUNE_GLOBAL_CHECKPOINT_S): a trial
+        # that wrote results.json less than that before the kill may not be recorded as done
+        # yet, and resuming then rightly finishes it again; wait until `before` is recorded
+        time.sleep(3)
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait()
     finally:
