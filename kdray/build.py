@@ -236,7 +236,7 @@ def shared_teacher_outputs(
     outputs the cache settings or budget leave out is not shared."""
     cfg = check_trial(cfg)
     _, data, _, _, teachers, knowledge = _pool(cfg, teacher_paths, progress)
-    tr, device = cfg.trainer, pick_device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device)
     out = {}
     fits = CacheBudget(cfg, data)
     for t in teachers:
@@ -246,18 +246,33 @@ def shared_teacher_outputs(
         needs = needs | Needs(hidden=frozenset({t.shape.layers}))
         if not fits(t, needs):  # the trials run this teacher live (or cache it themselves)
             continue
-        out[t.name] = prepare_outputs(
-            t.path,
-            data.train,
-            data.fingerprint,
-            needs,
-            cache_root(cfg),
-            batch_size=tr.eval_batch_size,
-            device=device,
-            progress=progress,
-            autocast=device.type == "cuda" and tr.bf16,
-        )
+        out[t.name] = _outputs(cfg, t, data, needs, device, progress)
     return out
+
+
+def _outputs(
+    cfg: TrialConfig,
+    t: Teacher,
+    data: TaskData,
+    needs: Needs,
+    device: torch.device,
+    progress: bool,
+) -> TeacherOutputs:
+    """Teacher t's outputs `needs` on the train split, with the run's eval batch size and
+    autocast: from the cache, or computed once (with its loaded model, if any)."""
+    tr = cfg.trainer
+    return prepare_outputs(
+        t.path,
+        data.train,
+        data.fingerprint,
+        needs,
+        cache_root(cfg),
+        model=t.model,
+        batch_size=tr.eval_batch_size,
+        device=device,
+        progress=progress,
+        autocast=device.type == "cuda" and tr.bf16,
+    )
 
 
 class CacheBudget:
@@ -306,18 +321,7 @@ def _teacher_outputs(
             t.outputs = out
             modes.append("cached (shared)")
         elif fits(t, needs):
-            t.outputs = prepare_outputs(
-                t.path,
-                s.data.train,
-                s.data.fingerprint,
-                needs,
-                cache_root(cfg),
-                model=t.model,
-                batch_size=tr.eval_batch_size,
-                device=s.device,
-                progress=progress,
-                autocast=s.device.type == "cuda" and tr.bf16,
-            )
+            t.outputs = _outputs(cfg, t, s.data, needs, s.device, progress)
             modes.append("cached")
         else:
             if tr.teacher_cache:
