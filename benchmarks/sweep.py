@@ -108,9 +108,10 @@ def main() -> None:
     # be decided by a handful of examples
     steps, examples = (32, 3000) if args.quick else (120, 6000)
 
-    import ray
+    from kdray import ray_start
 
-    ray.init(num_cpus=args.slots, include_dashboard=False, log_to_driver=False)
+    # a fresh local Ray of `slots` CPUs, whatever else runs on this machine
+    ray_start.start(ray_start.resolve("local"), num_cpus=args.slots, log_to_driver=False)
     storage = tempfile.mkdtemp(prefix="kdray-bench-sweep-")
     fifo = base_spec(args, steps, examples, "fifo")
     t0 = time.perf_counter()

@@ -9,8 +9,8 @@
 Tables (one row each per):
     trials   trial: trial_id, status (finished, diverged, pruned, errored, running, pending,
              paused), config/<path> for every config key (the base trial with the sampled
-             values), val_metric (last), best_val_metric, test_metric, steps, iterations,
-             wall_s
+             values), val_metric (last), best_val_metric, the sweep's metric (last; when
+             it is another, e.g. val_loss), test_metric, steps, iterations, wall_s
     history  evaluation: trial_id plus everything the trial reported (val_*, train_loss,
              selector/* diagnostics, step, training_iteration, ...)
     phases   phase of any trial's phase log (kdray.results.PHASE_LOG) plus trial_id
@@ -37,7 +37,7 @@ import pandas as pd
 
 from kdray.config import flat_paths
 from kdray.errors import ConfigError, KdrayError
-from kdray.io import storage_fs, storage_location
+from kdray.io import storage_fs
 from kdray.results import (
     PHASE_LOG,
     RESULTS,
@@ -50,8 +50,19 @@ from kdray.results import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
-TUNE_STATUS = {"TERMINATED": "finished", "ERROR": "errored", "RUNNING": "running",
-               "PENDING": "pending", "PAUSED": "paused"}  # fmt: skip
+#: A trial's status (Sweep.trials["status"]) and what it means. finished and diverged come
+#: from the run's own results.json; the rest from Tune's state of a trial without one.
+STATUSES = {
+    "finished": "ran all of trainer.max_steps",
+    "diverged": "ended at a non-finite loss",
+    "pruned": "stopped by the scheduler (or the time budget) before trainer.max_steps",
+    "errored": "raised, also after its retries (error.txt in the trial folder)",
+    "running": "under way",
+    "pending": "waiting for resources",
+    "paused": "paused by the scheduler",
+}
+TUNE_STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending",
+               "PAUSED": "paused"}  # fmt: skip
 
 
 class AnalysisError(KdrayError):
@@ -77,14 +88,45 @@ class Sweep:
 # ------------------------------------------------------------------------------------ loading
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """The tables of a finished or running sweep at a local folder or a storage URI."""
+def trial_status(tune_status: str, run_dir: str, fs: Any = None) -> tuple[str, str | None]:
+    """A trial's status (a STATUSES key) from what its run wrote, and a problem reading it.
+
+    A run writes results.json when it ends by itself (finished or diverged). Tune marks a
+    trial TERMINATED also when the scheduler stops it, and marks the row where it stopped
+    `done`, so neither tells pruned from finished: a terminated trial without results.json
+    was stopped before its end.
+    """
+    try:
+        return str(read_results(run_dir, fs)["status"]), None
+    except FileNotFoundError:
+        if tune_status == "TERMINATED":
+            return "pruned", None
+        return TUNE_STATUS.get(tune_status, tune_status.lower()), None
+    except (OSError, ValueError, KeyError) as exc:  # a damaged file: say so, keep Tune's word
+        status = "finished" if tune_status == "TERMINATED" else tune_status
+        return TUNE_STATUS.get(status, status.lower()), f"{run_dir}/{RESULTS}: {exc}"
+
+
+def describe_statuses(trials: pd.DataFrame) -> str:
+    """'6 trials: 2 finished, 4 pruned' (in STATUSES order)."""
+    counts = trials["status"].value_counts() if len(trials) else pd.Series(dtype=int)
+    order = [s for s in STATUSES if s in counts] + [s for s in counts.index if s not in STATUSES]
+    parts = ", ".join(f"{counts[s]} {s}" for s in order)
+    return f"{len(trials)} trial{'s' if len(trials) != 1 else ''}" + (f": {parts}" if parts else "")
+
+
+def load_sweep(path: str | Path, phases: bool = True) -> Sweep:
+    """The tables of a finished or running sweep at a local folder or a storage URI
+    (`phases`: False leaves the phase logs unread, e.g. for a summary)."""
     from ray.tune import ExperimentAnalysis
 
-    from kdray.search_space import SPEC_FILE, SweepSpec, load_saved_spec
+    from kdray.search_space import SPEC_FILE, SweepSpec, load_saved_spec, sweep_folder
 
     raw = str(path)
-    uri = storage_location(raw)
+    try:
+        uri = sweep_folder(raw, "sweep folder")
+    except ConfigError as exc:  # one error type for the analysis API
+        raise AnalysisError(str(exc)) from None
     fs, _ = storage_fs(uri)
     try:
         analysis = ExperimentAnalysis(uri)
@@ -98,22 +140,19 @@ def load_sweep(path: str | Path) -> Sweep:
         spec = load_saved_spec(uri)
     except ConfigError:
         log.warning("%s has no %s: configs are the sampled values only", raw, SPEC_FILE)
+    settings = spec.sweep if spec else None
+    metric = settings.metric if settings else "val_metric"
     skipped: list[str] = []
-    trials, history, phases = [], [], []
+    trials, history, logs = [], [], []
     frames = analysis.trial_dataframes
     for trial in analysis.trials:
         tid, tdir = trial.trial_id, trial.path
         df = frames.get(tid, pd.DataFrame())
         last = df.iloc[-1].to_dict() if len(df) else {}
-        status = TUNE_STATUS.get(trial.status, trial.status.lower())
         run_dir = f"{tdir}/{TRIAL_RUN_DIR}"
-        try:
-            status = read_results(run_dir, fs)["status"]
-        except FileNotFoundError:
-            if status == "finished" and not last.get("done", False):
-                status = "pruned"  # stopped by the scheduler before its last evaluation
-        except (OSError, ValueError, KeyError) as exc:
-            skipped.append(f"{run_dir}/{RESULTS}: {exc}")
+        status, problem = trial_status(trial.status, run_dir, fs)
+        if problem:
+            skipped.append(problem)
         config = spec.trial_config(trial.config).to_dict() if spec else {}
         row = {
             "trial_id": tid,
@@ -125,6 +164,7 @@ def load_sweep(path: str | Path) -> Sweep:
             **{f"config/{k}": v for k, v in trial.config.items()},
             "val_metric": last.get("val_metric", np.nan),
             "best_val_metric": last.get("best_val_metric", np.nan),
+            metric: last.get(metric, np.nan),  # the sweep's metric, when it is another one
             "test_metric": last.get("test_metric", np.nan),
             "steps": last.get("step", 0),
             "iterations": last.get("training_iteration", 0),
@@ -134,24 +174,38 @@ def load_sweep(path: str | Path) -> Sweep:
         trials.append(row)
         if len(df):
             history.append(df.drop(columns=[c for c in df if c.startswith("config/")]))
+        if not phases:
+            continue
         try:
-            phases.append(read_phase_log(f"{run_dir}/{PHASE_LOG}", fs).assign(trial_id=tid))
+            logs.append(read_phase_log(f"{run_dir}/{PHASE_LOG}", fs).assign(trial_id=tid))
         except FileNotFoundError:
             pass
         except Exception as exc:  # a corrupt file: report which, analyse the rest
             skipped.append(f"{run_dir}/{PHASE_LOG}: {type(exc).__name__}: {exc}")
             log.warning("skipped %s/%s: %s", run_dir, PHASE_LOG, exc)
-    settings = spec.sweep if spec else None
     return Sweep(
         path=uri,
         trials=pd.DataFrame(trials),
         history=pd.concat(history, ignore_index=True) if history else pd.DataFrame(),
-        phases=pd.concat(phases, ignore_index=True) if phases else pd.DataFrame(),
-        metric=settings.metric if settings else "val_metric",
+        phases=pd.concat(logs, ignore_index=True) if logs else pd.DataFrame(),
+        metric=metric,
         mode=settings.mode if settings else "max",
         search=spec.to_dict()["search"] if spec else {},
         skipped=skipped,
     )
+
+
+def leaderboard(sweep: Sweep, n: int = 10) -> pd.DataFrame:
+    """The top `n` trials that reported a validation metric: finished ones first (a pruned
+    or diverged trial's last metric is from before its end), each group by the metric."""
+    m = sweep.metric
+    t = sweep.trials.dropna(subset=[m])
+    t = t.assign(_unfinished=t["status"] != "finished").sort_values(
+        ["_unfinished", m], ascending=[True, sweep.mode == "min"]
+    )
+    searched = [f"config/{p}" for p in sweep.search if f"config/{p}" in t]
+    columns = ["trial_id", "status", m, "val_metric", "test_metric", "steps", "wall_s", *searched]
+    return t[list(dict.fromkeys(columns))].head(n)
 
 
 # ----------------------------------------------------------------------------------- analysis
@@ -183,6 +237,19 @@ def _ols(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+def no_phase_logs(sweep: Sweep) -> str:
+    """Why a sweep has no phase logs at all, from its trials' statuses."""
+    n = len(sweep.trials)
+    if n == 0:
+        return f"{sweep.path}: the sweep has no trials yet"
+    return (
+        f"{sweep.path}: none of its {describe_statuses(sweep.trials)} has a phase log "
+        f"(<trial>/{TRIAL_RUN_DIR}/{PHASE_LOG}); a trial writes it at its first evaluation, so "
+        f"these trials ended before one, or their folders were moved or not synced from the "
+        f"storage"
+    )
+
+
 def knowledge_by_phase(
     sweep: Sweep,
     buckets: Sequence[float] = DEFAULT_BUCKETS,
@@ -194,27 +261,30 @@ def knowledge_by_phase(
     """One row per knowledge type × progress bucket (see the module docstring).
 
     Columns: knowledge, bucket, start, end, mean_weight, top_weight, bottom_weight (mean weight
-    among the top / bottom `quantile` of trials by final validation metric), effect, ci_low,
+    among the top / bottom `quantile` of trials by the sweep's metric, last value), effect, ci_low,
     ci_high, significant (the CI excludes 0), n_trials, n_phases.
     """
     edges = check_buckets(buckets)
     if not 0 < quantile <= 0.5:
         raise ConfigError(f"quantile must be in (0, 0.5], got {quantile}")
     phases = sweep.phases
-    if phases.empty or "reward_drop" not in phases or phases["reward_drop"].notna().sum() == 0:
+    if phases.empty:
+        raise AnalysisError(no_phase_logs(sweep))
+    if "reward_drop" not in phases or phases["reward_drop"].notna().sum() == 0:
         from kdray.selector import SELECTORS
 
         measured = sorted(k for k, c in SELECTORS.items() if c.needs_reward_split)
+        used = ", ".join(sorted(map(str, phases.get("selector", pd.Series()).dropna().unique())))
         raise AnalysisError(
-            f"{sweep.path}: no trial has a phase log with phase rewards; phase logs come from "
-            f"every kdray trial, and the reward-split loss drop from the selectors "
-            f"{', '.join(measured)} or any trial with selector.measure_reward: true; search "
-            f"over selector.kind: acks or set measure_reward (random_soft makes the cleanest "
-            f"experiment)"
+            f"{sweep.path}: the phase logs of {phases['trial_id'].nunique()} trials (selectors "
+            f"{used}) have no phase rewards: the reward-split loss drop is measured by the "
+            f"selectors {', '.join(measured)} and by any trial with selector.measure_reward: "
+            f"true; search over selector.kind: acks or set selector.measure_reward: true "
+            f"(random_soft makes the cleanest experiment)"
         )
     phases = phases[phases["reward_drop"].notna()]
     types = knowledge_types(phases)
-    metric = sweep.trials.set_index("trial_id")["val_metric"]
+    metric = sweep.trials.set_index("trial_id")[sweep.metric]
     metric = metric[metric.index.isin(phases["trial_id"])]  # trials with phase rewards
     sign = 1 if sweep.mode == "max" else -1
     ranked = (sign * metric).dropna().sort_values(ascending=False)
@@ -283,7 +353,7 @@ def export_schedule(table: pd.DataFrame, path: str | Path, source: str = "top_we
 
 
 def param_importance(sweep: Sweep) -> pd.Series:
-    """Importance of each searched knob for the final validation metric (Optuna's default
+    """Importance of each searched knob for the sweep's metric, last value (Optuna's default
     evaluator on the trials that reported it); empty when fewer than 3 such trials."""
     import optuna
 
@@ -297,7 +367,7 @@ def param_importance(sweep: Sweep) -> pd.Series:
             dists[p] = optuna.distributions.IntDistribution(*args)
         else:
             dists[p] = optuna.distributions.CategoricalDistribution(list(args))
-    done = sweep.trials.dropna(subset=["val_metric"])
+    done = sweep.trials.dropna(subset=[sweep.metric])
     if len(done) < 3 or not dists:
         return pd.Series(dtype=float)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -308,7 +378,7 @@ def param_importance(sweep: Sweep) -> pd.Series:
             params = {p: (int(v) if isinstance(dists[p], optuna.distributions.IntDistribution)
                           else v) for p, v in params.items()}  # fmt: skip
             study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
-                                                      value=float(row["val_metric"])))  # fmt: skip
+                                                      value=float(row[sweep.metric])))  # fmt: skip
     try:
         with warnings.catch_warnings():  # evaluators are marked experimental
             warnings.simplefilter("ignore")

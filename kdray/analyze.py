@@ -8,12 +8,16 @@ trials.csv, schedule.yaml (the top trials' weights per bucket, for `selector: sc
 the figures: the knowledge × phase effect heatmap (* where the CI excludes 0), the weight
 trajectories of the top trials, the metric against trial cost, and the leaderboard. Prints a
 short summary.
+
+Exit status: 0 when the full report was written; 1 when the report lacks the knowledge-by-phase
+analysis (no phase logs, or none with phase rewards: the reason is printed); 2 on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +27,11 @@ from kdray.analysis import (
     DEFAULT_BUCKETS,
     AnalysisError,
     Sweep,
+    describe_statuses,
     export_schedule,
     knowledge_by_phase,
     knowledge_types,
+    leaderboard,
     load_sweep,
     param_importance,
 )
@@ -95,7 +101,7 @@ def plot_cost(sweep: Sweep, path: Path) -> str:
     fig, ax = _figure()
     t = sweep.trials
     for status, rows in t.groupby("status"):
-        ax.scatter(rows["wall_s"], rows["val_metric"], label=str(status))
+        ax.scatter(rows["wall_s"], rows[sweep.metric], label=str(status))
     ax.set_xlabel("trial cost (s)")
     ax.set_ylabel(f"validation {sweep.metric}")
     ax.legend()
@@ -104,21 +110,14 @@ def plot_cost(sweep: Sweep, path: Path) -> str:
 
 def plot_leaderboard(board: pd.DataFrame, metric: str, path: Path) -> str:
     fig, ax = _figure(6.0, 0.6 + 0.3 * len(board))
-    ax.barh(range(len(board)), board["val_metric"][::-1])
-    ax.set_yticks(range(len(board)), board["trial_id"][::-1])
+    ax.barh(range(len(board)), board[metric][::-1])
+    labels = [t if s == "finished" else f"{t} ({s})"
+              for t, s in zip(board["trial_id"], board["status"], strict=True)]  # fmt: skip
+    ax.set_yticks(range(len(board)), labels[::-1])
     ax.set_xlabel(f"validation {metric}")
-    low = float(board["val_metric"].min())
-    ax.set_xlim(low - 0.02, float(board["val_metric"].max()) + 0.01)
+    low, high = float(board[metric].min()), float(board[metric].max())
+    ax.set_xlim(low - 0.02 * max(1.0, abs(low)), high + 0.01 * max(1.0, abs(high)))
     return _save(fig, path)
-
-
-def leaderboard(sweep: Sweep, n: int = 10) -> pd.DataFrame:
-    t = sweep.trials.dropna(subset=["val_metric"])
-    t = t.sort_values("val_metric", ascending=sweep.mode == "min")
-    searched = [f"config/{p}" for p in sweep.search if f"config/{p}" in t]
-    return t[
-        ["trial_id", "status", "val_metric", "test_metric", "steps", "wall_s", *searched]
-    ].head(n)
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -135,16 +134,21 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
     board = leaderboard(sweep)
     with atomic_path(out / "trials.csv") as tmp:
         sweep.trials.to_csv(tmp, index=False)
-    parts = [f"# kdray sweep report\n\n`{sweep.path}`: {len(sweep.trials)} trials ("
-             + ", ".join(f"{n} {s}" for s, n in sweep.trials["status"].value_counts().items())
-             + ")\n", "## Leaderboard\n", _md(board),
-             f"\n![leaderboard]({plot_leaderboard(board, sweep.metric, out / 'leaderboard.png')})",
-             f"\n![metric against cost]({plot_cost(sweep, out / 'cost.png')})\n"]  # fmt: skip
-    table = None
+    parts = [f"# kdray sweep report\n\n`{sweep.path}`: {describe_statuses(sweep.trials)}\n",
+             "## Leaderboard\n", "Finished trials first, then the others (pruned: stopped "
+             "by the scheduler before the end), each by the validation metric.\n"]  # fmt: skip
+    if board.empty:
+        parts.append("No trial reported a validation metric.\n")
+    else:
+        lead = plot_leaderboard(board, sweep.metric, out / "leaderboard.png")
+        parts += [_md(board), f"\n![leaderboard]({lead})",
+                  f"\n![metric against cost]({plot_cost(sweep, out / 'cost.png')})\n"]  # fmt: skip
+    table, missing = None, None
     try:
         table = knowledge_by_phase(sweep, buckets)
-    except AnalysisError as exc:  # no phase rewards: the report still has the rest
-        parts += ["## Knowledge by phase\n", f"Not available: {exc}\n"]
+    except AnalysisError as exc:  # no phase logs or rewards: the report still has the rest
+        missing = str(exc)
+        parts += ["## Knowledge by phase\n", f"Not available: {missing}\n"]
     if table is not None:
         with atomic_path(out / "knowledge_by_phase.csv") as tmp:
             table.to_csv(tmp, index=False)
@@ -186,7 +190,7 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
     atomic_write_text(out / "report.md", text)
     if fmt == "html":
         atomic_write_text(out / "report.html", _html(text))
-    return {"board": board, "table": table, "importance": importance}
+    return {"board": board, "table": table, "missing": missing, "importance": importance}
 
 
 def _html(markdown: str) -> str:
@@ -225,22 +229,26 @@ def main(argv: list[str] | None = None) -> int:
 
     check_buckets(buckets)
     sweep = load_sweep(args.path)
+    if sweep.trials.empty:
+        raise AnalysisError(f"{sweep.path}: the sweep has no trials yet; nothing to analyse")
     if "://" in sweep.path and not args.out:
         raise ConfigError("a sweep at a URI needs --out DIR (a local folder for the report)")
     out = Path(args.out or Path(sweep.path) / "analysis")
     summary = write_report(sweep, out, buckets, args.format)
     board = summary["board"]
-    print(f"{len(sweep.trials)} trials; best:")
+    print(f"{describe_statuses(sweep.trials)}; best:")
     print(board.head(3).to_string(index=False))
     table = summary["table"]
-    if table is not None:
-        sig = table[table["significant"]]
-        print(f"\nknowledge x phase cells with a CI excluding 0: {len(sig)} of {len(table)}")
-        if len(sig):
-            print(
-                sig[["knowledge", "bucket", "effect", "ci_low", "ci_high"]].to_string(index=False)
-            )
-    print(f"\nreport: {out / ('report.' + args.format)}")
+    report = out / f"report.{args.format}"
+    if table is None:
+        print(f"\nreport (without knowledge by phase): {report}")
+        print(f"no knowledge-by-phase analysis: {summary['missing']}", file=sys.stderr)
+        return 1
+    sig = table[table["significant"]]
+    print(f"\nknowledge x phase cells with a CI excluding 0: {len(sig)} of {len(table)}")
+    if len(sig):
+        print(sig[["knowledge", "bucket", "effect", "ci_low", "ci_high"]].to_string(index=False))
+    print(f"\nreport: {report}")
     return 0
 
 

@@ -346,10 +346,14 @@ def _setup_pretrained(
     cfg: TrialConfig, spec: TaskSpec, device: torch.device, progress: bool
 ) -> Setup:
     """`student.init: pretrained`: the backbone fine-tuned on hard labels, no teacher."""
-    from kdray.models import student_shape
+    from kdray.checks import model_sources
+    from kdray.models import check_max_length, student_shape
 
     source = resolve_backbone(cfg.teacher_list()[0].backbone)
-    s_shape = student_shape(cfg.student, Shape.of(load_config(source)))
+    (src,) = model_sources(cfg)  # the backbone, now perhaps from the hub: checked before data
+    config = load_config(source, src.where, src.fix)
+    check_max_length(cfg.data.max_length, config, src.who)
+    s_shape = student_shape(cfg.student, Shape.of(config))
     tokenizer = AutoTokenizer.from_pretrained(source)
     data = load_task(cfg.data, tokenizer, cache_root(cfg), progress=progress)
     check_selector_data(cfg, data)

@@ -4,12 +4,22 @@ The checkpoint (`kdray.results.CHECKPOINT` in the run folder) holds the whole tr
 (student, projections, optimiser, schedule, selector, RNG, stage and data position, phase log
 and history) as tensors and plain values, so it loads with `torch.load(weights_only=True)`
 and a restarted run continues exactly where it stopped.
+
+Every save keeps the checkpoint before it (`kdray.results.PREV_CHECKPOINT`): the new state is
+written to a temporary file, the current checkpoint hard-linked to the previous one's name,
+then the temporary file renamed onto the current one, so a crash at any point leaves a
+readable checkpoint. A resumed run whose checkpoint cannot be read (truncated, overwritten,
+incomplete) says so and continues from the previous one.
 """
 
 from __future__ import annotations
 
+import filecmp
 import logging
+import re
+import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +27,17 @@ import torch
 
 from kdray.config import TrialConfig, flat_paths, is_mutable
 from kdray.errors import ConfigError
-from kdray.io import atomic_torch_save
-from kdray.results import CHECKPOINT
+from kdray.io import atomic_path, atomic_torch_save, keep_copy, write_error
+from kdray.results import CHECKPOINT, PREV_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
 #: A run's plain counters and records, saved and restored as they are.
 RUN_FIELDS = ("step", "phase", "action", "phase_sums", "phase_steps", "last_losses",
               "reward_loss", "phase_val", "history", "best")  # fmt: skip
+#: What a checkpoint holds; one lacking any of these cannot be resumed from.
+STATE_KEYS = ("config", "stage", *RUN_FIELDS, "phase_rows", "wall_s", "initial", "student",
+              "knowledge", "optimizer", "schedule", "selector", "rng", "cuda_rng")  # fmt: skip
 
 
 def _resumable(config: dict[str, Any], allow_mutation: bool = False) -> dict[str, Any]:
@@ -56,9 +69,88 @@ def check_resumable(
         )
 
 
+def _reason(exc: Exception) -> str:
+    """Why a zip checkpoint could not be loaded, in one line (torch's own messages run to pages
+    and suggest weights_only=False, which would not help)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln]
+    detail = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), "")
+    detail = detail or (lines[0] if lines else "")
+    return f"{type(exc).__name__}: {detail[:160]}" if detail else type(exc).__name__
+
+
+def _read(path: Path, mmap: bool) -> tuple[dict[str, Any] | None, str]:
+    """(the training state in `path`, "") or (None, why it cannot be resumed from)."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return None, "the file is empty"
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip, its directory at the end
+            return None, f"not a complete checkpoint ({size} bytes, no zip directory: truncated?)"
+        state = torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
+    except Exception as exc:  # unreadable, or refused by the safe unpickler
+        return None, _reason(exc)
+    if not isinstance(state, dict):
+        return None, f"holds a {type(state).__name__}, not a training state"
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        return None, f"incomplete: no {', '.join(missing)}"
+    if not isinstance(state["config"], dict):
+        return None, "incomplete: its config is not a mapping"
+    return state, ""
+
+
+#: (file, mtime, size) of the unreadable checkpoints already warned about: check_output_dir
+#: and load read the same folder one after the other.
+_warned: set[tuple[str, int, int]] = set()
+
+
+def _warn_once(path: Path, why: str, fallback: Path) -> None:
+    try:
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (str(path), -1, -1)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(
+            "checkpoint %s cannot be read (%s); resuming from the previous one, %s",
+            path,
+            why,
+            fallback,
+        )
+
+
+def _readable(out_dir: Path, mmap: bool) -> tuple[dict[str, Any], Path] | None:
+    """The newest readable checkpoint in `out_dir` and its file: CHECKPOINT, else (warned)
+    PREV_CHECKPOINT; None when there is neither; ConfigError when neither can be read."""
+    paths = [out_dir / CHECKPOINT, out_dir / PREV_CHECKPOINT]
+    bad: list[tuple[Path, str]] = []
+    for path in paths:
+        if not path.is_file():
+            if path.name == CHECKPOINT and paths[1].is_file():
+                bad.append((path, "missing"))
+            continue
+        state, why = _read(path, mmap)
+        if state is not None:
+            for b, reason in bad:
+                _warn_once(b, reason, path)
+            return state, path
+        bad.append((path, why))
+    if not bad:
+        return None
+    named = "; ".join(f"{p} ({why})" for p, why in bad)
+    remove = " and ".join(str(p) for p in paths if p.is_file())
+    raise ConfigError(
+        f"no readable checkpoint in {out_dir}: {named}; to start this run over, delete "
+        f"{remove} (or use a fresh trainer.output_dir)"
+    )
+
+
 def check_output_dir(cfg: TrialConfig, allow_mutation: bool = False) -> None:
     """Before any work: trainer.output_dir is a folder (or not there yet), and a checkpoint
-    in it is of this config (only its config is read: the tensors are memory-mapped)."""
+    in it is readable and of this config (only its config is read: the tensors are
+    memory-mapped)."""
     if cfg.trainer.output_dir is None:
         return
     out = Path(cfg.trainer.output_dir).expanduser().resolve()
@@ -67,23 +159,49 @@ def check_output_dir(cfg: TrialConfig, allow_mutation: bool = False) -> None:
             f"'trainer.output_dir' {out} is a file; give a folder (new, or holding this "
             f"run's checkpoint to resume)"
         )
-    if (out / CHECKPOINT).is_file():
-        state = torch.load(out / CHECKPOINT, weights_only=True, map_location="cpu", mmap=True)
-        check_resumable(state["config"], cfg, allow_mutation, out)
+    found = _readable(out, mmap=True) if out.is_dir() else None
+    if found is not None:
+        check_resumable(found[0]["config"], cfg, allow_mutation, out)
 
 
 def save(state: dict[str, Any], out_dir: Path) -> None:
-    """Write the training state atomically (a crash leaves the previous checkpoint)."""
-    atomic_torch_save(state, out_dir / CHECKPOINT)
+    """Write the training state atomically, the checkpoint there now kept as the previous one
+    (a crash at any point leaves a readable checkpoint; a full disk, a WriteError)."""
+    atomic_torch_save(state, out_dir / CHECKPOINT, keep=out_dir / PREV_CHECKPOINT)
+
+
+def install(src: Path, out_dir: Path) -> None:
+    """Make `src`, a checkpoint from elsewhere (Ray Tune's copy of a trial's last one, or a
+    PBT donor's), the checkpoint of `out_dir`, through the same rotation as `save`. The same
+    file as the one there already changes nothing, so both kept versions stay."""
+    src, cur = Path(src), out_dir / CHECKPOINT
+    if cur.is_file() and filecmp.cmp(src, cur, shallow=False):
+        return
+    with (
+        open(src, "rb") as f,
+        atomic_path(cur, keep=out_dir / PREV_CHECKPOINT) as tmp,
+        open(tmp, "wb") as g,
+    ):
+        shutil.copyfileobj(f, g, 1 << 20)
 
 
 def load(out_dir: Path, cfg: TrialConfig, allow_mutation: bool) -> dict[str, Any] | None:
-    """The training state in `out_dir`, checked to be of this config; None when there is none."""
-    path = out_dir / CHECKPOINT
-    if not path.is_file():
+    """The training state in `out_dir`, checked to be of this config; None when there is none.
+
+    When CHECKPOINT cannot be read the previous one is used (warned), and copied over it:
+    otherwise the next save would keep the unreadable file as the previous one."""
+    found = _readable(out_dir, mmap=False)
+    if found is None:
         return None
-    state: dict[str, Any] = torch.load(path, weights_only=True, map_location="cpu")
+    state, path = found
     check_resumable(state["config"], cfg, allow_mutation, out_dir)
+    if path.name != CHECKPOINT:
+        cur = out_dir / CHECKPOINT
+        try:
+            keep_copy(path, cur)
+        except OSError as exc:
+            raise write_error(cur, exc) from exc
+        log.info("%s replaced by the previous checkpoint %s", cur, path)
     return state
 
 

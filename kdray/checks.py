@@ -5,26 +5,36 @@ structure), so `kdray.config` imports no registry. Everything that needs a regis
 in `check_trial`, which every entry point calls on the config it is about to run: the command
 lines (`kdray.cli.trial_config`), sweep files (`kdray.search_space`) and the trainer's setup.
 `check_trial` also reads a schedule file into `selector.schedule` (`resolve_schedule`), so a
-selector never reads files and the config it returns is the one to run.
+selector never reads files and the config it returns is the one to run, and checks
+data.max_length against every model's positions from config.json alone (`check_models`), so
+a sweep's every edge is checked before Ray starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from kdray.config import TrialConfig
+from kdray.config import TeacherConfig, TrialConfig
 from kdray.errors import ConfigError
 from kdray.knowledge import validate_knowledge
+from kdray.models import check_max_length, config_offline
 from kdray.selector import SELECTORS, validate_selector
 from kdray.selector.baselines import ScheduleSelector, load_schedule
 from kdray.tasks import get_task
 
-__all__ = ["check_trial", "resolve_schedule"]
+__all__ = [
+    "check_models",
+    "check_trial",
+    "model_sources",
+    "resolve_schedule",
+    "teacher_sources",
+]
 
 
 def check_trial(cfg: TrialConfig) -> TrialConfig:
-    """Every check that needs a registry but no data or model (shapes that need the teacher
-    are checked in setup); ConfigError naming the key and the fix.
+    """Every check that needs a registry but no data or weights (shapes that need the teacher
+    are checked in setup; model configs are read only where that needs no network,
+    `check_models`); ConfigError naming the key and the fix.
 
     Returns the config to run: `cfg` with a `selector.schedule_file` read into
     `selector.schedule` (`resolve_schedule`); otherwise `cfg` itself.
@@ -39,7 +49,72 @@ def check_trial(cfg: TrialConfig) -> TrialConfig:
             f"'student.init: pretrained' runs without a teacher; use student.init remap or "
             f"random to distil, or another selector.kind to fine-tune"
         )
+    check_models(cfg)
     return cfg
+
+
+#: The fix a message about an unreadable model gives, by the key that names it.
+FIXES = {
+    "path": "give a fine-tuned HF model folder or hub id",
+    "backbone": "give a Hugging Face model folder or hub id, or 'minilm' (the offline default)",
+    "fine-tuned folder": "fine-tune it again (python -m kdray.teacher --force)",
+}
+
+
+def teacher_where(cfg: TrialConfig, t: TeacherConfig, key: str) -> str:
+    """How a message names a teacher's key: 'teacher.path' for the one teacher of a run,
+    "teacher 'b': path" in a pool."""
+    return f"teacher.{key}" if cfg.teachers is None else f"teacher '{t.name}': {key}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """A model config the run reads: `name` (a folder or hub id) given at config key `where`,
+    `who` it is in a message about data.max_length, and the `fix` when it cannot be read."""
+
+    name: str
+    where: str
+    who: str
+    fix: str
+
+
+def model_sources(cfg: TrialConfig) -> list[ModelSource]:
+    """Every model config a run reads: its teachers' (`teacher_sources`), or with
+    student.init pretrained only the first teacher's backbone, the student itself."""
+    if cfg.student.init != "pretrained":
+        return teacher_sources(cfg)
+    t = cfg.teacher_list()[0]
+    who = f"the student (init: pretrained, backbone {t.backbone})"
+    return [ModelSource(t.backbone, teacher_where(cfg, t, "backbone"), who, FIXES["backbone"])]
+
+
+def teacher_sources(cfg: TrialConfig) -> list[ModelSource]:
+    """One per teacher: its `path`, or the backbone kdray fine-tunes (whose positions the
+    fine-tune keeps); the first one also shapes the student."""
+    out = []
+    for i, t in enumerate(cfg.teacher_list()):
+        key = "path" if t.path else "backbone"
+        name = "the teacher" if cfg.teachers is None else f"teacher '{t.name}'"
+        shown = t.path if t.path else f"fine-tuned from backbone {t.backbone}"
+        also = " and the student shaped after it" if i == 0 else ""
+        source = t.path or t.backbone
+        out.append(
+            ModelSource(source, teacher_where(cfg, t, key), f"{name} ({shown}){also}", FIXES[key])
+        )
+    return out
+
+
+def check_models(cfg: TrialConfig) -> None:
+    """data.max_length against every model the run reads (`model_sources`), from config.json
+    alone and without the network: a longer input crashes inside the embeddings once teacher
+    outputs are computed. A local path that is not there is "not found" here too. What does
+    not read offline (a hub id outside the hub cache, a folder without a config.json) is left
+    to `kdray.teachers.preflight`, which runs before any fine-tune or data and says what is
+    wrong."""
+    for src in model_sources(cfg):
+        config = config_offline(src.name, src.where, src.fix)
+        if config is not None:
+            check_max_length(cfg.data.max_length, config, src.who)
 
 
 def resolve_schedule(cfg: TrialConfig) -> TrialConfig:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kdray.errors import ConfigError
+from kdray.errors import ConfigError, KdrayError
 from kdray.strict import (  # noqa: F401 - set_path, flat_paths, _coerce: config's own API
     _build,
     _coerce,
@@ -303,7 +303,31 @@ def _positive(path: str, value: float | None, allow_none: bool = False) -> None:
         raise ConfigError(f"'{path}' must be > 0, got {value!r}")
 
 
-def _check_teacher(t: TeacherConfig, where: str) -> None:
+def split_sizes(
+    examples: int, d: DataConfig, key: str, error: type[KdrayError] = ConfigError
+) -> tuple[int, int]:
+    """(validation, reward) example counts carved from `examples` training examples (the rule
+    `kdray.data.split_indices` cuts by); an empty validation split, or nothing left to train
+    on, is an `error` naming `key` (the setting that gave the count), so it is refused at
+    config time where the count is known, before a teacher fine-tune or the first validation."""
+    n_val = round(examples * d.validation_fraction)
+    n_rew = round(examples * d.reward_fraction)
+    if n_val == 0:
+        raise error(
+            f"'{key}' {examples} x data.validation_fraction {d.validation_fraction} carves no "
+            f"validation example; raise {key} or data.validation_fraction so that their "
+            f"product is >= 1"
+        )
+    if n_val + n_rew >= examples:
+        raise error(
+            f"'{key}' {examples} leaves nothing to train on after carving {n_val} validation "
+            f"and {n_rew} reward example(s); raise {key} or lower data.validation_fraction / "
+            f"data.reward_fraction"
+        )
+    return n_val, n_rew
+
+
+def _check_teacher(t: TeacherConfig, where: str, d: DataConfig) -> None:
     _positive(f"{where}.epochs", t.epochs)
     _positive(f"{where}.max_steps", t.max_steps, allow_none=True)
     _positive(f"{where}.batch_size", t.batch_size)
@@ -315,6 +339,8 @@ def _check_teacher(t: TeacherConfig, where: str) -> None:
             f"'{where}.num_layers' keeps the first layers of a backbone before fine-tuning it, "
             f"and '{where}.path' is a teacher already fine-tuned; drop one of them"
         )
+    if t.path is None and t.max_train_examples is not None:  # fine-tuned on the same carving
+        split_sizes(t.max_train_examples, d, f"{where}.max_train_examples")
 
 
 def _check_names(names: list[str]) -> None:
@@ -329,7 +355,7 @@ def _check_names(names: list[str]) -> None:
 def _check_teachers(cfg: TrialConfig) -> None:
     """`teacher` (one) or `teachers` (a pool with unique names), never both."""
     if cfg.teachers is None:
-        _check_teacher(cfg.teacher, "teacher")
+        _check_teacher(cfg.teacher, "teacher", cfg.data)
         _check_names([cfg.teacher.name or "teacher"])
         return
     if cfg.teacher != TeacherConfig():
@@ -340,7 +366,7 @@ def _check_teachers(cfg: TrialConfig) -> None:
     if not cfg.teachers:
         raise ConfigError("'teachers' is empty; list at least one teacher section")
     for i, t in enumerate(cfg.teachers):
-        _check_teacher(t, f"teachers[{i}]")
+        _check_teacher(t, f"teachers[{i}]", cfg.data)
     names = [t.name or "" for t in cfg.teacher_list()]
     _check_names(names)
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -385,16 +411,23 @@ def validate(cfg: TrialConfig) -> None:
     """Structural and numeric checks: what the config alone can tell, no registry read.
 
     Names checked against registries (task, knowledge types, selector kind and its options)
-    are `kdray.checks.check_trial`'s; shapes that need the teacher are checked in setup.
+    are `kdray.checks.check_trial`'s, as is data.max_length against the models' positions
+    (config.json); shapes that need the teacher are checked in setup.
     """
     d, s, tr = cfg.data, cfg.student, cfg.trainer
     _positive("data.max_length", d.max_length)
     _positive("data.max_train_examples", d.max_train_examples, allow_none=True)
     _positive("data.max_test_examples", d.max_test_examples, allow_none=True)
-    for key in ("validation_fraction", "reward_fraction"):
-        v = getattr(d, key)
-        if not 0.0 <= v < 0.5:
-            raise ConfigError(f"'data.{key}' must be in [0, 0.5), got {v}")
+    if not 0.0 < d.validation_fraction < 0.5:
+        raise ConfigError(
+            f"'data.validation_fraction' must be in (0, 0.5), got {d.validation_fraction}: the "
+            f"validation split drives model selection, the sweep's metric and its schedulers "
+            f"(ASHA pruning), so it cannot be empty; use e.g. 0.1"
+        )
+    if not 0.0 <= d.reward_fraction < 0.5:
+        raise ConfigError(f"'data.reward_fraction' must be in [0, 0.5), got {d.reward_fraction}")
+    if d.max_train_examples is not None:
+        split_sizes(d.max_train_examples, d, "data.max_train_examples")
     _check_teachers(cfg)
     _check_stages(cfg)
     _positive("student.num_layers", s.num_layers)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from kdray.config import split_sizes
 from kdray.errors import DataError
 from kdray.glue import (  # noqa: F401 - re-exported: the loaders' public names
     GLUE_DIR_ENV,
@@ -216,14 +217,7 @@ def split_indices(n: int, cfg: DataConfig) -> dict[str, np.ndarray]:
     if cfg.max_train_examples is not None:
         perm = perm[: cfg.max_train_examples]
     k = len(perm)
-    n_val = round(k * cfg.validation_fraction)
-    n_rew = round(k * cfg.reward_fraction)
-    if n_val + n_rew >= k:
-        raise DataError(
-            f"{k} training example(s) leave nothing to train on after carving {n_val} for "
-            f"validation and {n_rew} for reward; raise data.max_train_examples or lower "
-            f"data.validation_fraction / data.reward_fraction"
-        )
+    n_val, n_rew = split_sizes(k, cfg, "data.max_train_examples", DataError)
     return {
         "train": perm[n_val + n_rew :],
         "validation": perm[:n_val],

@@ -18,6 +18,12 @@ class DataError(KdrayError):
     """A data file or folder is missing or malformed."""
 
 
+class WriteError(KdrayError):
+    """A file could not be written (disk full, no permission): the previous version is kept,
+    so once the cause is fixed the same command resumes. Not an OSError, so code that retries
+    or skips on OSError does not swallow it."""
+
+
 def suggest(name: str, valid: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when a valid name is close to `name`, else ''."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -117,15 +118,109 @@ def resolve_backbone(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-def load_config(name_or_path: str) -> PretrainedConfig:
-    """The HF config alone (cheap): shapes are checked before any weights are read."""
-    try:
-        return AutoConfig.from_pretrained(resolve_backbone(name_or_path))
-    except (OSError, ValueError) as exc:
+#: The fix a message about an unreadable model gives by default.
+MODEL_FIX = "give a Hugging Face model folder (with config.json) or a hub id"
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def looks_local(name: str) -> bool:
+    """A path, not a hub id: it starts with /, ./, ../ or ~, or has a separator without
+    being shaped 'org/name'. Only such a name is "not found" when no folder is there; any
+    other may still be a hub id."""
+    if name.startswith(("/", "./", "../", "~")) or Path(name).is_absolute():
+        return True
+    return ("/" in name or os.sep in name) and not _HUB_ID.fullmatch(name)
+
+
+def _first_line(exc: BaseException) -> str:
+    """transformers' messages span lines; a CLI error is one."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(exc).__name__
+
+
+def model_folder(name: str, what: str = "model", fix: str = MODEL_FIX) -> Path | None:
+    """The local model folder `name` names, checked (there, a folder, with a config.json), or
+    None for a hub id. transformers names the symptom instead (a missing folder reads as a
+    malformed hub id, one without config.json as an unrecognised model), so these say what is
+    missing: ConfigError "<what> <name> not found" / "has no config.json"."""
+    path = Path(resolve_backbone(name)).expanduser()
+    if not path.exists():
+        if not looks_local(name):
+            return None
+        at = "" if path.is_absolute() else f" at {path.resolve()}"
+        raise ConfigError(f"{what} {name} not found (no such folder{at}); {fix}")
+    if not path.is_dir():
+        raise ConfigError(f"{what} {name} is a file, not a model folder; {fix}")
+    if not (path / "config.json").is_file():
         raise ConfigError(
-            f"cannot load model config '{name_or_path}': {exc}. Give a local folder with a "
-            f"config.json or a hub id that is reachable"
-        ) from exc
+            f"{what} {name} has no config.json (not a Hugging Face model folder); {fix}"
+        )
+    return path
+
+
+def load_config(name_or_path: str, what: str = "model", fix: str = MODEL_FIX) -> PretrainedConfig:
+    """The HF config alone (cheap): shapes are checked before any weights are read. A bad
+    folder or an unreachable hub id is a one-line ConfigError naming `what` and `fix`."""
+    folder = model_folder(name_or_path, what, fix)
+    try:
+        return AutoConfig.from_pretrained(str(folder) if folder else name_or_path)
+    except (OSError, ValueError) as exc:
+        from huggingface_hub import is_offline_mode
+
+        if folder is not None:
+            reason = f"{folder}/config.json is not a model config ({_first_line(exc)})"
+        elif is_offline_mode():
+            reason = "no local folder, and not in the hub cache (HF_HUB_OFFLINE is set)"
+        else:
+            reason = f"no local folder, and no model on the hub ({_first_line(exc)})"
+        raise ConfigError(f"{what} {name_or_path}: {reason}; {fix}") from exc
+
+
+def config_offline(name: str, what: str = "model", fix: str = MODEL_FIX) -> PretrainedConfig | None:
+    """The model's config when it reads without the network (a local folder, or a hub id in
+    the hub cache), for checks cheap enough to run on every config (`kdray.checks`); None
+    when it does not. A local-looking path that is not there is "not found" at once; every
+    other problem is left to `load_config`, which says what it is."""
+    source = resolve_backbone(name)
+    if not Path(source).expanduser().exists():
+        model_folder(name, what, fix)  # raises for a missing local path
+    try:
+        return AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
+#: Model types whose position ids start after the padding index (RoBERTa's embeddings), so
+#: they embed max_position_embeddings - pad_token_id - 1 tokens.
+_OFFSET_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+     "roberta-prelayernorm", "longformer", "mpnet", "ibert", "xmod"}
+)  # fmt: skip
+
+
+def position_limit(config: PretrainedConfig) -> int | None:
+    """The most tokens a model embeds (its absolute positions); None when it has no limit
+    there (no max_position_embeddings, or DeBERTa's relative positions only)."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    if config.model_type in _OFFSET_POSITIONS:
+        pad = config.pad_token_id if config.pad_token_id is not None else 1
+        n -= pad + 1
+    return n
+
+
+def check_max_length(max_length: int, config: PretrainedConfig, who: str) -> None:
+    """data.max_length within a model's positions: a longer input fails deep inside its
+    embeddings (a tensor size mismatch) once teacher outputs are computed, so it is refused
+    while only config.json has been read. `who` names the model(s) in the message."""
+    limit = position_limit(config)
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"'data.max_length' is {max_length}, more than {who} can embed ({limit} positions, "
+            f"max_position_embeddings); set data.max_length <= {limit}"
+        )
 
 
 def check_teacher_task(path: str, config: PretrainedConfig, spec: TaskSpec) -> None:

@@ -5,6 +5,9 @@ A run (`kdray.trainer`, `python -m kdray.train`, one sweep trial) writes to its 
     <output_dir>/
         checkpoint.pt     CHECKPOINT: the full training state (resume, PBT); torch.load with
                           weights_only=True
+        checkpoint.prev.pt
+                          PREV_CHECKPOINT: the one before, resumed from when checkpoint.pt
+                          cannot be read
         results.json      RESULTS: the run's outcome (status, steps, validation and test
                           metrics, ...), written once when the run ends
         phases.parquet    PHASE_LOG: the phase log, one row per selector phase (schema below),
@@ -53,6 +56,8 @@ if TYPE_CHECKING:
 
 #: The training state of a run, in its run folder.
 CHECKPOINT = "checkpoint.pt"
+#: The checkpoint before CHECKPOINT (kept at every save), in its run folder.
+PREV_CHECKPOINT = "checkpoint.prev.pt"
 #: The outcome of a run, in its run folder.
 RESULTS = "results.json"
 #: The phase log of a run, in its run folder.

@@ -44,7 +44,7 @@ from kdray.config import (
     set_path,
 )
 from kdray.errors import ConfigError, suggest
-from kdray.io import atomic_write_text, storage_fs
+from kdray.io import atomic_write_text, storage_fs, storage_location, write_error
 from kdray.tasks import TASKS
 from kdray.yamlio import load_yaml, parse_yaml
 
@@ -318,18 +318,56 @@ def load_sweep(path: str | Path) -> SweepSpec:
     return parse_sweep(load_yaml(path), default_name=path.stem)
 
 
-def save_spec(spec: SweepSpec, experiment: str) -> None:
-    """The sweep as run, beside its results (local folder or a pyarrow-reachable URI)."""
+def save_spec(spec: SweepSpec, experiment: str, claim: bool = False) -> bool:
+    """The sweep as run, beside its results (local folder or a pyarrow-reachable URI).
+
+    `claim`: in a local folder, write it only if the folder has none yet (an exclusive
+    create, so of two sweeps started together one wins); False when one was there."""
+    import os
+
     import yaml
 
     text = yaml.safe_dump(spec.to_dict(), sort_keys=False)
-    if "://" not in experiment:
+    if "://" in experiment:
+        fs, path = storage_fs(experiment)
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(f"{path}/{SPEC_FILE}") as f:
+            f.write(text.encode())
+        return True
+    if not claim:
         atomic_write_text(Path(experiment) / SPEC_FILE, text)
-        return
-    fs, path = storage_fs(experiment)
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{SPEC_FILE}") as f:
-        f.write(text.encode())
+        return True
+    spec_file = Path(experiment) / SPEC_FILE
+    try:
+        spec_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    except FileExistsError:
+        return False
+    except OSError as exc:  # a full disk, no permission: one line, not a traceback
+        spec_file.unlink(missing_ok=True)
+        raise write_error(spec_file, exc) from exc
+    return True
+
+
+def sweep_folder(path: str, flag: str) -> str:
+    """The sweep folder STORAGE/NAME at `path` (a folder or a storage URI), made absolute;
+    a local one that does not exist, or holds no sweep, is refused naming `flag` and `path`."""
+    from ray.tune import Tuner
+
+    location = storage_location(path)
+    if "://" not in location and not Path(location).is_dir():
+        raise ConfigError(
+            f"{flag} {location}: not found (no such folder); give the folder STORAGE/NAME "
+            f"that `python -m kdray.sweep` printed"
+        )
+    if not Tuner.can_restore(location):
+        raise ConfigError(
+            f"{flag} {location} is not a sweep folder (no Tune experiment state in it); give "
+            f"the folder STORAGE/NAME that `python -m kdray.sweep` printed"
+        )
+    return location
 
 
 def load_saved_spec(experiment: str) -> SweepSpec:

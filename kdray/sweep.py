@@ -29,11 +29,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kdray import ray_start
 from kdray.config import TrialConfig, is_mutable
-from kdray.errors import ConfigError
-from kdray.io import atomic_path, storage_location
+from kdray.errors import ConfigError, KdrayError
+from kdray.io import storage_location
 from kdray.results import CHECKPOINT, STUDENT_DIR, TRIAL_RUN_DIR
-from kdray.search_space import SweepSpec, load_saved_spec, load_sweep, save_spec
+from kdray.search_space import (
+    SPEC_FILE,
+    SweepSpec,
+    load_saved_spec,
+    load_sweep,
+    save_spec,
+    sweep_folder,
+)
 from kdray.tasks import TASKS
 from kdray.teacher_cache import TeacherOutputs
 
@@ -106,6 +114,7 @@ def train_trial(
     from ray import tune
 
     from kdray.checkpoint import check_output_dir
+    from kdray.checkpoint import install as install_checkpoint
     from kdray.teacher import resolve_teachers
     from kdray.trainer import run_trial
 
@@ -114,9 +123,9 @@ def train_trial(
     run_dir = trial_run_dir(context)
     TuneReporter.clear_stages(run_dir)
     checkpoint = tune.get_checkpoint()  # this trial's last one, or a PBT donor's
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d, atomic_path(run_dir / CHECKPOINT) as tmp:
-            shutil.copyfile(Path(d) / CHECKPOINT, tmp)
+    if checkpoint is not None:  # kept beside the run's own (the last two are kept)
+        with checkpoint.as_directory() as d:
+            install_checkpoint(Path(d) / CHECKPOINT, run_dir)
     cfg = spec.trial_config({**config, "trainer.output_dir": str(run_dir)})
     if teacher_paths is None:  # teachers or data searched: this trial's own (cached) teachers
         check_output_dir(cfg, allow_mutation=spec.sweep.scheduler == "pbt")
@@ -257,14 +266,15 @@ def node_shapes() -> list[dict[str, float]]:
     return shapes
 
 
-def check_resources(spec: SweepSpec, shapes: list[dict[str, float]]) -> None:
-    """A trial that asks for more than any node has would stay PENDING forever."""
+def check_resources(spec: SweepSpec, shapes: list[dict[str, float]], where: str) -> None:
+    """A trial that asks for more than any node has would stay PENDING forever. `where`:
+    what `shapes` are, for the message ("this machine", "the Ray cluster at ...")."""
     need = spec.sweep.resources
     if not any(r.get("CPU", 0) >= need.cpu and r.get("GPU", 0) >= need.gpu for r in shapes):
         have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in shapes)
         raise ConfigError(
-            f"each trial asks for {need.cpu:g} CPU and {need.gpu:g} GPU, but no node of this "
-            f"Ray cluster has that (nodes: {have}); lower sweep.resources"
+            f"each trial asks for {need.cpu:g} CPU and {need.gpu:g} GPU, but no node of "
+            f"{where} has that (checked: {have}); lower sweep.resources"
         )
 
 
@@ -305,24 +315,34 @@ def prepare_teachers(
     return paths, shared_teacher_outputs(base, paths, progress=True)
 
 
-def summarize(results: Any, spec: SweepSpec) -> None:
-    s = spec.sweep
-    print(f"\n{len(results)} trials, {results.num_errors} errored; results in "
-          f"{results.experiment_path}")  # fmt: skip
+def summarize(experiment: str, spec: SweepSpec) -> None:
+    """The end-of-sweep summary: trials by status (kdray.analysis.trial_status, so a pruned
+    trial is not counted as finished) and the best trial, finished ones first."""
+    import pandas as pd
+
+    from kdray.analysis import describe_statuses, leaderboard, load_sweep
+
     try:
-        best = results.get_best_result(metric=s.metric, mode=s.mode, scope="last")
-    except RuntimeError:  # no trial reported the metric
-        best = None
-    if best is None or not best.metrics:
+        sweep = load_sweep(experiment, phases=False)
+    except KdrayError as exc:  # the sweep is done: a summary that cannot be read is no failure
+        log.warning("no summary of %s: %s", experiment, exc)
+        return
+    print(f"\n{describe_statuses(sweep.trials)}; results in {experiment}")
+    board = leaderboard(sweep, n=1)
+    if board.empty:
         print("no trial reported a result")
         return
-    m = best.metrics
-    print(f"best trial: {Path(best.path).name}")
-    print(f"  config: {best.config}")
-    test = m.get("test_metric")
-    print(f"  {s.metric}: {m.get(s.metric):.4f}   test (dev) score: "
-          f"{'(not reached: pruned)' if test is None else f'{test:.4f}'}")  # fmt: skip
-    student = f"{best.path}/{TRIAL_RUN_DIR}/{STUDENT_DIR}"
+    best = sweep.trials.loc[board.index[0]]
+    print(
+        f"best trial: {Path(best['path']).name}"
+        + ("" if best["status"] == "finished" else f" ({best['status']}: no trial finished)")
+    )
+    searched = {p: best[f"config/{p}"] for p in spec.search if f"config/{p}" in best}
+    print(f"  config: {searched}")
+    test = best["test_metric"]
+    print(f"  {spec.sweep.metric}: {best[spec.sweep.metric]:.4f}   test (dev) score: "
+          f"{'(not reached)' if pd.isna(test) else f'{test:.4f}'}")  # fmt: skip
+    student = f"{best['path']}/{TRIAL_RUN_DIR}/{STUDENT_DIR}"
     saved = "://" in student or Path(student).exists()
     print(f"  student: {student if saved else '(not saved)'}")
 
@@ -377,19 +397,79 @@ def check_data(spec: SweepSpec) -> None:
         glue_files(TASKS[task], data_dir)
 
 
-def fresh_name(storage: str, name: str, explicit: bool) -> str:
-    """`name`, or, where STORAGE/NAME already holds a sweep, a new timestamped name for a
-    default name (an explicit --name is refused): an earlier sweep is never written over."""
+def claim_name(spec: SweepSpec, storage: str, name: str, explicit: bool) -> str:
+    """STORAGE/NAME for a new sweep, claimed by writing the sweep file into it (created only
+    if absent, so two sweeps started together never share a folder). Where NAME holds a sweep
+    or another one's claim, a default name gets a timestamp and an explicit --name is refused:
+    an earlier sweep is never written over."""
     from ray.tune import Tuner
 
-    if not Tuner.can_restore(f"{storage}/{name}"):
-        return name
-    if explicit:
-        raise ConfigError(
-            f"{storage}/{name} already holds a sweep; continue it with --resume "
-            f"{storage}/{name}, or give another --name"
-        )
-    return f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    names = [name] if explicit else [name, f"{name}_{stamp}"]
+    names += [] if explicit else [f"{name}_{stamp}_{i}" for i in range(2, 100)]
+    for candidate in names:
+        folder = f"{storage}/{candidate}"
+        if Tuner.can_restore(folder):
+            if explicit:
+                raise ConfigError(
+                    f"{folder} already holds a sweep; continue it with --resume {folder}, or "
+                    f"give another --name"
+                )
+            continue
+        if save_spec(spec, folder, claim=True):  # a URI has no exclusive create: just saved
+            return candidate
+        if explicit:
+            raise ConfigError(
+                f"{folder} is claimed by another sweep starting now (its {SPEC_FILE} is there, "
+                f"Tune's state not yet; delete the folder if no sweep is starting); give "
+                f"another --name"
+            )
+    raise ConfigError(f"{storage} holds too many sweeps named {name}*; give another --name")
+
+
+def release_claim(storage: str, name: str) -> None:
+    """Remove a claimed folder that Tune never wrote into (the sweep failed before it)."""
+    folder = Path(f"{storage}/{name}")
+    if "://" not in storage and [p.name for p in folder.iterdir()] == [SPEC_FILE]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_tuner(
+    spec: SweepSpec,
+    target: ray_start.RayTarget,
+    resume: str | None,
+    retry_errored: bool,
+    search_alg: Any,
+    scheduler: Any,
+    name: str,
+    storage: str,
+) -> Any:
+    """Start or join Ray, prepare the teachers once, and build (or restore) the Tuner."""
+    import ray
+    from ray import tune
+
+    ray_start.start(target)
+    check_resources(spec, node_shapes(), target.describe())  # the nodes Ray has (and may add)
+    if spec.sweep.resources.gpu > 0:  # fine-tune and run the teacher on a GPU node, not the head
+        gpu_task = ray.remote(num_cpus=spec.sweep.resources.cpu, num_gpus=1)(prepare_teachers)
+        teachers, shared = ray.get(gpu_task.remote(spec))
+    else:
+        teachers, shared = prepare_teachers(spec)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, spec=spec, teacher_paths=teachers, shared=shared),
+        {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu},
+    )
+    if resume:
+        return tune.Tuner.restore(
+            resume, trainable=trainable, resume_errored=not retry_errored,
+            restart_errored=retry_errored,
+        )  # fmt: skip
+    return tune.Tuner(
+        trainable,
+        param_space=spec.param_space(),
+        tune_config=tune_config(spec, search_alg, scheduler),
+        run_config=run_config(spec, name, storage),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,16 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             "--retry-errored reruns the errored trials of an earlier sweep; give its folder "
             "with --resume STORAGE/NAME"
         )
-    resume = None
-    if args.resume:
-        from ray.tune import Tuner
-
-        resume = storage_location(args.resume)
-        if not Tuner.can_restore(resume):
-            raise ConfigError(
-                f"--resume {resume} is not a sweep folder (no Tune experiment state); give the "
-                f"folder STORAGE/NAME that the interrupted sweep printed"
-            )
+    resume = sweep_folder(args.resume, "--resume") if args.resume else None
     if args.data_dir:
         os.environ["KDRAY_GLUE_DIR"] = str(Path(args.data_dir).expanduser().resolve())
     spec = (load_sweep(args.space) if args.space else load_saved_spec(str(resume))).absolute()
@@ -420,45 +491,22 @@ def main(argv: list[str] | None = None) -> int:
         spec = spec.with_data_dir(os.environ["KDRAY_GLUE_DIR"])
     storage = storage_path(spec, args.storage)
     check_data(spec)
+    search_alg = scheduler = None
     if not resume:  # what Tune would refuse later, refused before Ray and the teacher start
-        name = fresh_name(storage, args.name or spec.name, explicit=bool(args.name))
         search_alg, scheduler = build_searcher(spec), build_scheduler(spec)
-
-    import ray
-    from ray import tune
-
+    target = ray_start.resolve(args.address)  # a cluster that does not answer: refused now
+    if target.local:  # refused before Ray starts: a local Ray gets this machine's resources
+        check_resources(spec, [ray_start.local_resources()], "this machine (a local Ray)")
+    name = claim_name(spec, storage, args.name or spec.name, bool(args.name)) if not resume else ""
     try:
-        ray.init(address=args.address, dashboard_host="127.0.0.1", include_dashboard=False)
-    except (ValueError, ConnectionError) as exc:
-        raise ConfigError(
-            f"cannot start or reach Ray at --address {args.address or '$RAY_ADDRESS'}: {exc}; "
-            f"give a running head node's HOST:PORT, or leave --address out for a local Ray"
-        ) from exc
-    check_resources(spec, node_shapes())
-    if spec.sweep.resources.gpu > 0:  # fine-tune and run the teacher on a GPU node, not the head
-        gpu_task = ray.remote(num_cpus=spec.sweep.resources.cpu, num_gpus=1)(prepare_teachers)
-        teachers, shared = ray.get(gpu_task.remote(spec))
-    else:
-        teachers, shared = prepare_teachers(spec)
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, spec=spec, teacher_paths=teachers, shared=shared),
-        {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu},
-    )
-    if resume:
-        tuner = tune.Tuner.restore(
-            resume, trainable=trainable, resume_errored=not args.retry_errored,
-            restart_errored=args.retry_errored,
-        )  # fmt: skip
-    else:
-        save_spec(spec, f"{storage}/{name}")
-        tuner = tune.Tuner(
-            trainable,
-            param_space=spec.param_space(),
-            tune_config=tune_config(spec, search_alg, scheduler),
-            run_config=run_config(spec, name, storage),
-        )
+        tuner = start_tuner(spec, target, resume, args.retry_errored, search_alg, scheduler,
+                            name, storage)  # fmt: skip
+    except BaseException:
+        if name:
+            release_claim(storage, name)
+        raise
     results = tuner.fit()
-    summarize(results, spec)
+    summarize(results.experiment_path, spec)
     return 0
 
 

@@ -18,13 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from transformers import AutoTokenizer
 
 from kdray.config import TeacherConfig, TrialConfig
 from kdray.data import load_task, resolve_data_dir
 from kdray.io import atomic_dir, cache_root
 from kdray.models import TEACHER_META, Shape, load_config, resolve_backbone
+from kdray.teacher_cache import cache_lock
 
 
 def teacher_data(cfg: TrialConfig) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False
 
     final = teacher_dir(cfg)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final) + ".lock"):
+    with cache_lock(final, f"teacher {final.name}"):
         if (final / TEACHER_META).is_file() and not force:
             return str(final)
         backbone = resolve_backbone(cfg.teacher.backbone)

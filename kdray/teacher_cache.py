@@ -11,10 +11,11 @@ budget the trainer falls back to live teacher forwards: same batches, same losse
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,19 +227,41 @@ def load_or_compute(
     compute: Callable[[], TeacherOutputs],
 ) -> TeacherOutputs:
     """Read the outputs stored under `key` (checked against the split), or compute and store."""
-    path = cache_dir / "teacher_outputs" / f"{key}.pt" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            outputs = TeacherOutputs.from_state(torch.load(path, weights_only=True))
-            if outputs.matches(split, fingerprint):
-                return outputs
-            log.warning("teacher-output cache %s belongs to other data; recomputing", path)
-        except Exception as exc:  # unreadable (an older format, a damaged disk): recompute
-            log.warning("teacher-output cache %s unreadable (%s); recomputing", path, exc)
-    outputs = compute()
-    if path is not None:
-        atomic_torch_save(outputs.to_state(), path)
-    return outputs
+    if cache_dir is None:
+        return compute()
+    path = cache_dir / "teacher_outputs" / f"{key}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one process computes, the others (two sweeps, or a sweep's trials) wait and read it
+    with cache_lock(path, "teacher outputs"):
+        if path.is_file():
+            try:
+                outputs = TeacherOutputs.from_state(torch.load(path, weights_only=True))
+                if outputs.matches(split, fingerprint):
+                    return outputs
+                log.warning("teacher-output cache %s belongs to other data; recomputing", path)
+            except Exception as exc:  # unreadable (an older format, a damaged disk): recompute
+                log.warning("teacher-output cache %s unreadable (%s); recomputing", path, exc)
+        outputs = compute()
+        atomic_torch_save(outputs.to_state(), path)  # whole or not at all, even when killed
+        return outputs
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold `path`.lock (an OS lock: freed when its holder dies, so a killed process never
+    blocks the next); when another process holds it, say so, then wait for it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another process is preparing %s (%s); waiting for it", what, path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def prepare_outputs(

@@ -15,11 +15,14 @@ from dataclasses import dataclass, replace
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
+from kdray.checks import FIXES, teacher_sources, teacher_where
 from kdray.config import TeacherConfig, TrialConfig
 from kdray.errors import ConfigError
 from kdray.features import Features, Needs, Shape
 from kdray.loop import autocast
 from kdray.models import (
+    MODEL_FIX,
+    check_max_length,
     check_teacher_task,
     encode,
     layer_map,
@@ -62,10 +65,14 @@ def source_of(t: TeacherConfig, path: str | None = None) -> str:
     return resolve_backbone(path or t.path or t.backbone)
 
 
-def teacher_config(t: TeacherConfig, path: str | None = None) -> PretrainedConfig:
+def teacher_config(
+    t: TeacherConfig, path: str | None = None, where: str | None = None, fix: str = MODEL_FIX
+) -> PretrainedConfig:
     """The teacher's HF config (a backbone's with `num_layers` applied: what fine-tuning
-    it will give)."""
-    config = load_config(source_of(t, path))
+    it will give). `where` and `fix` name it in a message about a missing or unreadable model
+    (default: "teacher '<name>': path" or "...: backbone")."""
+    key = "path" if path or t.path else "backbone"
+    config = load_config(source_of(t, path), where or f"teacher '{t.name}': {key}", fix)
     if path is None and t.path is None and t.num_layers is not None:
         layers = Shape.of(config).layers
         if t.num_layers > layers:
@@ -87,18 +94,24 @@ def preflight(
     cfg: TrialConfig, spec: TaskSpec, paths: Mapping[str, str] | None = None
 ) -> tuple[Shape, dict[str, PretrainedConfig]]:
     """Every check the teachers' HF configs allow, before data, weights or a fine-tune: each
-    fine-tuned teacher fits the task, the pool shares label set and tokenizer, the student
-    shape and the knowledge types fit every teacher. Returns the student's shape (from the
-    first teacher) and each teacher's config. `paths`: teacher name -> resolved folder."""
+    teacher's folder or hub id is there, data.max_length fits its positions (and the
+    student's, shaped after the first), each fine-tuned teacher fits the task, the pool shares
+    label set and tokenizer, the student shape and the knowledge types fit every teacher.
+    Returns the student's shape (from the first teacher) and each teacher's config. `paths`:
+    teacher name -> resolved folder."""
     from kdray.knowledge import check_shapes
 
     paths = paths or {}
     teachers = cfg.teacher_list()
     configs: dict[str, PretrainedConfig] = {}
-    for t in teachers:
+    for t, src in zip(teachers, teacher_sources(cfg), strict=True):
         assert t.name is not None
         path = paths.get(t.name)
-        configs[t.name] = teacher_config(t, path)
+        where, fix = src.where, src.fix
+        if path and not t.path:  # the folder kdray fine-tuned it into
+            where, fix = teacher_where(cfg, t, "fine-tuned folder"), FIXES["fine-tuned folder"]
+        configs[t.name] = teacher_config(t, path, where, fix)
+        check_max_length(cfg.data.max_length, configs[t.name], src.who)
     first = teachers[0]
     assert first.name is not None
     c0 = configs[first.name]

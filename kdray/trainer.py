@@ -99,6 +99,7 @@ class Run:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
         self.wall_before = 0.0
+        self.resumed_from = 0
         self.t0 = time.perf_counter()
 
     # ------------------------------------------------------------------------------ stages
@@ -344,6 +345,7 @@ class Run:
         total = sum(st.steps for st in self.stages)
         done = sum(st.steps for st in self.stages[: self.stage.index])
         done += self.step - self.stage.start
+        self.resumed_from = done  # steps done before this attempt (a restart continues there)
         bar = tqdm(total=total, initial=done, disable=not self.progress, dynamic_ncols=True)
         running: list[float] = []
         with bar:
@@ -369,7 +371,8 @@ class Run:
                                         loss=f"{row['train_loss']:.3f}")  # fmt: skip
                         self.save()
                         if self.step < seg:
-                            self.reporter.report({**row, "done": False},
+                            self.reporter.report({**row, "done": False,
+                                                  "resumed_from_step": self.resumed_from},
                                                  checkpoint_dir=str(self.out_dir))  # fmt: skip
                 if status != "finished" or st.index == len(self.stages) - 1:
                     break
@@ -418,6 +421,7 @@ class Run:
             "status": status,
             "step": self.step,
             "done": True,
+            "resumed_from_step": self.resumed_from,
             "wall_s": wall,
             **{f"test_{name}_{k}": v for name, m in test.items() for k, v in m.items()},
         }

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +121,21 @@ def tiny_cfg(tiny_teacher: str, glue_dir: Path, cache_dir: str, tmp_path: Path) 
         },
         "cache_dir": cache_dir,
     }
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ray_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A Ray temp folder of its own (short: Ray's socket paths must stay under 108 bytes), so
+    the machine's real record is untouched."""
+    with tempfile.TemporaryDirectory(prefix="kr", dir="/tmp", ignore_cleanup_errors=True) as d:
+        monkeypatch.setenv("RAY_TMPDIR", d)
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        (Path(d) / "ray").mkdir()
+        yield Path(d)

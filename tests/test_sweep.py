@@ -18,15 +18,17 @@ import yaml
 from kdray.errors import ConfigError
 from kdray.search_space import Resources, SweepConfig, parse_sweep
 from kdray.sweep import check_resources
-from tests.conftest import GLUE
+from tests.conftest import GLUE, closed_port
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
 
 
-def sweep_cli(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+def sweep_cli(
+    *args: str, cwd: Path, timeout: int = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kdray.sweep", *args],
-        capture_output=True, text=True, cwd=cwd, env=ENV, timeout=timeout,
+        capture_output=True, text=True, cwd=cwd, env={**ENV, **(env or {})}, timeout=timeout,
     )  # fmt: skip
 
 
@@ -107,9 +109,9 @@ def test_bad_arguments_exit_2_before_ray(tmp_path: Path) -> None:
 
 
 def test_resume_of_a_non_sweep_folder_exits_2(tmp_path: Path) -> None:
-    for folder in (tmp_path, tmp_path / "missing"):
+    for folder, needle in ((tmp_path, "not a sweep folder"), (tmp_path / "missing", "not found")):
         proc = sweep_cli("--resume", str(folder), cwd=tmp_path)
-        assert proc.returncode == 2 and "not a sweep folder" in proc.stderr, proc.stderr
+        assert proc.returncode == 2 and needle in proc.stderr and str(folder) in proc.stderr
 
 
 def test_unwritable_storage_exits_2(tmp_path: Path) -> None:
@@ -125,8 +127,10 @@ def test_resources_no_node_can_hold_are_refused() -> None:
     spec = parse_sweep({"sweep": {"resources": {"cpu": 4, "gpu": 0.5}}}, "x")
     assert spec.sweep.resources == Resources(cpu=4, gpu=0.5)
     with pytest.raises(ConfigError, match=r"lower sweep\.resources"):
-        check_resources(spec, [{"CPU": 2.0}, {"CPU": 8.0}])
-    check_resources(spec, [{"CPU": 2.0}, {"CPU": 4.0, "GPU": 1.0}])  # an autoscaled GPU type
+        check_resources(spec, [{"CPU": 2.0}, {"CPU": 8.0}], "this machine")
+    check_resources(
+        spec, [{"CPU": 2.0}, {"CPU": 4.0, "GPU": 1.0}], "a cluster"
+    )  # an autoscaled GPU type
 
 
 def test_spec_round_trips_through_its_saved_form() -> None:
@@ -145,16 +149,22 @@ def test_spec_round_trips_through_its_saved_form() -> None:
 
 
 @pytest.mark.slow
-def test_single_node_sweep_end_to_end(tiny_cfg: dict, tmp_path: Path) -> None:
-    """Finished, diverged (lr 1e6) and raising (missing data) trials side by side."""
+def test_single_node_sweep_end_to_end(tiny_cfg: dict, tmp_path: Path, ray_tmp: Path) -> None:
+    """Finished, diverged (lr 1e6) and raising (missing data) trials side by side, on a
+    machine where a Ray head died without `ray stop`: its stale record names a dead address,
+    and the sweep warns and runs on a fresh local Ray instead of waiting for it forever."""
+    dead = f"127.0.0.1:{closed_port()}"
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(dead)
     glue = tiny_cfg["data"]["data_dir"]
     search = {"trainer.learning_rate": {"grid": [1e-4, 1e6]},
               "data.data_dir": {"grid": [glue, str(tmp_path / "no-glue")]}}  # fmt: skip
     path = tiny_space(tiny_cfg, tmp_path / "e2e.yaml", search, num_samples=1, max_concurrent=2)
     storage = tmp_path / "results"
-    proc = sweep_cli("--space", str(path), "--storage", str(storage), cwd=tmp_path, timeout=600)
+    proc = sweep_cli("--space", str(path), "--storage", str(storage), cwd=tmp_path, timeout=600,
+                     env={"RAY_TMPDIR": str(ray_tmp)})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "4 trials, 2 errored" in proc.stdout
+    assert dead in proc.stderr and "ray stop" in proc.stderr  # the stale record's warning
+    assert "4 trials: 1 finished, 1 diverged, 2 errored" in proc.stdout
     assert "best trial:" in proc.stdout and "test (dev) score: 0." in proc.stdout
     from ray.tune import ExperimentAnalysis
 
@@ -182,11 +192,23 @@ def test_asha_prunes_and_reused_workers_start_clean(tiny_cfg: dict, tmp_path: Pa
     storage = tmp_path / "results"
     proc = sweep_cli("--space", str(path), "--storage", str(storage), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "8 trials, 0 errored" in proc.stdout
     from ray.tune import ExperimentAnalysis
 
     df = ExperimentAnalysis(str(storage / "asha")).dataframe()
     assert (df["training_iteration"] < 4).any(), "ASHA pruned nothing"
+    # pruned trials are not counted as finished: not at the end, nor by the analysis
+    from kdray.analysis import load_sweep
+
+    trials = load_sweep(storage / "asha").trials
+    n_pruned = int((df["training_iteration"] < 4).sum())
+    assert (trials["status"] == "pruned").sum() == n_pruned
+    assert set(trials[trials["status"] == "pruned"]["steps"]) <= {5, 10, 15}
+    assert (trials[trials["status"] == "finished"]["steps"] == 20).all()
+    assert f"8 trials: {8 - n_pruned} finished, {n_pruned} pruned" in proc.stdout
+    report = subprocess.run([sys.executable, "-m", "kdray.analyze", str(storage / "asha")],
+                            capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+    assert report.returncode == 1 and "no phase rewards" in report.stderr  # selector all
+    assert f"{n_pruned} pruned" in (storage / "asha" / "analysis" / "report.md").read_text()
     assert df["pid"].nunique() < len(df), "no worker was reused"
     # every trial trained from its own start: its phase log holds its own rows only
     logs = [pd.read_parquet(p) for p in (storage / "asha").glob("*/run/phases.parquet")]

@@ -1,0 +1,94 @@
+"""Starting or joining Ray (kdray.ray_start): a stale record of a dead head gives a fresh local
+Ray with a warning, an address that does not answer a one-line refusal within seconds. A whole
+sweep on a machine with a stale record: tests/test_sweep.py::test_single_node_sweep_end_to_end."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdray import ray_start
+from kdray.errors import ConfigError
+from tests.conftest import closed_port
+from tests.test_sweep import ENV
+
+
+def test_stale_record_gives_a_local_ray_with_a_warning(
+    ray_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = f"127.0.0.1:{closed_port()}"
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(dead)
+    with caplog.at_level(logging.WARNING):
+        target = ray_start.resolve(None)
+    assert target.local
+    assert dead in caplog.text and "ray_current_cluster" in caplog.text
+    assert "ray stop" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_record_of_a_live_head_is_joined(ray_tmp: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    address = cluster.address
+    try:
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(address)
+        target = ray_start.resolve(None)
+    finally:
+        cluster.shutdown()
+    assert target.address == address and "ray_current_cluster" in target.origin
+    assert ray_start.resolve("local").local  # asked for: a local Ray whatever is recorded
+
+
+def test_no_record_is_a_local_ray(ray_tmp: Path) -> None:
+    assert ray_start.resolve(None).local
+    with pytest.raises(ConfigError, match="no running Ray cluster"):
+        ray_start.resolve("auto")
+
+
+@pytest.mark.parametrize("env", [False, True])
+def test_an_address_that_does_not_answer_is_refused(
+    ray_tmp: Path, monkeypatch: pytest.MonkeyPatch, env: bool
+) -> None:
+    dead = f"127.0.0.1:{closed_port()}"
+    if env:
+        monkeypatch.setenv("RAY_ADDRESS", dead)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        ray_start.resolve(None if env else dead)
+    assert time.monotonic() - t0 < ray_start.REACH_TIMEOUT_S + 1
+    message = str(err.value)
+    assert dead in message and ("$RAY_ADDRESS" if env else "--address") in message
+    assert "\n" not in message
+
+
+def test_sweep_with_an_unreachable_address_exits_2_within_30_s(tmp_path: Path) -> None:
+    space = tmp_path / "ok.yaml"
+    space.write_text(yaml.safe_dump({"search": {"trainer.seed": {"choice": [0, 1]}}}))
+    with socket.socket() as foreign:  # something listens there, but not Ray
+        foreign.bind(("127.0.0.1", 0))
+        foreign.listen()
+        check_refused(space, tmp_path, f"127.0.0.1:{closed_port()}", "nothing answers")
+        port = foreign.getsockname()[1]
+        check_refused(space, tmp_path, f"127.0.0.1:{port}", "something answers there")
+
+
+def check_refused(space: Path, tmp_path: Path, address: str, why: str) -> None:
+    """`python -m kdray.sweep --address ADDRESS` exits 2 with one line, within 30 s."""
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdray.sweep", "--space", str(space), "--storage",
+         str(tmp_path / "out"), "--address", address],
+        capture_output=True, text=True, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert address in proc.stderr and why in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - t0 < 35  # "about 30 s", on a busy 2-core machine
