@@ -54,6 +54,8 @@ while True:  # a GCS busy starting its nodes may miss one connection's timeout
         GcsClient(address=address)
         sys.exit(0)
     except Exception as exc:
+        if type(exc).__name__ == "AuthenticationError":
+            sys.exit(3)  # Ray, with token authentication this process is not set up for
         if time.monotonic() > deadline:
             sys.exit(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]}")
         time.sleep(0.5)
@@ -126,6 +128,12 @@ def why_not(address: str) -> str | None:
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         return f"something answers there, but no Ray cluster within {PROBE_TIMEOUT_S:g} s"
+    if probe.returncode == 3:  # ray.init would retry the refused token forever
+        return (
+            "a Ray cluster answers there, but with token authentication this process lacks "
+            "(set RAY_AUTH_MODE=token and give the cluster's token: ~/.ray/auth_token or "
+            "RAY_AUTH_TOKEN)"
+        )
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["no reply"])[-1]
         return f"something answers there, but no Ray cluster ({last})"

@@ -296,6 +296,7 @@ def test_trial_that_crashes_is_retried_from_its_checkpoint(tiny_cfg: dict, tmp_p
     spec = load_sweep(str(path))
     marks = tmp_path / "marks"
     marks.mkdir()
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
     ray_start.start(ray_start.resolve("local"), num_cpus=2)
     try:
         teachers, shared = prepare_teachers(spec)
@@ -311,6 +312,10 @@ def test_trial_that_crashes_is_retried_from_its_checkpoint(tiny_cfg: dict, tmp_p
         import ray
 
         ray.shutdown()
+        # a new local Ray turns token authentication on in this process's environment (Ray's
+        # default since 2.5x); later tests start clusters for subprocesses without it
+        if auth_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
     assert results.num_errors == 0 and len(list(marks.iterdir())) == 2  # each crashed once
     for result in results:
         trial = Path(result.path)
