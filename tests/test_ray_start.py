@@ -70,14 +70,23 @@ def test_an_address_that_does_not_answer_is_refused(
 
 
 def test_sweep_with_an_unreachable_address_exits_2_within_30_s(tmp_path: Path) -> None:
+    """The whole command, on a closed port (a listener that is not Ray: the next test)."""
     space = tmp_path / "ok.yaml"
     space.write_text(yaml.safe_dump({"search": {"trainer.seed": {"choice": [0, 1]}}}))
-    with socket.socket() as foreign:  # something listens there, but not Ray
+    check_refused(space, tmp_path, f"127.0.0.1:{closed_port()}", "nothing answers")
+
+
+def test_a_listener_that_is_not_ray_is_refused_within_the_probe_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ray_start, "PROBE_TIMEOUT_S", 4.0)  # 15 s by default
+    with socket.socket() as foreign:
         foreign.bind(("127.0.0.1", 0))
         foreign.listen()
-        check_refused(space, tmp_path, f"127.0.0.1:{closed_port()}", "nothing answers")
-        port = foreign.getsockname()[1]
-        check_refused(space, tmp_path, f"127.0.0.1:{port}", "something answers there")
+        t0 = time.monotonic()
+        why = ray_start.why_not(f"127.0.0.1:{foreign.getsockname()[1]}")
+    assert why is not None and "something answers there" in why
+    assert time.monotonic() - t0 < 4.0 + 2
 
 
 def check_refused(space: Path, tmp_path: Path, address: str, why: str) -> None:

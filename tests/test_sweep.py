@@ -83,16 +83,39 @@ def finished_trials(experiment: Path) -> dict[str, float]:
         ),
     ],
 )
-def test_bad_sweep_exits_2_before_ray(tmp_path: Path, content: str, needle: str) -> None:
+def test_bad_sweep_is_refused_before_ray(tmp_path: Path, content: str, needle: str) -> None:
     space = tmp_path / "bad.yaml"
     space.write_text(content)
+    assert needle in sweep_error("--space", str(space), "--storage", str(tmp_path / "out"))
+
+
+def sweep_error(*args: str) -> str:
+    """The error `python -m kdray.sweep ARGS` refuses with, checked to come before Ray starts
+    and to be one line. Run in this process (a command costs ~10 s of imports); that the
+    command prints it as one line and exits 2 is test_bad_sweep_cli_exits_2_with_one_line's."""
+    import ray
+
+    from kdray.errors import KdrayError
+    from kdray.sweep import main
+
+    with pytest.raises(KdrayError) as err:
+        main(list(args))
+    assert not ray.is_initialized()
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_bad_sweep_cli_exits_2_with_one_line(tmp_path: Path) -> None:
+    space = tmp_path / "bad.yaml"
+    space.write_text("trial:\n  data: [1,\n")
     proc = sweep_cli("--space", str(space), "--storage", str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert "line" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_bad_arguments_exit_2_before_ray(tmp_path: Path) -> None:
+def test_bad_arguments_are_refused_before_ray(tmp_path: Path) -> None:
     space = tmp_path / "ok.yaml"
     space.write_text("search:\n  trainer.seed: {choice: [0, 1]}\n")
     storage = tmp_path / "out"
@@ -103,15 +126,13 @@ def test_bad_arguments_exit_2_before_ray(tmp_path: Path) -> None:
         (["--name", "taken"], "already holds a sweep"),
         (["--address", "bogus"], "--address"),
     ]:
-        proc = sweep_cli("--space", str(space), "--storage", str(storage), *args, cwd=tmp_path)
-        assert proc.returncode == 2, proc.stderr
-        assert needle in proc.stderr and "Traceback" not in proc.stderr
+        assert needle in sweep_error("--space", str(space), "--storage", str(storage), *args)
 
 
-def test_resume_of_a_non_sweep_folder_exits_2(tmp_path: Path) -> None:
+def test_resume_of_a_non_sweep_folder_is_refused(tmp_path: Path) -> None:
     for folder, needle in ((tmp_path, "not a sweep folder"), (tmp_path / "missing", "not found")):
-        proc = sweep_cli("--resume", str(folder), cwd=tmp_path)
-        assert proc.returncode == 2 and needle in proc.stderr and str(folder) in proc.stderr
+        message = sweep_error("--resume", str(folder))
+        assert needle in message and str(folder) in message
 
 
 def test_unwritable_storage_exits_2(tmp_path: Path) -> None:
@@ -205,9 +226,9 @@ def test_asha_prunes_and_reused_workers_start_clean(tiny_cfg: dict, tmp_path: Pa
     assert set(trials[trials["status"] == "pruned"]["steps"]) <= {5, 10, 15}
     assert (trials[trials["status"] == "finished"]["steps"] == 20).all()
     assert f"8 trials: {8 - n_pruned} finished, {n_pruned} pruned" in proc.stdout
-    report = subprocess.run([sys.executable, "-m", "kdray.analyze", str(storage / "asha")],
-                            capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
-    assert report.returncode == 1 and "no phase rewards" in report.stderr  # selector all
+    from kdray import analyze
+
+    assert analyze.main([str(storage / "asha")]) == 1  # selector all: no phase rewards
     assert f"{n_pruned} pruned" in (storage / "asha" / "analysis" / "report.md").read_text()
     assert df["pid"].nunique() < len(df), "no worker was reused"
     # every trial trained from its own start: its phase log holds its own rows only
