@@ -41,6 +41,7 @@ from kdray.io import storage_fs
 from kdray.results import (
     PHASE_LOG,
     RESULTS,
+    STUDENT_DIR,
     TRIAL_RUN_DIR,
     knowledge_types,
     read_phase_log,
@@ -206,6 +207,35 @@ def leaderboard(sweep: Sweep, n: int = 10) -> pd.DataFrame:
     searched = [f"config/{p}" for p in sweep.search if f"config/{p}" in t]
     columns = ["trial_id", "status", m, "val_metric", "test_metric", "steps", "wall_s", *searched]
     return t[list(dict.fromkeys(columns))].head(n)
+
+
+def print_summary(experiment: str) -> None:
+    """The summary a sweep prints at its end: trials by status (`trial_status`, so a pruned
+    trial is not counted as finished) and the best trial, finished ones first. A summary
+    that cannot be read is logged, never a failure of the finished sweep."""
+    try:
+        sweep = load_sweep(experiment, phases=False)
+    except KdrayError as exc:
+        log.warning("no summary of %s: %s", experiment, exc)
+        return
+    print(f"\n{describe_statuses(sweep.trials)}; results in {experiment}")
+    board = leaderboard(sweep, n=1)
+    if board.empty:
+        print("no trial reported a result")
+        return
+    best = sweep.trials.loc[board.index[0]]
+    print(
+        f"best trial: {Path(best['path']).name}"
+        + ("" if best["status"] == "finished" else f" ({best['status']}: no trial finished)")
+    )
+    searched = {p: best[f"config/{p}"] for p in sweep.search if f"config/{p}" in best}
+    print(f"  config: {searched}")
+    test = best["test_metric"]
+    print(f"  {sweep.metric}: {best[sweep.metric]:.4f}   test (dev) score: "
+          f"{'(not reached)' if pd.isna(test) else f'{test:.4f}'}")  # fmt: skip
+    student = f"{best['path']}/{TRIAL_RUN_DIR}/{STUDENT_DIR}"
+    saved = "://" in student or Path(student).exists()
+    print(f"  student: {student if saved else '(not saved)'}")
 
 
 # ----------------------------------------------------------------------------------- analysis

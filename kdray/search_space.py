@@ -26,6 +26,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,3 +384,62 @@ def load_saved_spec(experiment: str) -> SweepSpec:
             f"it?); pass the sweep's --space FILE as well"
         ) from exc
     return parse_sweep(parse_yaml(text, f"{experiment}/{SPEC_FILE}"), Path(path).name)
+
+
+# ------------------------------------------------ the experiment folder STORAGE/NAME
+
+
+def storage_path(spec: SweepSpec, override: str | None) -> str:
+    """The sweep's storage (`override`, else sweep.storage): a URI as given, a local folder
+    made and checked to be writable."""
+    location = storage_location(override or spec.sweep.storage)
+    if "://" in location:
+        return location
+    path = Path(location)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".kdray-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"storage path {path} is not writable ({exc.strerror}); pass --storage DIR"
+        ) from exc
+    return str(path)
+
+
+def claim_name(spec: SweepSpec, storage: str, name: str, explicit: bool) -> str:
+    """STORAGE/NAME for a new sweep, claimed by writing the sweep file into it (created only
+    if absent, so two sweeps started together never share a folder). Where NAME holds a sweep
+    or another one's claim, a default name gets a timestamp and an explicit --name is refused:
+    an earlier sweep is never written over."""
+    from ray.tune import Tuner
+
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    names = [name] if explicit else [name, f"{name}_{stamp}"]
+    names += [] if explicit else [f"{name}_{stamp}_{i}" for i in range(2, 100)]
+    for candidate in names:
+        folder = f"{storage}/{candidate}"
+        if Tuner.can_restore(folder):
+            if explicit:
+                raise ConfigError(
+                    f"{folder} already holds a sweep; continue it with --resume {folder}, or "
+                    f"give another --name"
+                )
+            continue
+        if save_spec(spec, folder, claim=True):  # a URI has no exclusive create: just saved
+            return candidate
+        if explicit:
+            raise ConfigError(
+                f"{folder} is claimed by another sweep starting now (its {SPEC_FILE} is there, "
+                f"Tune's state not yet; delete the folder if no sweep is starting); give "
+                f"another --name"
+            )
+    raise ConfigError(f"{storage} holds too many sweeps named {name}*; give another --name")
+
+
+def release_claim(storage: str, name: str) -> None:
+    """Remove a claimed folder that Tune never wrote into (the sweep failed before it)."""
+    folder = Path(f"{storage}/{name}")
+    if "://" not in storage and [p.name for p in folder.iterdir()] == [SPEC_FILE]:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -25,21 +25,21 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from kdray import ray_start
+from kdray.analysis import print_summary
 from kdray.config import TrialConfig, is_mutable
-from kdray.errors import ConfigError, KdrayError
-from kdray.io import storage_location
-from kdray.results import CHECKPOINT, STUDENT_DIR, TRIAL_RUN_DIR
+from kdray.errors import ConfigError
+from kdray.results import CHECKPOINT, TRIAL_RUN_DIR
 from kdray.search_space import (
-    SPEC_FILE,
     SweepSpec,
+    claim_name,
     load_saved_spec,
     load_sweep,
-    save_spec,
+    release_claim,
+    storage_path,
     sweep_folder,
 )
 from kdray.tasks import TASKS
@@ -278,23 +278,6 @@ def check_resources(spec: SweepSpec, shapes: list[dict[str, float]], where: str)
         )
 
 
-def storage_path(spec: SweepSpec, override: str | None) -> str:
-    location = storage_location(override or spec.sweep.storage)
-    if "://" in location:
-        return location
-    path = Path(location)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".kdray-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"storage path {path} is not writable ({exc.strerror}); pass --storage DIR"
-        ) from exc
-    return str(path)
-
-
 def prepare_teachers(
     spec: SweepSpec,
 ) -> tuple[dict[str, str] | None, dict[str, TeacherOutputs] | None]:
@@ -313,38 +296,6 @@ def prepare_teachers(
     if any(p.startswith(UNSHAREABLE) for p in spec.search):
         return paths, None
     return paths, shared_teacher_outputs(base, paths, progress=True)
-
-
-def summarize(experiment: str, spec: SweepSpec) -> None:
-    """The end-of-sweep summary: trials by status (kdray.analysis.trial_status, so a pruned
-    trial is not counted as finished) and the best trial, finished ones first."""
-    import pandas as pd
-
-    from kdray.analysis import describe_statuses, leaderboard, load_sweep
-
-    try:
-        sweep = load_sweep(experiment, phases=False)
-    except KdrayError as exc:  # the sweep is done: a summary that cannot be read is no failure
-        log.warning("no summary of %s: %s", experiment, exc)
-        return
-    print(f"\n{describe_statuses(sweep.trials)}; results in {experiment}")
-    board = leaderboard(sweep, n=1)
-    if board.empty:
-        print("no trial reported a result")
-        return
-    best = sweep.trials.loc[board.index[0]]
-    print(
-        f"best trial: {Path(best['path']).name}"
-        + ("" if best["status"] == "finished" else f" ({best['status']}: no trial finished)")
-    )
-    searched = {p: best[f"config/{p}"] for p in spec.search if f"config/{p}" in best}
-    print(f"  config: {searched}")
-    test = best["test_metric"]
-    print(f"  {spec.sweep.metric}: {best[spec.sweep.metric]:.4f}   test (dev) score: "
-          f"{'(not reached)' if pd.isna(test) else f'{test:.4f}'}")  # fmt: skip
-    student = f"{best['path']}/{TRIAL_RUN_DIR}/{STUDENT_DIR}"
-    saved = "://" in student or Path(student).exists()
-    print(f"  student: {student if saved else '(not saved)'}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -395,43 +346,6 @@ def check_data(spec: SweepSpec) -> None:
     dim = spec.search.get("data.task")
     for task in dim.candidates() if dim else [base.data.task]:
         glue_files(TASKS[task], data_dir)
-
-
-def claim_name(spec: SweepSpec, storage: str, name: str, explicit: bool) -> str:
-    """STORAGE/NAME for a new sweep, claimed by writing the sweep file into it (created only
-    if absent, so two sweeps started together never share a folder). Where NAME holds a sweep
-    or another one's claim, a default name gets a timestamp and an explicit --name is refused:
-    an earlier sweep is never written over."""
-    from ray.tune import Tuner
-
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    names = [name] if explicit else [name, f"{name}_{stamp}"]
-    names += [] if explicit else [f"{name}_{stamp}_{i}" for i in range(2, 100)]
-    for candidate in names:
-        folder = f"{storage}/{candidate}"
-        if Tuner.can_restore(folder):
-            if explicit:
-                raise ConfigError(
-                    f"{folder} already holds a sweep; continue it with --resume {folder}, or "
-                    f"give another --name"
-                )
-            continue
-        if save_spec(spec, folder, claim=True):  # a URI has no exclusive create: just saved
-            return candidate
-        if explicit:
-            raise ConfigError(
-                f"{folder} is claimed by another sweep starting now (its {SPEC_FILE} is there, "
-                f"Tune's state not yet; delete the folder if no sweep is starting); give "
-                f"another --name"
-            )
-    raise ConfigError(f"{storage} holds too many sweeps named {name}*; give another --name")
-
-
-def release_claim(storage: str, name: str) -> None:
-    """Remove a claimed folder that Tune never wrote into (the sweep failed before it)."""
-    folder = Path(f"{storage}/{name}")
-    if "://" not in storage and [p.name for p in folder.iterdir()] == [SPEC_FILE]:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def start_tuner(
@@ -506,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             release_claim(storage, name)
         raise
     results = tuner.fit()
-    summarize(results.experiment_path, spec)
+    print_summary(results.experiment_path)
     return 0
 
 
