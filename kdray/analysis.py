@@ -5,6 +5,7 @@
     sweep.trials, sweep.history, sweep.phases               # tidy pandas tables
     table = knowledge_by_phase(sweep, buckets=(0, 0.25, 0.5, 0.75, 1))
     export_schedule(table, "schedule.yaml")                 # replay: selector.kind schedule
+    teacher_by_phase(sweep)                                 # multi-teacher pools: who, when
 
 Tables (one row each per):
     trials   trial: trial_id, status (finished, diverged, pruned, errored, running, pending,
@@ -20,6 +21,10 @@ the weights of all knowledge types (ordinary least squares with an intercept, so
 controls for the other weights); confidence intervals from a bootstrap over trials (phases of a
 trial are not independent). A positive effect: more of that knowledge in that part of training
 went with a larger drop of the held-out loss.
+
+A multi-teacher run logs per phase the mean weight each teacher of its pool got over the phase's
+examples (tw_<teacher>) and, with the rl teacher policy, the policy's reward and baseline
+(tp_reward, tp_baseline): teacher_by_phase and policy_reward_by_phase average them per bucket.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from kdray.results import (
     PHASE_LOG,
     RESULTS,
     STUDENT_DIR,
+    TEACHER_PREFIX,
     TRIAL_RUN_DIR,
     knowledge_types,
     read_phase_log,
@@ -64,6 +70,10 @@ STATUSES = {
 }
 TUNE_STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending",
                "PAUSED": "paused"}  # fmt: skip
+#: The columns of teacher_by_phase and of policy_reward_by_phase, also when they have no rows.
+TEACHER_COLUMNS = ("teacher", "bucket", "start", "end", "mean_weight", "top_weight",
+                   "bottom_weight", "n_trials", "n_phases")  # fmt: skip
+POLICY_COLUMNS = ("bucket", "start", "end", "reward", "baseline", "n_trials", "n_phases")
 
 
 class AnalysisError(KdrayError):
@@ -256,6 +266,48 @@ def check_buckets(buckets: Sequence[float]) -> list[float]:
     return edges
 
 
+def _weights_in(
+    cell: pd.DataFrame, column: str, lo: float, hi: float, top: Any, bottom: Any
+) -> dict[str, Any]:
+    """One progress bucket's weight summary of `column`: its mean over every phase of the
+    bucket, over the top trials' phases and over the bottom trials'."""
+    w = cell[column]
+    return {
+        "bucket": _bucket_label(lo, hi),
+        "start": lo,
+        "end": hi,
+        "mean_weight": w.mean(),
+        "top_weight": w[cell["trial_id"].isin(top)].mean(),
+        "bottom_weight": w[cell["trial_id"].isin(bottom)].mean(),
+    }
+
+
+def _bucket_label(lo: float, hi: float) -> str:
+    """'[0, 0.25)', and '[0.75, 1]' for the last bucket (it holds the phases that start at 1)."""
+    return f"[{lo:g}, {hi:g}{']' if hi == 1.0 else ')'}"
+
+
+def _in_bucket(phases: pd.DataFrame, lo: float, hi: float) -> pd.Series:
+    """The phases (rows) that start in [lo, hi), or [lo, 1] for the last bucket: a phase counts
+    where it starts, so a phase that straddles an edge is not counted twice."""
+    start = phases.get("progress_start", phases["progress"])
+    return (start >= lo) & ((start < hi) | (hi == 1.0))
+
+
+def _top_bottom(metric: pd.Series, mode: str, quantile: float) -> tuple[set[Any], set[Any]]:
+    """The ids (metric's index) of the best and the worst `quantile` of trials, at least one each;
+    trials without a metric are in neither."""
+    sign = 1 if mode == "max" else -1
+    ranked = (sign * metric).dropna().sort_values(ascending=False)
+    n_q = max(1, round(quantile * len(ranked)))
+    return set(ranked.index[:n_q]), set(ranked.index[-n_q:])
+
+
+def _check_quantile(quantile: float) -> None:
+    if not 0 < quantile <= 0.5:
+        raise ConfigError(f"quantile must be in (0, 0.5], got {quantile}")
+
+
 def _ols(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Coefficients of y ~ 1 + x (without the intercept); NaN for a column without spread."""
     varied = x.std(axis=0) > 1e-12
@@ -295,8 +347,7 @@ def knowledge_by_phase(
     ci_high, significant (the CI excludes 0), n_trials, n_phases.
     """
     edges = check_buckets(buckets)
-    if not 0 < quantile <= 0.5:
-        raise ConfigError(f"quantile must be in (0, 0.5], got {quantile}")
+    _check_quantile(quantile)
     phases = sweep.phases
     if phases.empty:
         raise AnalysisError(no_phase_logs(sweep))
@@ -316,16 +367,11 @@ def knowledge_by_phase(
     types = knowledge_types(phases)
     metric = sweep.trials.set_index("trial_id")[sweep.metric]
     metric = metric[metric.index.isin(phases["trial_id"])]  # trials with phase rewards
-    sign = 1 if sweep.mode == "max" else -1
-    ranked = (sign * metric).dropna().sort_values(ascending=False)
-    n_q = max(1, round(quantile * len(ranked)))
-    top, bottom = set(ranked.index[:n_q]), set(ranked.index[-n_q:])
-    start = phases.get("progress_start", phases["progress"])
+    top, bottom = _top_bottom(metric, sweep.mode, quantile)
     rng = np.random.default_rng(seed)
     rows = []
     for lo, hi in itertools.pairwise(edges):
-        inside = (start >= lo) & ((start < hi) | (hi == 1.0))
-        cell = phases[inside]
+        cell = phases[_in_bucket(phases, lo, hi)]
         ids = cell["trial_id"].to_numpy()
         x = cell[[f"w_{k}" for k in types]].to_numpy(float)
         y = cell["reward_drop"].to_numpy(float)
@@ -342,15 +388,9 @@ def knowledge_by_phase(
             finite = boot[:, j][np.isfinite(boot[:, j])]
             ci = (np.quantile(finite, [alpha, 1 - alpha]) if len(finite) > n_boot // 2
                   else (np.nan, np.nan))  # fmt: skip
-            w = cell[f"w_{k}"]
             rows.append({
                 "knowledge": k,
-                "bucket": f"[{lo:g}, {hi:g}{']' if hi == 1.0 else ')'}",
-                "start": lo,
-                "end": hi,
-                "mean_weight": w.mean(),
-                "top_weight": w[cell["trial_id"].isin(top)].mean(),
-                "bottom_weight": w[cell["trial_id"].isin(bottom)].mean(),
+                **_weights_in(cell, f"w_{k}", lo, hi, top, bottom),
                 "effect": effect[j],
                 "ci_low": ci[0],
                 "ci_high": ci[1],
@@ -359,6 +399,102 @@ def knowledge_by_phase(
                 "n_phases": len(cell),
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def teacher_names(phases: pd.DataFrame) -> list[str]:
+    """The teachers a phase log records (from its tw_<teacher> columns), in column order: the
+    union over the trials' pools when `phases` holds several trials' logs."""
+    return [c[len(TEACHER_PREFIX) :] for c in phases.columns if c.startswith(TEACHER_PREFIX)]
+
+
+def _final_phases(sweep_or_phases: Sweep | pd.DataFrame) -> pd.DataFrame:
+    """The final-segment phases (the evaluated student's; stage-A episodes of two-stage ACKS
+    train students that are thrown away) of a Sweep or of a phase-log frame."""
+    phases = sweep_or_phases.phases if isinstance(sweep_or_phases, Sweep) else sweep_or_phases
+    return phases[phases["final"].astype(bool)] if len(phases) else phases
+
+
+def teacher_by_phase(
+    sweep_or_phases: Sweep | pd.DataFrame,
+    buckets: Sequence[float] = DEFAULT_BUCKETS,
+    quantile: float = 0.25,
+) -> pd.DataFrame:
+    """One row per teacher × progress bucket: how much of the student's signal came from each
+    teacher of a multi-teacher pool in each part of training, and whether the best trials
+    leaned on other teachers, or at other times, than the worst ones.
+
+    The weight is the phase log's tw_<teacher> (the mean weight the teacher got over the phase's
+    examples), averaged over the final-segment phases that start in the bucket, as
+    knowledge_by_phase buckets them. A phase where the teacher's weight is NaN (no teacher
+    output read, or a trial whose pool lacks that teacher) does not count for it, so a teacher
+    in few pools is averaged over those trials only (see n_trials).
+
+    `sweep_or_phases`: a Sweep, whose trials are ranked by the sweep's metric (last value) in
+    its mode; or a phase-log frame with trial_id (Sweep.phases), whose trials are ranked by their
+    last val_metric in it (the main metric, higher is better).
+
+    Columns (TEACHER_COLUMNS): teacher, bucket, start, end, mean_weight (all trials),
+    top_weight, bottom_weight (the top / bottom `quantile` of the trials that logged teacher
+    weights), n_trials, n_phases (with a weight for that teacher). No rows when the phase logs
+    have no tw_ columns (single-teacher runs).
+    """
+    edges = check_buckets(buckets)
+    _check_quantile(quantile)
+    phases = _final_phases(sweep_or_phases)
+    teachers = teacher_names(phases)
+    if not teachers:
+        return pd.DataFrame(columns=list(TEACHER_COLUMNS))
+    columns = [f"{TEACHER_PREFIX}{t}" for t in teachers]
+    logged = phases.loc[phases[columns].notna().any(axis=1), "trial_id"].unique()
+    if isinstance(sweep_or_phases, Sweep):
+        metric = sweep_or_phases.trials.set_index("trial_id")[sweep_or_phases.metric]
+        mode = sweep_or_phases.mode
+    else:
+        metric = phases.dropna(subset=["val_metric"]).groupby("trial_id")["val_metric"].last()
+        mode = "max"
+    top, bottom = _top_bottom(metric[metric.index.isin(logged)], mode, quantile)
+    rows = []
+    for lo, hi in itertools.pairwise(edges):
+        cell = phases[_in_bucket(phases, lo, hi)]
+        for t, c in zip(teachers, columns, strict=True):
+            w = cell[c]
+            rows.append({
+                "teacher": t,
+                **_weights_in(cell, c, lo, hi, top, bottom),
+                "n_trials": cell.loc[w.notna(), "trial_id"].nunique(),
+                "n_phases": int(w.notna().sum()),
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(TEACHER_COLUMNS))
+
+
+def policy_reward_by_phase(
+    sweep_or_phases: Sweep | pd.DataFrame, buckets: Sequence[float] = DEFAULT_BUCKETS
+) -> pd.DataFrame:
+    """One row per progress bucket: the rl teacher policy's mean REINFORCE reward (tp_reward)
+    and EMA baseline after the update (tp_baseline) over the final-segment phases that start in
+    it. A reward that stays above the baseline means the policy still finds better teacher
+    mixes there; one that meets it, that it has settled.
+
+    Columns (POLICY_COLUMNS): bucket, start, end, reward, baseline, n_trials, n_phases (with a
+    reward). No rows when no trial used the rl teacher policy.
+    """
+    edges = check_buckets(buckets)
+    phases = _final_phases(sweep_or_phases)
+    if "tp_reward" not in phases or phases["tp_reward"].isna().all():
+        return pd.DataFrame(columns=list(POLICY_COLUMNS))
+    rows = []
+    for lo, hi in itertools.pairwise(edges):
+        cell = phases[_in_bucket(phases, lo, hi) & phases["tp_reward"].notna()]
+        rows.append({
+            "bucket": _bucket_label(lo, hi),
+            "start": lo,
+            "end": hi,
+            "reward": cell["tp_reward"].mean(),
+            "baseline": cell["tp_baseline"].mean(),
+            "n_trials": cell["trial_id"].nunique(),
+            "n_phases": len(cell),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(POLICY_COLUMNS))
 
 
 def export_schedule(table: pd.DataFrame, path: str | Path, source: str = "top_weight") -> Path:

@@ -6,8 +6,9 @@
 Writes DIR/analysis/ (or --out): report.md (report.html), knowledge_by_phase.csv,
 trials.csv, schedule.yaml (the top trials' weights per bucket, for `selector: schedule`) and
 the figures: the knowledge × phase effect heatmap (* where the CI excludes 0), the weight
-trajectories of the top trials, the metric against trial cost, and the leaderboard. Prints a
-short summary.
+trajectories of the top trials, the metric against trial cost, and the leaderboard. A sweep of
+multi-teacher runs also gets teacher_by_phase.csv and teacher_weights.png (each teacher's mean
+weight per bucket, top trials against bottom ones). Prints a short summary.
 
 Exit status: 0 when the full report was written; 1 when the report lacks the knowledge-by-phase
 analysis (no phase logs, or none with phase rewards: the reason is printed); 2 on bad input.
@@ -34,6 +35,8 @@ from kdray.analysis import (
     leaderboard,
     load_sweep,
     param_importance,
+    policy_reward_by_phase,
+    teacher_by_phase,
 )
 from kdray.errors import ConfigError
 from kdray.io import atomic_path, atomic_write_text
@@ -94,6 +97,26 @@ def plot_trajectories(sweep: Sweep, top_ids: list[str], path: Path) -> str:
         ax.set_xlabel("progress")
     axes[0][0].set_ylabel("weight")
     axes[0][-1].legend(fontsize=6)
+    return _save(fig, path)
+
+
+def plot_teacher_weights(table: pd.DataFrame, path: Path) -> str:
+    """Each teacher's mean weight per bucket (teacher_by_phase), one colour per teacher: the
+    top trials solid, the bottom ones dashed, so a teacher the best trials used more (or
+    earlier) shows as a gap between its two lines."""
+    order = list(dict.fromkeys(table["bucket"]))
+    fig, ax = _figure(2.0 + 1.2 * len(order), 3.5)
+    for i, (teacher, rows) in enumerate(table.groupby("teacher", sort=False)):
+        x = [order.index(b) for b in rows["bucket"]]
+        ax.plot(x, rows["top_weight"], color=f"C{i}", marker="o", label=f"{teacher} (top)")
+        ax.plot(x, rows["bottom_weight"], color=f"C{i}", marker=".", linestyle="--",
+                label=f"{teacher} (bottom)")  # fmt: skip
+    ax.set_xticks(range(len(order)), order)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training progress")
+    ax.set_ylabel("mean teacher weight")
+    ax.set_title("teacher weights: top trials solid, bottom dashed")
+    ax.legend(fontsize=6)
     return _save(fig, path)
 
 
@@ -178,6 +201,23 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
                   f"({plot_trajectories(sweep, top_ids, out / 'trajectories.png')})\n",
                   "Replay the top trials' weights without RL: `selector: {kind: schedule, "
                   f"schedule_file: {out / 'schedule.yaml'}}}`\n"]  # fmt: skip
+    teachers = teacher_by_phase(sweep, buckets)
+    if teachers["n_phases"].sum():  # multi-teacher runs only: a single teacher has no tw_ column
+        with atomic_path(out / "teacher_by_phase.csv") as tmp:
+            teachers.to_csv(tmp, index=False)
+        shown = teachers.drop(columns=["start", "end"])
+        figure = plot_teacher_weights(teachers, out / "teacher_weights.png")
+        parts += ["## Teachers by phase\n",
+                  "Mean weight each teacher of the pool got over a phase's examples (final "
+                  "segment), per progress bucket: over all trials, and over the top / bottom "
+                  f"quarter of the trials by {sweep.metric}.\n", _md(shown),
+                  f"\n![teacher weights]({figure})\n"]  # fmt: skip
+        policy = policy_reward_by_phase(sweep, buckets)
+        if len(policy):
+            parts += ["The rl teacher policy: mean REINFORCE reward of a phase's update and "
+                      "the EMA baseline after it (a reward above the baseline: the policy still "
+                      "finds better teacher mixes there).\n",
+                      _md(policy.drop(columns=["start", "end"]))]  # fmt: skip
     importance = param_importance(sweep)
     parts.append("## Hyperparameter importance\n")
     if len(importance):

@@ -11,7 +11,7 @@ projections); the student's shape comes from the first teacher.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from kdray.checks import check_trial
 from kdray.config import TrialConfig
-from kdray.data import TaskData, load_task
+from kdray.data import TaskData, TokenizedSplit, load_task
 from kdray.errors import ConfigError
 from kdray.features import Features, Needs, Shape
 from kdray.io import cache_root
@@ -37,9 +37,9 @@ from kdray.models import (
     resolve_backbone,
 )
 from kdray.selector import MIN_REWARD_EXAMPLES, SELECTORS, measures_reward
-from kdray.selector.base import BatchView
 from kdray.tasks import TASKS, TaskSpec
 from kdray.teacher_cache import TeacherOutputs, estimate_bytes, prepare_outputs
+from kdray.teacher_policy import BatchView, TeacherPolicy, measures_reward_split
 from kdray.teachers import Teacher, named_paths, preflight
 
 log = logging.getLogger(__name__)
@@ -82,68 +82,126 @@ class Setup:
         assert isinstance(m, Knowledge)
         return m
 
-    def student_needs(self, kinds: Any) -> Needs:
-        """What the student's forward pass must return for these knowledge types."""
+    @property
+    def feature_index(self) -> int | None:
+        """The teacher of the knowledge types other than soft labels (knowledge.feature_teacher);
+        None when every teacher may teach them (top, weighted)."""
+        ft = self.cfg.knowledge.feature_teacher
+        if ft in ("top", "weighted"):
+            return None
+        return [t.name for t in self.teachers].index(ft) if ft else 0
+
+    def serves(self, i: int, kind: str) -> bool:
+        """Whether teacher i may teach knowledge type `kind` (every teacher teaches soft labels
+        and reads nothing for hard ones)."""
+        m = self.module(i, kind)
+        if not m.needs_teacher:
+            return False
+        return m.policy_weighted or self.feature_index in (None, i)
+
+    def student_needs(self, kinds: Any, policy: bool = False) -> Needs:
+        """What the student's forward pass must return for these knowledge types (and its
+        last-layer [CLS] when the teacher policy reads it: `policy`)."""
         needs = Needs()
         for k in kinds:
             needs = needs | self.module(0, k).student_needs
+        if policy:
+            needs = needs | Needs(hidden=frozenset({self.student_shape.layers}))
         return needs
 
     def teacher_needs(self, i: int, kinds: Any) -> Needs:
-        """What teacher i must give for these knowledge types (and the agent's [CLS])."""
+        """What teacher i must give for these knowledge types, as far as it teaches them (and
+        the agent's [CLS], from the first teacher)."""
         needs = Needs()
         for k in kinds:
-            needs = needs | self.module(i, k).teacher_needs
+            if self.serves(i, k):
+                needs = needs | self.module(i, k).teacher_needs
         if i == 0 and SELECTORS[self.cfg.selector.kind].needs_cls:
             needs = needs | Needs(hidden=frozenset({self.teachers[0].shape.layers}))
         return needs
 
-    def teacher_features(self, batch: dict[str, torch.Tensor], kinds: Any) -> dict[str, Features]:
-        """Each teacher's outputs for this batch, as far as `kinds` read them."""
+    def teacher_features(
+        self, batch: dict[str, torch.Tensor], kinds: Any, which: Any = None
+    ) -> dict[str, Features]:
+        """Teachers' outputs for this batch (`which`: their indices; None: all), as far as
+        `kinds` read them from each."""
         bf16 = self.cfg.trainer.bf16
         return {
             t.name: t.features(batch, self.teacher_needs(i, kinds), self.device, bf16)
             for i, t in enumerate(self.teachers)
+            if which is None or i in which
         }
 
     def losses(
         self,
         batch: dict[str, torch.Tensor],
         weights: dict[str, float],
-        hook: Callable[[BatchView], torch.Tensor | None],
+        policy: TeacherPolicy,
         step: int,
     ) -> dict[str, torch.Tensor]:
-        """The loss of each knowledge type with a positive weight, reduced over the batch with
-        the per-example teacher weights `hook` gives ((B, n_teachers); None: uniform, which
-        for one teacher is the plain batch mean). Types that read no teacher run once."""
+        """The loss of each knowledge type with a positive weight, reduced over the batch.
+
+        One teacher: the plain batch mean. A pool: the policy's per-example weights w (B, n)
+        scale each teacher's per-example soft loss before the batch mean; the other types come
+        from knowledge.feature_teacher (one teacher, the per-example top-weighted one, or every
+        teacher weighted by w). Only teachers with some weight are computed. Types that read
+        no teacher run once."""
         active = [k for k in self.types if weights[k] > 0]
         if not active:
             return {}
-        with autocast(self.device, self.cfg.trainer.bf16):
-            student = encode(self.student, batch, self.student_needs(active))
         reading = [k for k in active if self.module(0, k).needs_teacher]
-        teachers = self.teacher_features(batch, reading) if reading else {}
-        w = None  # (B, n_teachers)
-        if teachers:
-            w = hook(BatchView(step, batch, student.detached(), teachers))
-            shape = (len(batch["labels"]), len(teachers))
-            if w is None and len(teachers) > 1:
-                w = torch.full(shape, 1 / len(teachers))
-            elif w is not None and tuple(w.shape) != shape:
-                raise ValueError(f"batch_weights gave shape {tuple(w.shape)}, not {shape}")
-        out = {}
-        for k in active:
-            if k not in reading:
-                out[k] = self.module(0, k)(student, None, batch).mean()
-            elif w is None:
-                out[k] = self.module(0, k)(student, teachers[self.teachers[0].name], batch).mean()
-            else:
-                w = w.to(self.device)
-                out[k] = torch.stack([
-                    self.module(i, k)(student, teachers[t.name], batch).mean(w[:, i])
-                    for i, t in enumerate(self.teachers) if bool(w[:, i].any())
-                ] or [student.logits.new_zeros(())]).sum()  # fmt: skip
+        pooled = len(self.teachers) > 1 and bool(reading)
+        with autocast(self.device, self.cfg.trainer.bf16):
+            student = encode(
+                self.student, batch, self.student_needs(active, pooled and policy.reads_student_cls)
+            )
+        out = {k: self.module(0, k)(student, None, batch).mean() for k in active
+               if k not in reading}  # fmt: skip
+        if not reading:
+            return out
+        if not pooled:
+            t = self.teacher_features(batch, reading)[self.teachers[0].name]
+            return {**out, **{k: self.module(0, k)(student, t, batch).mean() for k in reading}}
+        feats = self.teacher_features(batch, reading) if policy.reads_teachers else {}
+        w = policy.weights(BatchView(step, batch, student.detached(), feats))
+        assert w is not None
+        shape = (len(batch["labels"]), len(self.teachers))
+        if tuple(w.shape) != shape:
+            raise ValueError(f"teacher weights have shape {tuple(w.shape)}, not {shape}")
+        per_kind = {k: self.kind_weights(k, w).to(self.device) for k in reading}
+        used = {i for m in per_kind.values() for i in range(shape[1]) if bool(m[:, i].any())}
+        missing = [i for i in sorted(used) if self.teachers[i].name not in feats]
+        feats.update(self.teacher_features(batch, reading, missing) if missing else {})
+        for k, m in per_kind.items():
+            out[k] = torch.stack([
+                self.module(i, k)(student, feats[t.name], batch).mean(m[:, i])
+                for i, t in enumerate(self.teachers) if bool(m[:, i].any())
+            ] or [student.logits.new_zeros(())]).sum()  # fmt: skip
         return out
+
+    def kind_weights(self, kind: str, w: torch.Tensor) -> torch.Tensor:
+        """(B, n) weights of each teacher in knowledge type `kind`'s loss: the policy's for
+        soft labels (and for every type with feature_teacher: weighted), one-hot on the
+        per-example top teacher (top) or on the feature teacher."""
+        if self.module(0, kind).policy_weighted or self.cfg.knowledge.feature_teacher == "weighted":
+            return w
+        i = self.feature_index
+        top = w.argmax(1) if i is None else torch.full((len(w),), i)
+        return torch.nn.functional.one_hot(top, len(self.teachers)).float()
+
+
+def teacher_scores(s: Setup, split: TokenizedSplit) -> dict[str, float]:
+    """Each teacher's main metric on `split` (a TokenizedSplit), its classifier loaded for it
+    (the weighted teacher policy's validation scores; benchmarks' teacher rows)."""
+    from kdray.loop import evaluate
+
+    tr = s.cfg.trainer
+    out = {}
+    for t in s.teachers:
+        model = t.model or load_classifier(t.path).to(s.device).eval()  # type: ignore[arg-type]
+        metrics = evaluate(model, split, s.spec, s.device, tr.eval_batch_size, tr.bf16)
+        out[t.name] = metrics[s.spec.main_metric]
+    return out
 
 
 def module_key(teacher: str) -> str:
@@ -154,13 +212,15 @@ def module_key(teacher: str) -> str:
 
 def check_selector_data(cfg: TrialConfig, data: TaskData) -> None:
     """A run that measures the reward-split loss needs enough examples there."""
-    if not measures_reward(cfg.selector):
+    if not (measures_reward(cfg.selector) or measures_reward_split(cfg)):
         return
     have = len(data.reward)
     need = max(MIN_REWARD_EXAMPLES, cfg.selector.reward_examples or 0)
+    who = (f"selector '{cfg.selector.kind}'" if measures_reward(cfg.selector)
+           else "teacher_policy.reward r3")  # fmt: skip
     if have < MIN_REWARD_EXAMPLES:
         raise ConfigError(
-            f"selector '{cfg.selector.kind}' measures the reward split, which has {have} "
+            f"{who} measures the reward split, which has {have} "
             f"examples; it needs at least {MIN_REWARD_EXAMPLES} to measure a loss drop. Raise "
             f"data.reward_fraction (now {cfg.data.reward_fraction}) or "
             f"data.max_train_examples so that reward_fraction x train >= {need}"
@@ -228,22 +288,30 @@ def _pool(
 
 
 def shared_teacher_outputs(
-    cfg: TrialConfig, teacher_paths: Mapping[str, str], progress: bool = False
+    cfg: TrialConfig,
+    teacher_paths: Mapping[str, str],
+    progress: bool = False,
+    every_role: bool = False,
 ) -> dict[str, TeacherOutputs]:
-    """Each teacher's outputs that the trials of a sweep over `cfg` read (its knowledge
-    types, and the last-layer [CLS] an agent's state reads, whatever the selector), loaded or
-    computed once, to share with every trial through Ray's object store. A teacher whose
-    outputs the cache settings or budget leave out is not shared."""
+    """Each teacher's outputs that the trials of a sweep over `cfg` read, loaded or computed
+    once, to share with every trial through Ray's object store: what the teacher teaches under
+    `cfg` (its knowledge types and roles, and the first teacher's last-layer [CLS] an agent's
+    state reads, whatever the selector), or, with `every_role` (the trials differ in which
+    teacher teaches what: the pool or knowledge.feature_teacher is searched), what it could
+    teach in any trial. A teacher whose outputs the cache settings or budget leave out is not
+    shared."""
     cfg = check_trial(cfg)
-    _, data, _, _, teachers, knowledge = _pool(cfg, teacher_paths, progress)
+    spec, data, tokenizer, s_shape, teachers, knowledge = _pool(cfg, teacher_paths, progress)
     device = pick_device(cfg.trainer.device)
+    s = Setup(cfg, spec, data, device, None, tokenizer, s_shape, knowledge, teachers, "off")  # type: ignore[arg-type]
     out = {}
     fits = CacheBudget(cfg, data)
-    for t in teachers:
+    for i, t in enumerate(teachers):
         modules = knowledge[module_key(t.name)]
         assert isinstance(modules, nn.ModuleDict)
-        _, needs = needs_of(modules)
-        needs = needs | Needs(hidden=frozenset({t.shape.layers}))
+        needs = needs_of(modules)[1] if every_role else s.teacher_needs(i, s.types)
+        if i == 0 or every_role:
+            needs = needs | Needs(hidden=frozenset({t.shape.layers}))
         if not fits(t, needs):  # the trials run this teacher live (or cache it themselves)
             continue
         out[t.name] = _outputs(cfg, t, data, needs, device, progress)

@@ -37,16 +37,18 @@ RUN_FIELDS = ("step", "phase", "action", "phase_sums", "phase_steps", "last_loss
               "reward_loss", "phase_val", "history", "best")  # fmt: skip
 #: What a checkpoint holds; one lacking any of these cannot be resumed from.
 STATE_KEYS = ("config", "stage", *RUN_FIELDS, "phase_rows", "wall_s", "initial", "student",
-              "knowledge", "optimizer", "schedule", "selector", "rng", "cuda_rng")  # fmt: skip
+              "knowledge", "optimizer", "schedule", "selector", "teacher_policy", "rng",
+              "cuda_rng")  # fmt: skip
 
 
 def _resumable(config: dict[str, Any], allow_mutation: bool = False) -> dict[str, Any]:
     """The config paths that must not change between a run and its resumption, as the run
     used them: keys an older checkpoint lacks take their defaults, and an unset selector.seed
-    is trainer.seed."""
+    or teacher_policy.seed is trainer.seed."""
     flat = {**flat_paths(TrialConfig().to_dict()), **flat_paths(config)}
-    if flat["selector.seed"] is None:
-        flat["selector.seed"] = flat["trainer.seed"]
+    for seeded in ("selector.seed", "teacher_policy.seed"):
+        if flat[seeded] is None:
+            flat[seeded] = flat["trainer.seed"]
     return {
         path: v
         for path, v in flat.items()
@@ -220,6 +222,7 @@ def save_run(run: Any) -> None:
         "optimizer": run.optimizer.state_dict(),
         "schedule": run.schedule.state_dict(),
         "selector": run.selector.state_dict(),
+        "teacher_policy": run.policy.state_dict(),
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -239,6 +242,7 @@ def restore_run(run: Any) -> bool:
     run.optimizer.load_state_dict(state["optimizer"])
     run.schedule.load_state_dict(state["schedule"])
     run.selector.load_state_dict(state["selector"])
+    run.policy.load_state_dict(state["teacher_policy"])
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -21,6 +21,7 @@ from kdray.models import check_max_length, config_offline
 from kdray.selector import SELECTORS, validate_selector
 from kdray.selector.baselines import ScheduleSelector, load_schedule
 from kdray.tasks import get_task
+from kdray.teacher_policy import validate_teacher_policy
 
 __all__ = [
     "check_models",
@@ -43,6 +44,7 @@ def check_trial(cfg: TrialConfig) -> TrialConfig:
     validate_knowledge(cfg.knowledge, spec, cfg.student)
     cfg = resolve_schedule(cfg)
     validate_selector(cfg.selector, cfg.knowledge)
+    validate_teacher_policy(cfg)
     if cfg.student.init == "pretrained" and SELECTORS[cfg.selector.kind].needs_cls:
         raise ConfigError(
             f"selector '{cfg.selector.kind}' reads the teacher's [CLS] vectors, and "

@@ -116,6 +116,12 @@ class KnowledgeConfig:
     contrastive_temperature: float = 0.1
     #: hidden: also match the embedding outputs H_0 (TinyBERT style).
     hidden_include_embeddings: bool = True
+    #: With several teachers, which one teaches the knowledge types other than soft labels
+    #: (hidden states, relations, attention, ...): a teacher's name (None: the first of the
+    #: pool), `top` (per example, the teacher the teacher policy weights most; a kdray
+    #: extension beyond RL-KD) or `weighted` (every teacher, with the policy's weights, as soft
+    #: labels are). Soft labels always come from every teacher, weighted per example.
+    feature_teacher: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,43 @@ class SelectorConfig:
 
 
 @dataclass(frozen=True)
+class TeacherPolicyConfig:
+    """How much each teacher of a pool teaches each example (methods.md §3, issue 14).
+
+    Kinds: single (one named teacher), average (equal weights, RL-KD's U-Ensemble), weighted
+    (fixed weights ∝ each teacher's validation score, W-Ensemble), rand_single (one random
+    teacher per mini-batch), best_single (per example, the teacher with the lowest loss on the
+    gold label: an oracle on training labels, as in the paper's baselines), rl (RL-KD: a
+    logistic policy per (example, teacher) trained by REINFORCE; see kdray.teacher_policy).
+    With one teacher every kind gives it weight 1.
+    """
+
+    kind: str = "average"
+    #: single: the teacher's name (None: the first of the pool).
+    teacher: str | None = None
+    # ---- rl
+    #: soft: the selection probabilities renormalised over teachers; hard: the sampled
+    #: selection renormalised (no teacher selected: the most probable one teaches).
+    weights: Literal["soft", "hard"] = "soft"
+    #: r1: -CE(student, gold) per example; r2: r1 - mean KD loss over the selected teachers;
+    #: r3: -loss on the reward split (the split ACKS uses), one value per phase.
+    reward: Literal["r1", "r2", "r3"] = "r2"
+    #: Learning rate of the policy (plain gradient ascent, one update per phase).
+    lr: float = 0.5
+    #: Decay of the exponential-moving-average reward baseline.
+    baseline_decay: float = 0.9
+    #: Phases at the start of the run with every teacher selected (no policy update).
+    warmup_phases: int = 1
+    #: 0: the paper's logistic policy σ(W·s + b); > 0: an MLP with this hidden width.
+    hidden_size: int = 0
+    #: Examples of each phase scored for r1 / r2 with the student at the phase's end (the
+    #: student that learned from the selections); None: every example of the phase.
+    reward_examples: int | None = 512
+    #: Seed of the policy's sampling and initialisation. None: trainer.seed.
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """One stage of a run's plan: its steps, the knowledge it may use, what it resets.
 
@@ -247,6 +290,12 @@ class TrialConfig:
     #: Several teachers (a pool); each section as `teacher`, with a unique `name`. None: the
     #: one `teacher` above.
     teachers: tuple[TeacherConfig, ...] | None = None
+    #: The teachers of `teachers` this trial distils from, comma-separated names (e.g.
+    #: "full,three"; kept in `teachers` order). None: all of them. A sweep searches pools with
+    #: `pool: {choice: ["full", "full,three", ...]}` and still prepares each teacher once.
+    pool: str | None = None
+    #: Per-example teacher weights (several teachers).
+    teacher_policy: TeacherPolicyConfig = field(default_factory=TeacherPolicyConfig)
     #: The run's stage plan. None: one stage of trainer.max_steps, or, for selector.mode
     #: two_stage, selector.episodes learning stages that reset the student and a frozen final
     #: stage (see `kdray.stages.plan`).
@@ -262,13 +311,16 @@ class TrialConfig:
         validate(cfg)
         return cfg
 
-    def teacher_list(self) -> tuple[TeacherConfig, ...]:
-        """The teachers, named: `teachers`, or the one `teacher` (named "teacher")."""
+    def teacher_list(self, everyone: bool = False) -> tuple[TeacherConfig, ...]:
+        """The run's teachers, named: those of `teachers` in `pool` (all of them with
+        `everyone`, or without a pool), or the one `teacher` (named "teacher")."""
         if self.teachers is None:
             return (dataclasses.replace(self.teacher, name=self.teacher.name or "teacher"),)
-        return tuple(
+        named = [
             dataclasses.replace(t, name=t.name or f"t{i}") for i, t in enumerate(self.teachers)
-        )
+        ]
+        chosen = None if everyone else pool_names(self.pool)
+        return tuple(t for t in named if chosen is None or t.name in chosen)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested data (tuples as lists) that `from_dict` reads back."""
@@ -285,6 +337,11 @@ class TrialConfig:
                 value = _plain(dataclasses.asdict(value))
             set_path(raw, path, value)
         return TrialConfig.from_dict(raw)
+
+
+def pool_names(pool: str | None) -> list[str] | None:
+    """The names in a `pool` string ("a,b" -> ["a", "b"]); None for no pool."""
+    return None if pool is None else [n.strip() for n in pool.split(",") if n.strip()]
 
 
 def config_paths(cls: type | None = None, prefix: str = "") -> list[str]:
@@ -367,13 +424,43 @@ def _check_teachers(cfg: TrialConfig) -> None:
         raise ConfigError("'teachers' is empty; list at least one teacher section")
     for i, t in enumerate(cfg.teachers):
         _check_teacher(t, f"teachers[{i}]", cfg.data)
-    names = [t.name or "" for t in cfg.teacher_list()]
+    names = [t.name or "" for t in cfg.teacher_list(everyone=True)]
     _check_names(names)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(
             f"'teachers' names {', '.join(dupes)} more than once; give every teacher "
             f"a unique 'name'"
+        )
+    chosen = pool_names(cfg.pool)
+    if chosen is not None:
+        unknown_names = [n for n in chosen if n not in names]
+        if not chosen or unknown_names:
+            raise ConfigError(
+                f"'pool' {cfg.pool!r} must name teachers of 'teachers' "
+                f"({', '.join(names)}), comma-separated"
+                + (f"; unknown: {', '.join(unknown_names)}" if unknown_names else "")
+            )
+        if len(set(chosen)) != len(chosen):
+            raise ConfigError(f"'pool' {cfg.pool!r} names a teacher more than once")
+
+
+def _check_pool_roles(cfg: TrialConfig) -> None:
+    """Teacher names that other sections refer to exist in the run's pool."""
+    names = [t.name for t in cfg.teacher_list()]
+    if cfg.pool is not None and cfg.teachers is None:
+        raise ConfigError("'pool' chooses among 'teachers'; there is one 'teacher' here")
+    ft = cfg.knowledge.feature_teacher
+    if ft is not None and ft not in ("top", "weighted") and ft not in names:
+        raise ConfigError(
+            f"'knowledge.feature_teacher' must be a teacher of the pool "
+            f"({', '.join(map(str, names))}), top or weighted; got {ft!r}"
+        )
+    tp = cfg.teacher_policy
+    if tp.teacher is not None and tp.teacher not in names:
+        raise ConfigError(
+            f"'teacher_policy.teacher' must be a teacher of the pool "
+            f"({', '.join(map(str, names))}); got {tp.teacher!r}"
         )
 
 
@@ -429,6 +516,7 @@ def validate(cfg: TrialConfig) -> None:
     if d.max_train_examples is not None:
         split_sizes(d.max_train_examples, d, "data.max_train_examples")
     _check_teachers(cfg)
+    _check_pool_roles(cfg)
     _check_stages(cfg)
     _positive("student.num_layers", s.num_layers)
     _positive("student.hidden_size", s.hidden_size, allow_none=True)

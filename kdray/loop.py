@@ -1,4 +1,5 @@
-"""Stateless pieces of a training loop: the seeded batch order, evaluation, autocast."""
+"""Stateless pieces of a training loop: the seeded batch order, evaluation and prediction,
+autocast."""
 
 from __future__ import annotations
 
@@ -38,6 +39,44 @@ class BatchOrder:
         return self._perm[b * self.batch_size : (b + 1) * self.batch_size]
 
 
+def _sorted_logits(
+    model: PreTrainedModel,
+    split: TokenizedSplit,
+    device: torch.device,
+    batch_size: int,
+    bf16: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of `model` on `split` in longest-first order (eval mode, restored after):
+    (logits (N, C) float32 on CPU, order (N,)), row i of the logits being example order[i]."""
+    was_training = model.training
+    model.eval()
+    order = torch.argsort(split.lengths, descending=True)  # (N,)
+    logits = []
+    for start in range(0, len(split), batch_size):
+        idx = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in split.batch(idx).items()}
+        with autocast(device, bf16):
+            logits.append(encode(model, batch, Needs()).logits.float().cpu())
+    model.train(was_training)
+    return torch.cat(logits), order  # (N, C), (N,)
+
+
+@torch.inference_mode()
+def predict(
+    model: PreTrainedModel,
+    split: TokenizedSplit,
+    device: torch.device,
+    batch_size: int,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Logits (N, C) float32 on CPU of `model` on `split`, row i for example i of the split
+    (computed in the same longest-first batches as `evaluate`, so the values are its own)."""
+    z, order = _sorted_logits(model, split, device, batch_size, bf16)  # (N, C), (N,)
+    out = torch.empty_like(z)
+    out[order] = z  # back to the split's order
+    return out
+
+
 @torch.inference_mode()
 def evaluate(
     model: PreTrainedModel,
@@ -48,17 +87,7 @@ def evaluate(
     bf16: bool = False,
 ) -> dict[str, float]:
     """Metrics and mean hard loss of `model` on `split` (longest-first batches, eval mode)."""
-    was_training = model.training
-    model.eval()
-    order = torch.argsort(split.lengths, descending=True)
-    logits = []
-    for start in range(0, len(split), batch_size):
-        idx = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in split.batch(idx).items()}
-        with autocast(device, bf16):
-            logits.append(encode(model, batch, Needs()).logits.float().cpu())
-    model.train(was_training)
-    z = torch.cat(logits)
+    z, order = _sorted_logits(model, split, device, batch_size, bf16)  # (N, C), (N,)
     labels = split.labels[order]
     if spec.is_regression:
         loss = torch.nn.functional.mse_loss(z.squeeze(-1), labels.float())

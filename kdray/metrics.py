@@ -8,13 +8,16 @@ Correlations are undefined for constant predictions (or constant labels, or fewe
 examples): scipy returns nan there, and these functions return 0.0 instead, so an untrained
 regression student that predicts one value scores "no correlation" rather than poisoning a
 sweep's metric with nan.
+
+`paired_bootstrap` compares two models on the same examples (the mean per-example difference
+and its bootstrap interval), and `verdict` reads that interval.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
@@ -125,3 +128,59 @@ def constant_score(spec: TaskSpec, labels: ArrayLike | list[float] | list[int]) 
         return metric(np.full(len(gold), float(gold.mean())), gold.astype(np.float64))
     gold = gold.astype(np.int64)
     return max(metric(np.full(len(gold), c), gold) for c in range(spec.num_labels))
+
+
+# ------------------------------------------------------------------------ paired comparisons
+
+#: `verdict` when the 95% interval of a difference contains 0.
+NO_DIFFERENCE = "no detectable difference at this scale"
+
+
+class PairedDifference(TypedDict):
+    """`paired_bootstrap`'s result (a plain dict): the mean difference and its 95% interval."""
+
+    mean: float
+    ci95: tuple[float, float]
+
+
+def paired_bootstrap(
+    a: ArrayLike | list[float], b: ArrayLike | list[float], n_boot: int = 10000, seed: int = 0
+) -> PairedDifference:
+    """Mean of a − b over examples and its percentile 95% bootstrap interval.
+
+    a, b: (N,) per-example scores of two models on the same N examples (e.g. 0/1 correctness
+    on the same dev examples). Each of the `n_boot` resamples draws N example indices with
+    replacement, the same indices for both (paired), and takes the mean difference over them;
+    ci95 is the 2.5th and 97.5th percentile of those means. Seeded: the same inputs and seed
+    give the same interval. Returns {"mean": float, "ci95": (lo, hi)}; ValueError when the
+    shapes differ, are not (N,), N is 0 or n_boot < 1.
+    """
+    x, y = _numpy(a), _numpy(b)
+    if x.shape != y.shape:
+        raise ValueError(f"paired scores must have one shape, got {x.shape} and {y.shape}")
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"paired scores must be (N,) with N >= 1, got {x.shape}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    d = x.astype(np.float64) - y.astype(np.float64)  # (N,)
+    rng = np.random.default_rng(seed)
+    n = len(d)
+    chunk = max(1, 2**22 // n)  # resamples per draw: ~32 MB of indices at a time
+    means = np.empty(n_boot)  # (n_boot,)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(m, n))  # (m, N)
+        means[start : start + m] = d[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(d.mean()), "ci95": (float(lo), float(hi))}
+
+
+def verdict(ci95: tuple[float, float] | list[float]) -> str:
+    """The reading of a 95% interval of a − b: "better" when it lies wholly above 0, "worse"
+    when wholly below, else "no detectable difference at this scale" (NO_DIFFERENCE)."""
+    lo, hi = ci95
+    if lo > 0:
+        return "better"
+    if hi < 0:
+        return "worse"
+    return NO_DIFFERENCE

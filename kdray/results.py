@@ -39,9 +39,14 @@ Phase log columns (one row per phase; fixed columns first, then one pair per kno
     val_metric      float   validation main metric at the phase's end (NaN: no evaluation)
     w_<type>        float   the weight a_k·w_k of knowledge <type> during the phase
     loss_<type>     float   mean loss of knowledge <type> over the phase (NaN: not computed)
+    tw_<teacher>    float   a pool's runs: the mean weight the teacher policy gave <teacher>
+                            over the phase's examples (NaN: no teacher output read)
+    tp_reward       float   teacher policy rl: mean reward of the phase's update (NaN: none)
+    tp_baseline     float   teacher policy rl: its reward baseline after the update
     =============== ======= ===============================================================
 
-A selector may add columns of its own (`Selector.log_fields`).
+A selector may add columns of its own (`Selector.log_fields`), as may the teacher policy
+(`kdray.teacher_policy`).
 """
 
 from __future__ import annotations
@@ -87,6 +92,8 @@ PHASE_COLUMNS = (
 #: Prefixes of the per-knowledge-type columns: w_<type> (weight), loss_<type> (mean loss).
 WEIGHT_PREFIX = "w_"
 LOSS_PREFIX = "loss_"
+#: Prefix of the per-teacher columns of a pool's runs: tw_<teacher> (mean weight).
+TEACHER_PREFIX = "tw_"
 
 
 def read_results(run_dir: str | Path, fs: Any = None) -> dict[str, Any]:

@@ -134,6 +134,11 @@ class SweepSpec:
             set_path(raw, path, value)
         return check_trial(TrialConfig.from_dict(raw))
 
+    def base_trial(self) -> TrialConfig:
+        """The trial config the teachers are prepared for: the base trial, with every teacher
+        of `teachers` when the search chooses among them (`pool`)."""
+        return self.trial_config({"pool": None} if "pool" in self.search else {})
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data that `parse_sweep` reads back (saved beside a sweep's results)."""
         return {

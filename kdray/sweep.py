@@ -47,6 +47,11 @@ from kdray.teacher_cache import TeacherOutputs
 
 log = logging.getLogger(__name__)
 
+#: Search over these paths changes the teachers themselves: each trial resolves its own.
+TEACHERS = ("teacher.", "teachers")
+#: Search over these paths changes which teacher teaches what: the shared outputs cover every
+#: role a teacher could take in any trial.
+ROLES = ("pool", "knowledge.feature_teacher")
 #: Search over these paths changes the teacher outputs, so they cannot be shared up front.
 UNSHAREABLE = ("data.", "teacher.", "student.num_layers", "student.layer_map", "knowledge.types",
                "cache_dir")  # fmt: skip
@@ -287,15 +292,16 @@ def prepare_teachers(
     from kdray.build import shared_teacher_outputs
     from kdray.teacher import resolve_teachers
 
-    base: TrialConfig = spec.trial_config({})
-    if base.student.init == "pretrained" or any(p.startswith("teacher") for p in spec.search):
+    base: TrialConfig = spec.base_trial()
+    if base.student.init == "pretrained" or any(p.startswith(TEACHERS) for p in spec.search):
         return None, None
     if "data.task" in spec.search:
         return None, None
     paths = resolve_teachers(base, progress=True)
     if any(p.startswith(UNSHAREABLE) for p in spec.search):
         return paths, None
-    return paths, shared_teacher_outputs(base, paths, progress=True)
+    every_role = any(p in spec.search for p in ROLES)
+    return paths, shared_teacher_outputs(base, paths, progress=True, every_role=every_role)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

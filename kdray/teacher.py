@@ -162,6 +162,23 @@ def teacher_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
+def space_trial(
+    space: str, config: str | None, overrides: list[str], data_dir: str | None
+) -> TrialConfig:
+    """The trial whose teachers a sweep file's trials distil from, with --set overrides."""
+    from kdray.cli import parse_override
+    from kdray.errors import ConfigError
+    from kdray.search_space import load_sweep
+
+    if config:
+        raise ConfigError("give --config (a trial) or --space (a sweep file), not both")
+    spec = load_sweep(space)
+    if data_dir is not None:
+        spec = spec.with_data_dir(str(Path(data_dir).expanduser().resolve()))
+    base = spec.base_trial()
+    return base.replace(**dict(parse_override(o) for o in overrides)) if overrides else base
+
+
 def main() -> int:
     from kdray.cli import add_common, trial_config
 
@@ -170,11 +187,22 @@ def main() -> int:
         description="Fine-tune a teacher backbone on a GLUE task once; later runs reuse it.",
     )
     add_common(parser)
+    parser.add_argument(
+        "--space", help="a sweep file: prepare the teachers its trials distil from (every "
+        "teacher of its pool search)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pool", help="comma-separated names of the config's `teachers`: prepare only these",
+    )  # fmt: skip
     parser.add_argument("--task", help="GLUE task (default: the config's data.task)")
     parser.add_argument("--force", action="store_true", help="fine-tune again even if cached")
     args = parser.parse_args()
     overrides = list(args.overrides) + ([f"data.task={args.task}"] if args.task else [])
-    cfg = trial_config(args.config, overrides, args.data_dir)
+    overrides += [f"pool={args.pool}"] if args.pool else []
+    if args.space:
+        cfg = space_trial(args.space, args.config, overrides, args.data_dir)
+    else:
+        cfg = trial_config(args.config, overrides, args.data_dir)
     if args.force:
         from kdray.tasks import TASKS
         from kdray.teachers import preflight

@@ -5,10 +5,11 @@
     segment, e.g. an ACKS stage-A episode):
         for each phase of K steps (a stage's end also ends its phase):
             a = selector.start_phase(state)              # action per knowledge type
-            K x: w = selector.batch_weights(batch)       # (B, n_teachers); uniform by default
+            K x: w = teacher_policy.weights(batch)       # (B, n_teachers); kdray.teacher_policy
                  L = Σ_k a_k·w_k·Σ_j Σ_t w_jt·L_k(j, t) / mass   (types with a_k·w_k = 0 or
                  outside the stage not computed); AdamW step
             selector.end_phase(outcome)                  # reward-split loss drop, if asked
+            teacher_policy.end_phase(outcome)            # rl: one REINFORCE update
             one row of the phase log (kdray.phaselog)
             every eval_every steps (last segment): validation -> checkpoint -> reporter.report
     final: test (GLUE dev) metrics, student saved (a valid teacher.path), results.json
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup as linear_schedule
 
 from kdray import checkpoint
-from kdray.build import Setup, setup
+from kdray.build import Setup, setup, teacher_scores
 from kdray.checks import check_trial
 from kdray.config import TrialConfig
 from kdray.features import Needs
@@ -54,6 +55,7 @@ from kdray.results import (
 from kdray.selector import PhaseOutcome, PhaseState, build_selector, measures_reward
 from kdray.stages import plan
 from kdray.teacher_cache import TeacherOutputs
+from kdray.teacher_policy import PolicyContext, build_policy, measures_reward_split
 
 __all__ = ["CHECKPOINT", "RESULTS", "ListReporter", "Reporter", "Run", "RunResult", "Setup",
            "run_trial", "setup"]  # fmt: skip
@@ -85,7 +87,8 @@ class Run:
         self.selector = build_selector(
             sel if sel.seed is not None else replace(sel, seed=tr.seed), s.types
         )
-        self.measures_reward = measures_reward(sel)
+        self.measures_reward = measures_reward(sel) or measures_reward_split(s.cfg)
+        self.policy = build_policy(s.cfg, self.policy_context())
         n_reward = len(s.data.reward)
         if sel.reward_examples is not None:
             n_reward = min(n_reward, sel.reward_examples)
@@ -144,6 +147,7 @@ class Run:
         self.phase_steps = 0
         if not st.learn:
             self.selector.freeze()
+            self.policy.freeze()
 
     # ------------------------------------------------------------------------- checkpointing
 
@@ -162,8 +166,8 @@ class Run:
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The losses of the knowledge types active in this phase (a_k·w_k > 0, in the
-        stage), each reduced with the selector's per-example teacher weights."""
-        return self.s.losses(batch, self.weights(), self.selector.batch_weights, self.step)
+        stage), each reduced with the teacher policy's per-example teacher weights."""
+        return self.s.losses(batch, self.weights(), self.policy, self.step)
 
     def train_step(self) -> float:
         """One optimiser step on this step's batch; the weighted loss (0 if nothing active)."""
@@ -216,6 +220,39 @@ class Run:
         cls_t = teacher.hidden[t0.shape.layers][:, 0].float().mean(0)  # (d_T,)
         return cls_s.cpu(), cls_t.cpu()
 
+    def policy_context(self) -> PolicyContext:
+        s = self.s
+        weighted = s.cfg.teacher_policy.kind == "weighted" and len(s.teachers) > 1
+        return PolicyContext(
+            names=tuple(t.name for t in s.teachers),
+            is_regression=s.spec.is_regression,
+            num_labels=s.spec.num_labels,
+            student_width=s.student_shape.width,
+            temperature=s.cfg.knowledge.temperature,
+            scores=teacher_scores(s, s.data.validation) if weighted else None,
+        )
+
+    @torch.no_grad()
+    def rescore(
+        self, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Student logits (eval mode, as it is now), each teacher's logits and the labels of
+        train examples `idx`: what the teacher policy's per-example rewards read."""
+        s, tr = self.s, self.cfg.trainer
+        was_training = s.student.training
+        s.student.eval()
+        zs, zt = [], []
+        for start in range(0, len(idx), tr.eval_batch_size):
+            chunk = idx[start : start + tr.eval_batch_size]
+            batch = {k: v.to(s.device) for k, v in s.data.train.batch(chunk).items()}
+            with autocast(s.device, tr.bf16):
+                zs.append(encode(s.student, batch, Needs()).logits.float().cpu())
+            zt.append({t.name: t.features(batch, Needs(), s.device, tr.bf16).logits.float().cpu()
+                       for t in s.teachers})  # fmt: skip
+        s.student.train(was_training)
+        teachers = {t.name: torch.cat([z[t.name] for z in zt]) for t in s.teachers}
+        return torch.cat(zs), teachers, s.data.train.labels[idx]
+
     def start_phase(self) -> None:
         state = PhaseState(
             phase=self.phase,
@@ -228,6 +265,7 @@ class Run:
         if self.measures_reward and self.reward_loss is None:
             self.reward_loss = self.measure_reward_loss()
         self.action = self.selector.start_phase(state)
+        self.policy.start_phase()
         self.phase_sums, self.phase_steps = {}, 0
 
     def end_phase(self) -> None:
@@ -237,19 +275,19 @@ class Run:
             before, after = self.reward_loss, self.measure_reward_loss()
             self.reward_loss = after
         seg = self.stage.segment_steps
-        self.selector.end_phase(
-            PhaseOutcome(
-                phase=self.phase,
-                step=self.step,
-                progress=self.progress_frac(),
-                action=dict(self.action),
-                losses=losses,
-                reward_loss_before=before,
-                reward_loss_after=after,
-                last=self.step >= seg or self.learning_ends(),
-                phases=self.stage.segment_phases,
-            )
+        outcome = PhaseOutcome(
+            phase=self.phase,
+            step=self.step,
+            progress=self.progress_frac(),
+            action=dict(self.action),
+            losses=losses,
+            reward_loss_before=before,
+            reward_loss_after=after,
+            last=self.step >= seg or self.learning_ends(),
+            phases=self.stage.segment_phases,
         )
+        self.selector.end_phase(outcome)
+        self.policy.end_phase(outcome, self.rescore)
         self.log.add(
             stage=self.stage.index,
             episode=self.stage.segment,
@@ -263,7 +301,7 @@ class Run:
             reward_before=before,
             reward_after=after,
             val_metric=self.phase_val,
-            extra=self.selector.log_fields(),
+            extra={**self.selector.log_fields(), **self.policy.log_fields()},
         )
         self.last_losses = losses
         self.phase += 1
@@ -297,6 +335,7 @@ class Run:
             "lr": self.schedule.get_last_lr()[0],
             **self.log.weight_summary(since, self.weights() if self.action else None),
             **{f"selector/{k}": v for k, v in self.selector.diagnostics().items()},
+            **self.policy.diagnostics(),
         }
         if not self.best or metrics[main] > self.best["val_metric"]:
             self.best = {"val_metric": metrics[main], "step": float(self.step)}

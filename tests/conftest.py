@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import torch
 
+from kdray.config import TrialConfig
+
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "glue"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,6 +66,25 @@ class CrashAtFirstReport:
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
         raise KeyboardInterrupt
+
+
+def killed_and_resumed(cfg: Any, tmp_path: Path) -> tuple[Any, Any]:
+    """Run `cfg("a")` whole, and `cfg("b")` killed at its first checkpoint then resumed;
+    assert the two phase logs and test metrics are the same. Returns both results."""
+    import pandas as pd
+
+    from kdray.results import PHASE_LOG
+    from kdray.trainer import run_trial
+
+    whole = run_trial(cfg("a"))
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg("b"), CrashAtFirstReport())
+    resumed = run_trial(cfg("b"))
+    a = pd.read_parquet(tmp_path / "a" / PHASE_LOG).drop(columns="run_id")
+    b = pd.read_parquet(tmp_path / "b" / PHASE_LOG).drop(columns="run_id")
+    pd.testing.assert_frame_equal(a, b)
+    assert resumed.test == whole.test
+    return whole, resumed
 
 
 @pytest.fixture
@@ -121,6 +142,20 @@ def tiny_cfg(tiny_teacher: str, glue_dir: Path, cache_dir: str, tmp_path: Path) 
         },
         "cache_dir": cache_dir,
     }
+
+
+@pytest.fixture(scope="session")
+def second_teacher(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: str) -> str:
+    """Another tiny random teacher: 3 layers, other weights, same tokenizer and labels."""
+    torch.manual_seed(7)
+    return make_tiny_teacher(tmp_path_factory.mktemp("tiny-b"), tokenizer_dir, layers=3)
+
+
+def pool_cfg(tiny_cfg: dict[str, Any], a: str, b: str, **paths: Any) -> TrialConfig:
+    """`tiny_cfg` with a pool of two teachers, 'a' and 'b', and `paths` set."""
+    raw = {k: v for k, v in tiny_cfg.items() if k != "teacher"}
+    raw["teachers"] = [{"name": "a", "path": a}, {"name": "b", "path": b}]
+    return TrialConfig.from_dict(raw).replace(**paths)
 
 
 def closed_port() -> int:

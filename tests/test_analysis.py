@@ -14,12 +14,16 @@ import pytest
 import yaml
 
 from kdray.analysis import (
+    TEACHER_COLUMNS,
     AnalysisError,
     Sweep,
     export_schedule,
     knowledge_by_phase,
     load_sweep,
+    policy_reward_by_phase,
+    teacher_by_phase,
 )
+from kdray.analyze import write_report
 from kdray.config import TrialConfig
 from kdray.errors import ConfigError
 from kdray.results import PHASE_LOG, TRIAL_RUN_DIR
@@ -113,6 +117,117 @@ def test_exported_schedule_replays_phase_by_phase(tiny_cfg: dict, tmp_path: Path
         assert bucket["start"] <= row.progress_start < bucket["end"]
         for k in TYPES:
             assert getattr(row, f"w_{k}") == pytest.approx(bucket["weights"][k], abs=1e-6)
+
+
+def teacher_sweep(mode: str = "max") -> Sweep:
+    """Three trials of a multi-teacher sweep, phase logs built per trial and concatenated as
+    load_sweep does: a (best) and b (worst) with the pool big+small, c with big only (no
+    tw_small column: NaN after the concat); b read no teacher output in its second phase; a used
+    the rl teacher policy (tp_reward, tp_baseline) and has a stage-A phase that must not count."""
+    weights = {"a": ([0.8, 0.6, 0.4, 0.2], [0.2, 0.4, 0.6, 0.8]),
+               "b": ([0.2, np.nan, 0.5, 0.5], [0.8, np.nan, 0.5, 0.5]),
+               "c": ([1.0] * 4, None)}  # fmt: skip
+    val = {"a": 0.9, "b": 0.6, "c": 0.7}
+    logs = []
+    for tid, (big, small) in weights.items():
+        log = pd.DataFrame({"trial_id": tid, "final": True, "phase": range(4),
+                            "progress_start": [0.0, 0.25, 0.5, 0.75],
+                            "progress": [0.25, 0.5, 0.75, 1.0],
+                            "val_metric": [np.nan, 0.5, 0.5, val[tid]], "tw_big": big})  # fmt: skip
+        if small is not None:
+            log["tw_small"] = small
+        if tid == "a":
+            log["tp_reward"] = [0.1, 0.3, 0.5, 0.7]
+            log["tp_baseline"] = [0.05, 0.1, 0.2, 0.3]
+            stage_a = {"trial_id": "a", "final": False, "phase": -1, "progress_start": 0.0,
+                       "progress": 0.25, "val_metric": np.nan, "tw_big": 0.0, "tw_small": 1.0,
+                       "tp_reward": 9.0, "tp_baseline": 9.0}  # fmt: skip
+            log = pd.concat([pd.DataFrame([stage_a]), log], ignore_index=True)
+        logs.append(log)
+    trials = pd.DataFrame({"trial_id": list(val), "status": "finished",
+                           "val_metric": list(val.values()), "test_metric": np.nan,
+                           "steps": 20, "wall_s": [3.0, 1.0, 2.0]})  # fmt: skip
+    phases = pd.concat(logs, ignore_index=True)
+    return Sweep("synthetic", trials, pd.DataFrame(), phases, mode=mode)
+
+
+def teacher_cell(table: pd.DataFrame, teacher: str, start: float) -> dict[str, Any]:
+    row = table[(table["teacher"] == teacher) & (table["start"] == start)]
+    assert len(row) == 1
+    return dict(row.iloc[0])
+
+
+def test_teacher_weights_by_bucket_top_and_bottom() -> None:
+    table = teacher_by_phase(teacher_sweep(), buckets=(0, 0.5, 1))
+    assert list(table.columns) == list(TEACHER_COLUMNS)
+    assert list(table["teacher"]) == ["big", "small", "big", "small"]
+    assert list(table["bucket"]) == ["[0, 0.5)", "[0, 0.5)", "[0.5, 1]", "[0.5, 1]"]
+    # 3 trials, quantile 0.25: top = a (0.9), bottom = b (0.6); b's NaN phase and a's stage-A
+    # phase count nowhere, c's missing tw_small counts nowhere for small
+    expected = {
+        ("big", 0.0): (3.6 / 5, 0.7, 0.2, 3, 5),
+        ("small", 0.0): (1.4 / 3, 0.3, 0.8, 2, 3),
+        ("big", 0.5): (3.6 / 6, 0.3, 0.5, 3, 6),
+        ("small", 0.5): (2.4 / 4, 0.7, 0.5, 2, 4),
+    }
+    for (teacher, start), (mean, top, bottom, n_trials, n_phases) in expected.items():
+        c = teacher_cell(table, teacher, start)
+        assert c["mean_weight"] == pytest.approx(mean), (teacher, start)
+        assert c["top_weight"] == pytest.approx(top), (teacher, start)
+        assert c["bottom_weight"] == pytest.approx(bottom), (teacher, start)
+        assert (c["n_trials"], c["n_phases"]) == (n_trials, n_phases), (teacher, start)
+
+
+def test_teacher_weights_rank_by_the_sweeps_mode_or_the_logs_val_metric() -> None:
+    minimized = teacher_by_phase(teacher_sweep(mode="min"), buckets=(0, 0.5, 1))
+    c = teacher_cell(minimized, "big", 0.0)
+    assert (c["top_weight"], c["bottom_weight"]) == pytest.approx((0.2, 0.7))  # b best
+    # a bare phase-log frame: trials ranked by their last val_metric in it (higher better)
+    sweep = teacher_sweep()
+    from_phases = teacher_by_phase(sweep.phases, buckets=(0, 0.5, 1))
+    pd.testing.assert_frame_equal(from_phases, teacher_by_phase(sweep, buckets=(0, 0.5, 1)))
+    with pytest.raises(ConfigError, match="cover"):
+        teacher_by_phase(sweep, buckets=(0, 0.5))
+
+
+def test_no_teacher_columns_give_empty_tables() -> None:
+    sweep = synthetic(effect=False)
+    table = teacher_by_phase(sweep)
+    assert table.empty and list(table.columns) == list(TEACHER_COLUMNS)
+    assert policy_reward_by_phase(sweep).empty
+    no_logs = Sweep("synthetic", sweep.trials, pd.DataFrame(), pd.DataFrame())
+    assert teacher_by_phase(no_logs).empty and policy_reward_by_phase(no_logs).empty
+
+
+def test_policy_reward_and_baseline_by_bucket() -> None:
+    table = policy_reward_by_phase(teacher_sweep(), buckets=(0, 0.5, 1))
+    assert list(table["bucket"]) == ["[0, 0.5)", "[0.5, 1]"]
+    assert list(table["reward"]) == pytest.approx([0.2, 0.6])  # a's stage-A phase left out
+    assert list(table["baseline"]) == pytest.approx([0.075, 0.25])
+    assert list(table["n_trials"]) == [1, 1] and list(table["n_phases"]) == [2, 2]
+
+
+def test_report_has_teachers_only_when_logged(tmp_path: Path) -> None:
+    sweep = teacher_sweep()
+    write_report(sweep, tmp_path / "multi", [0, 0.5, 1], "html")
+    report = (tmp_path / "multi" / "report.md").read_text()
+    assert "## Teachers by phase" in report and "![teacher weights](teacher_weights.png)" in report
+    assert "REINFORCE" in report
+    assert "Knowledge by phase\n\nNot available" in report  # no phase rewards: the rest stays
+    assert (tmp_path / "multi" / "teacher_weights.png").read_bytes()[:4] == b"\x89PNG"
+    assert '<img alt="teacher weights"' in (tmp_path / "multi" / "report.html").read_text()
+    saved = pd.read_csv(tmp_path / "multi" / "teacher_by_phase.csv")
+    pd.testing.assert_frame_equal(saved, teacher_by_phase(sweep, [0, 0.5, 1]), check_dtype=False)
+
+    single = synthetic(effect=True, trials=6)
+    single.trials = single.trials.assign(status="finished", test_metric=np.nan, steps=20,
+                                         wall_s=1.0)  # fmt: skip
+    write_report(single, tmp_path / "single", [0, 0.5, 1], "md")
+    report = (tmp_path / "single" / "report.md").read_text()
+    assert "## Knowledge by phase" in report
+    assert "Teachers by phase" not in report and "teacher weight" not in report
+    assert not (tmp_path / "single" / "teacher_weights.png").exists()
+    assert not (tmp_path / "single" / "teacher_by_phase.csv").exists()
 
 
 @pytest.mark.slow

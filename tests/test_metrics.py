@@ -11,13 +11,16 @@ import torch
 
 from kdray.metrics import (
     METRICS,
+    NO_DIFFERENCE,
     accuracy,
     compute_metrics,
     constant_score,
     f1,
     matthews,
+    paired_bootstrap,
     pearson,
     spearman,
+    verdict,
 )
 from kdray.tasks import TASKS
 
@@ -127,3 +130,103 @@ def test_constant_score_is_the_best_constant_prediction() -> None:
     # Matthews and correlations give a constant 0.
     assert constant_score(TASKS["cola"], labels) == 0.0
     assert constant_score(TASKS["stsb"], np.array([0.5, 2.0, 4.5])) == 0.0
+
+
+# ------------------------------------------------------------------------ paired comparisons
+
+
+def test_paired_bootstrap_identical_scores_show_no_difference() -> None:
+    a = np.random.default_rng(1).integers(0, 2, size=200)  # (200,) 0/1 correctness
+    out = paired_bootstrap(a, a.copy(), n_boot=500)
+    assert out["mean"] == 0.0
+    lo, hi = out["ci95"]
+    assert lo <= 0.0 <= hi
+    assert verdict(out["ci95"]) == NO_DIFFERENCE
+
+
+def test_paired_bootstrap_clearly_better_and_worse() -> None:
+    rng = np.random.default_rng(2)
+    b = (rng.random(500) < 0.6).astype(float)  # (500,) ~60% right
+    a = np.maximum(b, rng.random(500) < 0.5)  # (500,) right wherever b is, and on ~half the rest
+    out = paired_bootstrap(a, b, n_boot=1000)
+    assert out["mean"] == pytest.approx(float((a - b).mean()))
+    assert 0.0 < out["ci95"][0] <= out["mean"] <= out["ci95"][1]
+    assert verdict(out["ci95"]) == "better"
+    back = paired_bootstrap(torch.tensor(b), torch.tensor(a), n_boot=1000)  # tensors work too
+    assert back["mean"] == pytest.approx(-out["mean"])
+    assert verdict(back["ci95"]) == "worse"
+
+
+def test_paired_bootstrap_pairs_the_examples() -> None:
+    # a is b plus one more right answer in 100: paired resamples (same indices for both)
+    # never differ by less than 0; unpaired ones of these half-right columns would reach
+    # about -0.14.
+    b = np.tile([1.0, 0.0], 50)  # (100,)
+    a = b.copy()
+    a[1] = 1.0
+    out = paired_bootstrap(a, b, n_boot=2000, seed=3)
+    assert out["mean"] == pytest.approx(0.01)
+    assert out["ci95"][0] >= 0.0
+
+
+def test_paired_bootstrap_is_seeded() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.random(300), rng.random(300)  # (300,) each
+    first = paired_bootstrap(a, b, n_boot=800, seed=7)
+    assert paired_bootstrap(a, b, n_boot=800, seed=7) == first
+    assert paired_bootstrap(a, b, n_boot=800, seed=8)["ci95"] != first["ci95"]
+    assert isinstance(first["mean"], float)
+    assert all(isinstance(v, float) for v in first["ci95"])
+
+
+def test_paired_bootstrap_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="one shape"):
+        paired_bootstrap(np.zeros(5), np.zeros(6))
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        paired_bootstrap(np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        paired_bootstrap(np.zeros(0), np.zeros(0))
+    with pytest.raises(ValueError, match="n_boot"):
+        paired_bootstrap(np.zeros(3), np.zeros(3), n_boot=0)
+
+
+def test_verdict_reads_the_interval() -> None:
+    assert verdict((0.01, 0.05)) == "better"
+    assert verdict((-0.05, -0.01)) == "worse"
+    assert verdict((-0.01, 0.02)) == NO_DIFFERENCE
+    assert verdict((0.0, 0.02)) == NO_DIFFERENCE  # touching 0 is not above it
+    assert verdict([-0.02, 0.0]) == NO_DIFFERENCE
+
+
+def test_predict_returns_logits_in_the_split_order() -> None:
+    """`predict` batches longest-first like `evaluate` and puts the rows back in the split's
+    order: its logits give `evaluate`'s metrics, and row i is example i's own output."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from kdray.data import TokenizedSplit
+    from kdray.loop import evaluate, predict
+    from kdray.tensors import offsets_from_lengths
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=20, max_position_embeddings=32)  # fmt: skip
+    model = BertForSequenceClassification(config).train()
+    lengths = torch.tensor([3, 9, 5, 1, 7, 9, 2])  # (7,) not sorted: batches reorder them
+    ids = torch.randint(1, 50, (int(lengths.sum()),))
+    split = TokenizedSplit(ids, torch.zeros_like(ids), offsets_from_lengths(lengths),
+                           torch.tensor([0, 1, 1, 0, 1, 0, 0]))  # fmt: skip
+    cpu = torch.device("cpu")
+    z = predict(model, split, cpu, batch_size=3)  # (7, 2)
+    assert z.shape == (7, 2) and z.dtype == torch.float32
+    assert model.training  # the mode is restored
+    model.eval()
+    with torch.no_grad():
+        for i in range(len(split)):
+            alone = split.batch(torch.tensor([i]))
+            own = model(input_ids=alone["input_ids"], attention_mask=alone["attention_mask"],
+                        token_type_ids=alone["token_type_ids"]).logits[0]  # fmt: skip
+            torch.testing.assert_close(z[i], own, rtol=1e-4, atol=1e-5)
+    metrics = evaluate(model, split, TASKS["sst2"], cpu, batch_size=3)
+    assert compute_metrics(TASKS["sst2"], z, split.labels)["accuracy"] == metrics["accuracy"]
+    loss = torch.nn.functional.cross_entropy(z, split.labels)
+    assert float(loss) == pytest.approx(metrics["loss"], rel=1e-6)

@@ -114,3 +114,23 @@ def test_a_task_dimension_allows_only_generic_metrics() -> None:
     with pytest.raises(ConfigError, match="never reported"):
         parse_sweep(raw, "x")
     parse_sweep({**raw, "sweep": {"metric": "val_metric"}}, "x")
+
+
+def test_a_pool_search_prepares_every_teacher_of_the_pool() -> None:
+    """Searched pools choose among `teachers`: the teachers are prepared (and their outputs
+    shared) for all of them, covering any role a teacher takes in a trial; a fixed pool is
+    prepared as it is."""
+    from kdray.sweep import ROLES
+
+    spec = load_sweep(Path(__file__).parents[1] / "search_spaces" / "multi_teacher.yaml")
+    assert "pool" in spec.search and "pool" in ROLES
+    names = [t.name for t in spec.base_trial().teacher_list()]
+    assert names == ["full", "three", "seed1", "weak"]
+    for pool in spec.search["pool"].args:  # every searched pool is a valid trial
+        cfg = spec.trial_config({"pool": pool})
+        assert [t.name for t in cfg.teacher_list()] == pool.split(",")
+    raw = spec.to_dict()
+    raw["trial"]["pool"] = "full,weak"
+    raw["search"].pop("pool")
+    fixed = parse_sweep(raw, "fixed")
+    assert [t.name for t in fixed.base_trial().teacher_list()] == ["full", "weak"]

@@ -20,7 +20,7 @@ from kdray.results import PHASE_LOG
 from kdray.selector import SELECTORS, PhaseOutcome, PhaseState, build_selector
 from kdray.selector.actor_critic import ACKSSelector, exploration_bonus
 from kdray.trainer import ListReporter, run_trial
-from tests.conftest import CrashAtFirstReport
+from tests.conftest import CrashAtFirstReport, killed_and_resumed
 
 TYPES = ("hard", "soft", "hidden", "relation")
 
@@ -368,15 +368,7 @@ def test_resume_continues_the_same_agent(tiny_cfg: dict, tmp_path: Path, kind: s
             **{"selector.kind": kind, "trainer.output_dir": str(tmp_path / name)}
         )
 
-    whole = run_trial(cfg("a"))
-
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(cfg("b"), CrashAtFirstReport())
-    resumed = run_trial(cfg("b"))
-    a = pd.read_parquet(tmp_path / "a" / PHASE_LOG).drop(columns="run_id")
-    b = pd.read_parquet(tmp_path / "b" / PHASE_LOG).drop(columns="run_id")
-    pd.testing.assert_frame_equal(a, b)
-    assert resumed.test == whole.test
+    killed_and_resumed(cfg, tmp_path)
 
 
 def test_resume_with_another_config_is_refused(tiny_cfg: dict) -> None:

@@ -17,20 +17,7 @@ from kdray.errors import ConfigError
 from kdray.results import PHASE_LOG
 from kdray.stages import plan
 from kdray.trainer import Run, run_trial, setup
-from tests.conftest import make_tiny_teacher
-
-
-@pytest.fixture(scope="module")
-def second_teacher(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: str) -> str:
-    """Another tiny random teacher: 3 layers, other weights, same tokenizer and labels."""
-    torch.manual_seed(7)
-    return make_tiny_teacher(tmp_path_factory.mktemp("tiny-b"), tokenizer_dir, layers=3)
-
-
-def pool_cfg(tiny_cfg: dict, a: str, b: str, **paths: Any) -> TrialConfig:
-    raw = {k: v for k, v in tiny_cfg.items() if k != "teacher"}
-    raw["teachers"] = [{"name": "a", "path": a}, {"name": "b", "path": b}]
-    return TrialConfig.from_dict(raw).replace(**paths)
+from tests.conftest import make_tiny_teacher, pool_cfg
 
 
 class OneHot:
@@ -49,7 +36,10 @@ class OneHot:
 def test_hook_with_all_weight_on_one_teacher_gives_its_single_teacher_loss(
     tiny_cfg: dict, tiny_teacher: str, second_teacher: str, which: int
 ) -> None:
-    types = {"knowledge.types": ["hard", "soft", "hidden", "relation", "attention_relation"]}
+    types = {
+        "knowledge.types": ["hard", "soft", "hidden", "relation", "attention_relation"],
+        "knowledge.feature_teacher": "weighted",  # every type weighted as soft labels are
+    }
     pool = Run(setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher, **types)), None, False)
     path = [tiny_teacher, second_teacher][which]
     one_cfg = TrialConfig.from_dict(tiny_cfg).replace(**{"teacher.path": path, **types})
@@ -59,7 +49,7 @@ def test_hook_with_all_weight_on_one_teacher_gives_its_single_teacher_loss(
     one.s.knowledge["to:teacher"].load_state_dict(
         pool.s.knowledge["to:" + "ab"[which]].state_dict()
     )
-    pool.selector.batch_weights = OneHot(which, 2)  # type: ignore[method-assign]
+    pool.policy.batch_weights = OneHot(which, 2)  # type: ignore[method-assign]
     for run in (pool, one):
         run.action = dict.fromkeys(run.s.types, 1.0)
         run.s.student.eval()  # no dropout: the two forward passes are the same computation
@@ -73,14 +63,15 @@ def test_hook_with_all_weight_on_one_teacher_gives_its_single_teacher_loss(
 def test_uniform_weights_average_the_teachers(
     tiny_cfg: dict, tiny_teacher: str, second_teacher: str
 ) -> None:
-    run = Run(setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher)), None, False)
+    weighted = {"knowledge.feature_teacher": "weighted"}
+    run = Run(setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher, **weighted)), None, False)
     run.action = dict.fromkeys(run.s.types, 1.0)
     run.s.student.eval()
     batch = run.batch(0)
     uniform = run.losses(batch)
     per_teacher = []
     for i in range(2):
-        run.selector.batch_weights = OneHot(i, 2)  # type: ignore[method-assign]
+        run.policy.batch_weights = OneHot(i, 2)  # type: ignore[method-assign]
         per_teacher.append(run.losses(batch))
     for k in ("soft", "hidden"):
         torch.testing.assert_close(uniform[k], (per_teacher[0][k] + per_teacher[1][k]) / 2)
@@ -92,10 +83,10 @@ def test_a_hook_that_selects_no_teacher_trains_nothing_from_teachers(
 ) -> None:
     run = Run(setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher)), None, False)
     run.action = dict.fromkeys(run.s.types, 1.0)
-    run.selector.batch_weights = lambda view: torch.zeros(len(view.batch["labels"]), 2)  # type: ignore[method-assign]
+    run.policy.batch_weights = lambda view: torch.zeros(len(view.batch["labels"]), 2)  # type: ignore[method-assign]
     losses = run.losses(run.batch(0))
     assert float(losses["soft"]) == 0.0 and float(losses["hard"]) > 0
-    run.selector.batch_weights = lambda view: torch.ones(3, 2)  # type: ignore[method-assign]
+    run.policy.batch_weights = lambda view: torch.ones(3, 2)  # type: ignore[method-assign]
     with pytest.raises(ValueError, match=r"shape \(3, 2\), not \(8, 2\)"):
         run.losses(run.batch(0))
 
@@ -106,7 +97,8 @@ def test_the_cache_budget_holds_for_the_whole_pool(
     """Each teacher's outputs count against one teacher_cache_max_mb; past it, live."""
     from kdray.build import CacheBudget
 
-    s = setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher))
+    weighted = {"knowledge.feature_teacher": "weighted"}  # both teachers read hidden states
+    s = setup(pool_cfg(tiny_cfg, tiny_teacher, second_teacher, **weighted))
     needs = [s.teacher_needs(i, s.types) for i in range(2)]
     from kdray.teacher_cache import estimate_bytes
 

@@ -92,6 +92,10 @@ class Knowledge(nn.Module):
     needs_equal_heads: ClassVar[bool] = False
     #: Needs class labels (undefined for regression: skipped there with a warning).
     needs_labels: ClassVar[bool] = False
+    #: With several teachers, every teacher teaches it, weighted per example by the teacher
+    #: policy (soft labels, RL-KD's multi-teacher loss); other types come from
+    #: knowledge.feature_teacher.
+    policy_weighted: ClassVar[bool] = False
 
     @classmethod
     def check_options(cls, cfg: KnowledgeConfig) -> None:

@@ -38,6 +38,7 @@ class Soft(Knowledge):
     """
 
     name = "soft"
+    policy_weighted = True
 
     @classmethod
     def check_options(cls, cfg: KnowledgeConfig) -> None:

@@ -22,7 +22,6 @@ import torch
 
 from kdray.config import KnowledgeConfig, SelectorConfig
 from kdray.errors import ConfigError
-from kdray.features import Features
 
 #: Smallest reward split (examples) on which a selector's reward is measured.
 MIN_REWARD_EXAMPLES = 32
@@ -69,18 +68,6 @@ class PhaseOutcome:
     phases: int = 1
 
 
-@dataclass
-class BatchView:
-    """What the per-batch hook sees of one training step (everything detached)."""
-
-    step: int
-    batch: dict[str, torch.Tensor]
-    #: The student's features of this step (logits, and what the stage's knowledge reads).
-    student: Features
-    #: Teacher name -> its features of this batch, in pool order.
-    teachers: dict[str, Features]
-
-
 class Selector(ABC):
     """Chooses the per-phase action over the active knowledge types."""
 
@@ -102,13 +89,6 @@ class Selector(ABC):
     @abstractmethod
     def start_phase(self, state: PhaseState) -> dict[str, float]:
         """The action a_k for each active knowledge type, for the phase starting now."""
-
-    def batch_weights(self, view: BatchView) -> torch.Tensor | None:
-        """Optional per-batch hook: weights (B, n_teachers) of each teacher on each example
-        of this step's batch, applied inside the loss reduction (rows should sum to 1).
-        None (the default): uniform over the teachers, so one teacher is today's batch mean.
-        It may read the batch, the student's detached features and each teacher's outputs."""
-        return None
 
     def end_phase(self, outcome: PhaseOutcome) -> None:  # noqa: B027 - optional hook
         """Learn from the finished phase (fixed selectors ignore it)."""
