@@ -56,12 +56,13 @@ Targets: ratio_rl_vs_single <= 1.15; near_chance_weight < 1/4 (the policy learns
 the near-chance teacher less than an equal share).
 
 Settings (full / --quick): students train on 8000 / 2000 train.tsv rows (minus validation
-and reward), 600 / 150 steps, batch 32, learning rate 1e-4, phase length 25, validation
-every 100 / 50 steps; the same teachers in both (and in search_spaces/multi_teacher.yaml): T1
-and T2 400 steps on 20000 rows, T3 150 steps on 8000 rows, T4 3 steps on 8000 rows; 100 / 30
-timed steps per timed run. --quick is sized
-as 18 runs of about 20 s on 2 CPU cores, under 10 minutes once the teachers are cached (the
-first --quick run fine-tunes its four teachers first: a few minutes more). Run folders go to a
+and reward), 600 / 80 steps of batch 32 / 16, learning rate 1e-4, phase length 25 / 10,
+validation every 100 / 40 steps (--steps and --phase-length override); the same teachers in
+both (and in search_spaces/multi_teacher.yaml): T1 and T2 400 steps on 20000 rows, T3 150
+steps on 8000 rows, T4 3 steps on 8000 rows; 100 / 20 timed steps per timed run. --quick is
+sized as 18 runs of about 20 s on 2 CPU cores (a student step of batch 16 takes ~0.2 s
+there), under 10 minutes once the teachers are cached (the first --quick run fine-tunes its
+four teachers first: ten minutes more). Run folders go to a
 temporary folder, removed at the end, or to --work DIR (kept; running again with the same
 DIR and settings continues unfinished runs and reuses finished ones).
 """
@@ -135,11 +136,11 @@ def settings(quick: bool, steps: int | None) -> dict[str, Any]:
     """The sizes of one benchmark run (full or --quick). The teachers are the same in both
     (and in search_spaces/multi_teacher.yaml), so they are fine-tuned once for all three."""
     teachers = {"t12_steps": 400, "t12_examples": 20000, "t34_examples": 8000, "t3_steps": 150}
-    if quick:
-        return {"examples": 2000, "steps": steps or 150, "eval_every": 50, "timed_steps": 30,
-                **teachers}  # fmt: skip
-    return {"examples": 8000, "steps": steps or 600, "eval_every": 100, "timed_steps": 100,
-            **teachers}  # fmt: skip
+    if quick:  # 18 runs of ~20 s on 2 CPU cores (a step of batch 16 takes ~0.2 s there)
+        return {"examples": 2000, "steps": steps or 80, "batch_size": 16, "eval_every": 40,
+                "phase_length": 10, "timed_steps": 20, **teachers}  # fmt: skip
+    return {"examples": 8000, "steps": steps or 600, "batch_size": 32, "eval_every": 100,
+            "phase_length": 25, "timed_steps": 100, **teachers}  # fmt: skip
 
 
 def base_config(args: Any, st: dict[str, Any]) -> dict[str, Any]:
@@ -163,8 +164,8 @@ def base_config(args: Any, st: dict[str, Any]) -> dict[str, Any]:
         "teachers": teachers,
         "student": {"num_layers": 2, "init": "remap"},
         "knowledge": {"types": ["hard", "soft"], "temperature": 2.0},
-        "selector": {"kind": "all", "phase_length": args.phase_length},
-        "trainer": {"max_steps": st["steps"], "batch_size": 32, "learning_rate": 1e-4,
+        "selector": {"kind": "all", "phase_length": st["phase_length"]},
+        "trainer": {"max_steps": st["steps"], "batch_size": st["batch_size"], "learning_rate": 1e-4,
                     "eval_every": st["eval_every"], "seed": 0},
         "cache_dir": args.cache_dir,
     }  # fmt: skip
@@ -310,13 +311,15 @@ def main() -> None:
                    help=f"seeds of every arm (rl_soft, average and the best single-teacher "
                         f"arm get at least {MIN_KEY_SEEDS})")  # fmt: skip
     p.add_argument("--steps", type=int, default=None, help="student steps per run")
-    p.add_argument("--phase-length", type=int, default=25)
+    p.add_argument("--phase-length", type=int, default=None,
+                   help="student steps per phase (default: 25, --quick 10)")  # fmt: skip
     p.add_argument("--work", help="keep the run folders here (default: a temporary folder)")
     args = p.parse_args()
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
     t_start = time.perf_counter()
     st = settings(args.quick, args.steps)
+    st["phase_length"] = args.phase_length or st["phase_length"]
     raw = base_config(args, st)
     base = TrialConfig.from_dict(raw)
     if args.work:
@@ -411,7 +414,7 @@ def run_benchmark(
     out["n_teachers"] = len(TEACHERS)
 
     n = st["timed_steps"]
-    timed = {k: arm_config(raw, over, {"max_steps": TIMING_WARMUP + n + args.phase_length,
+    timed = {k: arm_config(raw, over, {"max_steps": TIMING_WARMUP + n + st["phase_length"],
                                        "eval_every": 10**6, "save_student": False,
                                        "output_dir": str(work / f"timed_{k}")})
              for k, over in TIMED.items()}  # fmt: skip

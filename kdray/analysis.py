@@ -411,7 +411,7 @@ def _final_phases(sweep_or_phases: Sweep | pd.DataFrame) -> pd.DataFrame:
     """The final-segment phases (the evaluated student's; stage-A episodes of two-stage ACKS
     train students that are thrown away) of a Sweep or of a phase-log frame."""
     phases = sweep_or_phases.phases if isinstance(sweep_or_phases, Sweep) else sweep_or_phases
-    return phases[phases["final"].astype(bool)] if len(phases) else phases
+    return phases[phases["final"].astype(bool)] if "final" in phases.columns else phases
 
 
 def teacher_by_phase(

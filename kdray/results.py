@@ -42,7 +42,7 @@ Phase log columns (one row per phase; fixed columns first, then one pair per kno
     tw_<teacher>    float   a pool's runs: the mean weight the teacher policy gave <teacher>
                             over the phase's examples (NaN: no teacher output read)
     tp_reward       float   teacher policy rl: mean reward of the phase's update (NaN: none)
-    tp_baseline     float   teacher policy rl: its reward baseline after the update
+    tp_baseline     float   teacher policy rl: the mean baseline the update used
     =============== ======= ===============================================================
 
 A selector may add columns of its own (`Selector.log_fields`), as may the teacher policy

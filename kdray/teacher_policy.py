@@ -30,15 +30,23 @@ probabilities (soft) or the selection π > 0.5 (hard), no sampling.
 
 kdray decisions where the paper is silent:
 - One REINFORCE update per phase over the phase's sampled actions,
-  θ ← θ + η·mean_jk (R_j − b)·∇ log π(a_jk | s_jk), with b an exponential moving average of
-  the mean reward (the first phase's own mean starts it) — plain gradient ascent, so one step
-  can be computed by hand.
+  θ ← θ + η·mean_jk A_j·∇ log π(a_jk | s_jk) — plain gradient ascent, so one step can be
+  computed by hand.
 - Rewards of r1 / r2 are measured per example with the student at the phase's end, the student
   that learned from the selections, on up to teacher_policy.reward_examples of the phase's
   examples (a seeded draw): one no-grad forward of those examples per phase, nothing per step.
   r1 = −CE(y_j, p_S); r2 = r1 − mean over the selected teachers of τ²·KL(p_k^τ ‖ p_S^τ) (the most
   probable teacher when none was selected); r3 = −(reward-split loss after the phase), one
   value for every action of the phase.
+- The baseline of example j is its own −CE(y_j, p_S) at the step its actions were taken (read
+  from that step's forward pass: the student before it learned from them, so a function of the
+  state and the gradient stays unbiased; none for r3) plus b, an exponential moving average of
+  the phase's mean remaining gain (its first phase's own mean starts it). The advantage
+  A_j = (R_j − before_j − b) is divided by its spread over the phase (standard deviation), so
+  the step size does not depend on the reward's scale. Without the per-example baseline, the
+  difficulty of the examples drowns the effect of the teachers chosen for them.
+- The student's [CLS] enters the state at unit length: its d_S dimensions would otherwise
+  outweigh the teacher's probabilities and loss in W·s.
 - The first teacher_policy.warmup_phases phases select every teacher (equal weights) and do
   not update the policy.
 """
@@ -343,7 +351,8 @@ class RL(TeacherPolicy):
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr)
         self.baseline: float | None = None
         self.phase = 0
-        self._buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        #: per step: (train indices (B,), states (B, n, d), actions (B, n), rewards before (B,))
+        self._buffer: list[tuple[torch.Tensor, ...]] = []
 
     @property
     def warming_up(self) -> bool:
@@ -352,6 +361,7 @@ class RL(TeacherPolicy):
     def states(self, view: BatchView) -> torch.Tensor:
         """(B, n, d) s_jk = [student [CLS]; teacher k's probabilities; its gold loss]."""
         cls = view.student.hidden[max(view.student.hidden)][:, 0].float().cpu()  # (B, d_S)
+        cls = F.normalize(cls, dim=-1)  # unit length: its d_S dims do not drown the teacher's
         labels = view.batch["labels"].cpu()
         parts = []
         for k in self.ctx.names:
@@ -373,7 +383,9 @@ class RL(TeacherPolicy):
             p = self.probabilities(s)  # (B, n)
         if self.learning:
             a = torch.bernoulli(p, generator=self.generator)
-            self._buffer.append((view.batch["index"].cpu(), s, a))
+            labels = view.batch["labels"].cpu()
+            before = -gold_loss(view.student.logits.cpu(), labels, self.ctx.is_regression)
+            self._buffer.append((view.batch["index"].cpu(), s, a, before))
             chosen = a if self.cfg.weights == "hard" else p
         else:
             chosen = (p > 0.5).float() if self.cfg.weights == "hard" else p
@@ -417,17 +429,20 @@ class RL(TeacherPolicy):
         self.phase += 1  # phases seen over the whole run (warm-up counts these)
         if not self.learning or not buffer:
             return
-        idx = torch.cat([b[0] for b in buffer])
-        s = torch.cat([b[1] for b in buffer])
-        a = torch.cat([b[2] for b in buffer])
+        idx, s, a, before = (torch.cat([b[i] for b in buffer]) for i in range(4))
         m = self.cfg.reward_examples
         if self.cfg.reward != "r3" and m is not None and len(idx) > m:
             keep = torch.randperm(len(idx), generator=self.generator)[:m]
-            idx, s, a = idx[keep], s[keep], a[keep]
+            idx, s, a, before = idx[keep], s[keep], a[keep], before[keep]
         r = self.rewards(outcome, idx, s, a, rescore).float()
-        mean = float(r.mean())
+        if self.cfg.reward == "r3":  # one value for the phase: no per-example baseline
+            before = torch.zeros_like(r)
+        gain = r - before  # what the example gained after its step (its own baseline)
+        mean = float(gain.mean())
         b = mean if self.baseline is None else self.baseline
-        advantage = (r - b)[:, None]  # (m, 1): one reward per example, for every teacher
+        spread = float(gain.std(unbiased=False))
+        # (m, 1): one advantage per example, for every teacher, in units of the phase's spread
+        advantage = ((gain - b) / (spread if spread > 1e-8 else 1.0))[:, None]
         p = self.probabilities(s).clamp(1e-6, 1 - 1e-6)
         log_pi = a * p.log() + (1 - a) * (1 - p).log()
         self.optimizer.zero_grad(set_to_none=True)
@@ -435,7 +450,7 @@ class RL(TeacherPolicy):
         self.optimizer.step()
         d = self.cfg.baseline_decay
         self.baseline = mean if self.baseline is None else d * self.baseline + (1 - d) * mean
-        self.last_log = {"tp_reward": mean, "tp_baseline": self.baseline}
+        self.last_log = {"tp_reward": float(r.mean()), "tp_baseline": float(before.mean()) + b}
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -127,28 +127,34 @@ def reinforce_case(
     zb = 2 - za
     pol.start_phase()
     pol.weights(view(torch.arange(1.0, n + 1)[:, None], labels, A=za, B=zb))
-    _, s, a = pol._buffer[0]  # type: ignore[attr-defined]
+    _, s, a, _ = pol._buffer[0]  # type: ignore[attr-defined]
     r = -F.cross_entropy(student, labels, reduction="none")
     pol.rescore = lambda idx: (student[idx], {"A": za[idx], "B": zb[idx]}, labels[idx])  # type: ignore[attr-defined]
     return pol, s, a, r
 
 
 def test_one_reinforce_step_matches_the_hand_computed_update() -> None:
-    """ΔW = lr·mean_jk (R_j − b)(a_jk − π_jk)·s_jk and Δbias = lr·mean_jk (R_j − b)(a_jk − π_jk)
-    at π = 0.5, then b ← 0.9·b + 0.1·mean R; the first phase's baseline is its own mean."""
+    """gain_j = R_j − before_j (before: −CE of the step's student logits, here 0 → −log 2),
+    A_j = (gain_j − b) / std(gain), ΔW = lr·mean_jk A_j (a_jk − π_jk)·s_jk and
+    Δbias = lr·mean_jk A_j (a_jk − π_jk) at π = 0.5, then b ← 0.9·b + 0.1·mean gain; the first
+    phase's b is its own mean gain."""
     student = torch.tensor([[3.0, 0.0], [0.0, 0.5]])  # sure of example 0, unsure of 1
     for b0 in (-0.3, None):
         pol, s, a, r = reinforce_case(student, b0)
-        b = float(r.mean()) if b0 is None else b0
-        grad = (r - b)[:, None] * (a - 0.5)  # (j, k): ∂ log π(a|s) / ∂ logit = a − π
+        gain = r + math.log(2)
+        b = float(gain.mean()) if b0 is None else b0
+        adv = (gain - b) / gain.std(unbiased=False)
+        grad = adv[:, None] * (a - 0.5)  # (j, k): ∂ log π(a|s) / ∂ logit = a − π
         pol.end_phase(outcome(), pol.rescore)  # type: ignore[attr-defined]
         net = pol.net  # type: ignore[attr-defined]
         want_w = (grad[..., None] * s).mean((0, 1))
         torch.testing.assert_close(net.weight.detach().squeeze(0), want_w)
         torch.testing.assert_close(net.bias.detach().squeeze(0), grad.mean())
-        want_b = float(r.mean()) if b0 is None else 0.9 * b0 + 0.1 * float(r.mean())
+        want_b = float(gain.mean()) if b0 is None else 0.9 * b0 + 0.1 * float(gain.mean())
         assert pol.baseline == pytest.approx(want_b)  # type: ignore[attr-defined]
-        assert pol.log_fields()["tp_reward"] == pytest.approx(float(r.mean()))
+        log = pol.log_fields()
+        assert log["tp_reward"] == pytest.approx(float(r.mean()))
+        assert log["tp_baseline"] == pytest.approx(b - math.log(2), abs=1e-6)  # the one used
 
 
 @pytest.mark.parametrize("sign", [1, -1])
@@ -156,8 +162,8 @@ def test_reinforce_moves_toward_actions_with_reward_above_the_baseline(sign: int
     """One example: its reward above the baseline makes the actions taken more likely, below
     it less likely."""
     student = torch.tensor([[2.0, 0.0]])  # R = −CE ≈ −0.127
-    r = -F.cross_entropy(student, torch.tensor([0]))
-    pol, s, a, _ = reinforce_case(student, float(r) - sign * 0.5, lr=0.1)
+    gain = -F.cross_entropy(student, torch.tensor([0])) + math.log(2)
+    pol, s, a, _ = reinforce_case(student, float(gain) - sign * 0.5, lr=0.1)
 
     def log_likelihood() -> float:
         with torch.no_grad():
