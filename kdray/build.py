@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from kdray.checks import check_trial
 from kdray.config import TrialConfig
-from kdray.data import TaskData, TokenizedSplit, load_task
+from kdray.data import TaskData, load_task
 from kdray.errors import ConfigError
 from kdray.features import Features, Needs, Shape
 from kdray.io import cache_root
@@ -188,20 +188,6 @@ class Setup:
         i = self.feature_index
         top = w.argmax(1) if i is None else torch.full((len(w),), i)
         return torch.nn.functional.one_hot(top, len(self.teachers)).float()
-
-
-def teacher_scores(s: Setup, split: TokenizedSplit) -> dict[str, float]:
-    """Each teacher's main metric on `split` (a TokenizedSplit), its classifier loaded for it
-    (the weighted teacher policy's validation scores; benchmarks' teacher rows)."""
-    from kdray.loop import evaluate
-
-    tr = s.cfg.trainer
-    out = {}
-    for t in s.teachers:
-        model = t.model or load_classifier(t.path).to(s.device).eval()  # type: ignore[arg-type]
-        metrics = evaluate(model, split, s.spec, s.device, tr.eval_batch_size, tr.bf16)
-        out[t.name] = metrics[s.spec.main_metric]
-    return out
 
 
 def module_key(teacher: str) -> str:

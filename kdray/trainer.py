@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup as linear_schedule
 
 from kdray import checkpoint
-from kdray.build import Setup, setup, teacher_scores
+from kdray.build import Setup, setup
 from kdray.checks import check_trial
 from kdray.config import TrialConfig
 from kdray.features import Needs
@@ -55,7 +55,7 @@ from kdray.results import (
 from kdray.selector import PhaseOutcome, PhaseState, build_selector, measures_reward
 from kdray.stages import plan
 from kdray.teacher_cache import TeacherOutputs
-from kdray.teacher_policy import PolicyContext, build_policy, measures_reward_split
+from kdray.teacher_policy import build_policy, measures_reward_split, policy_context, rescorer
 
 __all__ = ["CHECKPOINT", "RESULTS", "ListReporter", "Reporter", "Run", "RunResult", "Setup",
            "run_trial", "setup"]  # fmt: skip
@@ -88,7 +88,8 @@ class Run:
             sel if sel.seed is not None else replace(sel, seed=tr.seed), s.types
         )
         self.measures_reward = measures_reward(sel) or measures_reward_split(s.cfg)
-        self.policy = build_policy(s.cfg, self.policy_context())
+        self.policy = build_policy(s.cfg, policy_context(s))
+        self.rescore = rescorer(s)  # what the rl policy's rewards read, at a phase's end
         n_reward = len(s.data.reward)
         if sel.reward_examples is not None:
             n_reward = min(n_reward, sel.reward_examples)
@@ -219,39 +220,6 @@ class Run:
         cls_s = hs.hidden[last][:, 0].float().mean(0)  # (d_S,)
         cls_t = teacher.hidden[t0.shape.layers][:, 0].float().mean(0)  # (d_T,)
         return cls_s.cpu(), cls_t.cpu()
-
-    def policy_context(self) -> PolicyContext:
-        s = self.s
-        weighted = s.cfg.teacher_policy.kind == "weighted" and len(s.teachers) > 1
-        return PolicyContext(
-            names=tuple(t.name for t in s.teachers),
-            is_regression=s.spec.is_regression,
-            num_labels=s.spec.num_labels,
-            student_width=s.student_shape.width,
-            temperature=s.cfg.knowledge.temperature,
-            scores=teacher_scores(s, s.data.validation) if weighted else None,
-        )
-
-    @torch.no_grad()
-    def rescore(
-        self, idx: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Student logits (eval mode, as it is now), each teacher's logits and the labels of
-        train examples `idx`: what the teacher policy's per-example rewards read."""
-        s, tr = self.s, self.cfg.trainer
-        was_training = s.student.training
-        s.student.eval()
-        zs, zt = [], []
-        for start in range(0, len(idx), tr.eval_batch_size):
-            chunk = idx[start : start + tr.eval_batch_size]
-            batch = {k: v.to(s.device) for k, v in s.data.train.batch(chunk).items()}
-            with autocast(s.device, tr.bf16):
-                zs.append(encode(s.student, batch, Needs()).logits.float().cpu())
-            zt.append({t.name: t.features(batch, Needs(), s.device, tr.bf16).logits.float().cpu()
-                       for t in s.teachers})  # fmt: skip
-        s.student.train(was_training)
-        teachers = {t.name: torch.cat([z[t.name] for z in zt]) for t in s.teachers}
-        return torch.cat(zs), teachers, s.data.train.labels[idx]
 
     def start_phase(self) -> None:
         state = PhaseState(

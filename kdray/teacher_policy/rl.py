@@ -1,0 +1,210 @@
+"""RL-KD's reinforced teacher selection (Yuan et al. 2021, methods.md §3; issue 14).
+
+`rl`: state s_jk = [the student's last-layer [CLS] of example j (detached); teacher k's
+probability vector; teacher k's CE against the gold label] (regression: the teacher's output
+and its squared error). Policy π(a=1|s) = σ(W·s + b), shared by all teachers (an MLP with
+teacher_policy.hidden_size > 0). While learning, actions a_jk ~ Bernoulli(π); the weights are
+the probabilities renormalised over teachers ("soft", default) or the sampled selection
+renormalised ("hard"; none selected: the most probable teacher teaches). Frozen: the
+probabilities (soft) or the selection π > 0.5 (hard), no sampling.
+
+kdray decisions where the paper is silent:
+- One REINFORCE update per phase over the phase's sampled actions,
+  θ ← θ + η·mean_jk A_j·∇ log π(a_jk | s_jk) — plain gradient ascent, so one step can be
+  computed by hand.
+- Rewards of r1 / r2 are measured per example with the student at the phase's end, the student
+  that learned from the selections, on up to teacher_policy.reward_examples of the phase's
+  examples (a seeded draw): one no-grad forward of those examples per phase, nothing per step.
+  r1 = −CE(y_j, p_S); r2 = r1 − mean over the selected teachers of τ²·KL(p_k^τ ‖ p_S^τ) (the most
+  probable teacher when none was selected); r3 = −(reward-split loss after the phase), one
+  value for every action of the phase.
+- The baseline of example j is its own −CE(y_j, p_S) at the step its actions were taken (read
+  from that step's forward pass: the student before it learned from them, so a function of the
+  state and the gradient stays unbiased; none for r3) plus b, an exponential moving average of
+  the phase's mean remaining gain (its first phase's own mean starts it). The advantage
+  A_j = (R_j − before_j − b) is divided by its spread over the phase (standard deviation), so
+  the step size does not depend on the reward's scale. Without the per-example baseline, the
+  difficulty of the examples drowns the effect of the teachers chosen for them.
+- The student's [CLS] enters the state at unit length: its d_S dimensions would otherwise
+  outweigh the teacher's probabilities and loss in W·s.
+- The first teacher_policy.warmup_phases phases select every teacher (equal weights) and do
+  not update the policy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdray.config import TeacherPolicyConfig, TrialConfig
+from kdray.errors import ConfigError
+from kdray.selector.base import PhaseOutcome
+from kdray.teacher_policy.base import (
+    BatchView,
+    PolicyContext,
+    Rescore,
+    TeacherPolicy,
+    batch_size,
+    gold_loss,
+    kd_loss,
+    one_hot,
+)
+
+
+class RL(TeacherPolicy):
+    """RL-KD's reinforced teacher selection (see the module doc for the kdray decisions)."""
+
+    kind = "rl"
+    reads_teachers = True
+    reads_student_cls = True
+
+    def __init__(self, cfg: TeacherPolicyConfig, ctx: PolicyContext, seed: int) -> None:
+        super().__init__(cfg, ctx, seed)
+        out = 1 if ctx.is_regression else ctx.num_labels
+        d = ctx.student_width + out + 1
+        # initialised from the policy's seed on the CPU generator only: the student's random
+        # streams (dropout, data) are left as they were
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            if cfg.hidden_size > 0:
+                self.net: nn.Module = nn.Sequential(
+                    nn.Linear(d, cfg.hidden_size), nn.Tanh(), nn.Linear(cfg.hidden_size, 1)
+                )
+            else:  # the paper's logistic policy, starting at π = 0.5 for every teacher
+                self.net = nn.Linear(d, 1)
+                nn.init.zeros_(self.net.weight)
+                nn.init.zeros_(self.net.bias)
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr)
+        self.baseline: float | None = None
+        self.phase = 0
+        #: per step: (train indices (B,), states (B, n, d), actions (B, n), rewards before (B,))
+        self._buffer: list[tuple[torch.Tensor, ...]] = []
+
+    @property
+    def warming_up(self) -> bool:
+        return self.learning and self.phase < self.cfg.warmup_phases
+
+    def states(self, view: BatchView) -> torch.Tensor:
+        """(B, n, d) s_jk = [student [CLS]; teacher k's probabilities; its gold loss]."""
+        cls = view.student.hidden[max(view.student.hidden)][:, 0].float().cpu()  # (B, d_S)
+        cls = F.normalize(cls, dim=-1)  # unit length: its d_S dims do not drown the teacher's
+        labels = view.batch["labels"].cpu()
+        parts = []
+        for k in self.ctx.names:
+            z = view.teachers[k].logits.float().cpu()
+            p = z if self.ctx.is_regression else z.softmax(-1)
+            loss = gold_loss(z, labels, self.ctx.is_regression)
+            parts.append(torch.cat([cls, p, loss[:, None]], 1))
+        return torch.stack(parts, 1)
+
+    def probabilities(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(s).squeeze(-1))
+
+    def batch_weights(self, view: BatchView) -> torch.Tensor:
+        b = batch_size(view)
+        if self.warming_up:
+            return torch.full((b, self.n), 1.0 / self.n)
+        s = self.states(view)
+        with torch.no_grad():
+            p = self.probabilities(s)  # (B, n)
+        if self.learning:
+            a = torch.bernoulli(p, generator=self.generator)
+            labels = view.batch["labels"].cpu()
+            before = -gold_loss(view.student.logits.cpu(), labels, self.ctx.is_regression)
+            self._buffer.append((view.batch["index"].cpu(), s, a, before))
+            chosen = a if self.cfg.weights == "hard" else p
+        else:
+            chosen = (p > 0.5).float() if self.cfg.weights == "hard" else p
+        if self.cfg.weights == "hard":  # none selected: the most probable teacher teaches
+            empty = chosen.sum(1) == 0
+            chosen[empty] = one_hot(p[empty].argmax(1), self.n)
+        return chosen / chosen.sum(1, keepdim=True).clamp_min(1e-12)
+
+    def start_phase(self) -> None:
+        self._buffer = []
+
+    def rewards(
+        self,
+        outcome: PhaseOutcome,
+        idx: torch.Tensor,
+        s: torch.Tensor,
+        a: torch.Tensor,
+        rescore: Rescore,
+    ) -> torch.Tensor:
+        """(m,) reward of each scored example (see the module doc)."""
+        if self.cfg.reward == "r3":
+            assert outcome.reward_loss_after is not None, "r3 needs the reward-split loss"
+            return torch.full((len(idx),), -outcome.reward_loss_after)
+        zs, teachers, labels = rescore(idx)
+        r = -gold_loss(zs, labels, self.ctx.is_regression)
+        if self.cfg.reward == "r2":
+            tau, regression = self.ctx.temperature, self.ctx.is_regression
+            kd = torch.stack([kd_loss(zs, teachers[k], tau, regression) for k in self.ctx.names], 1)
+            sel = a.clone()
+            empty = sel.sum(1) == 0
+            if empty.any():  # the most probable teacher taught these examples
+                with torch.no_grad():
+                    p = self.probabilities(s)
+                sel[empty] = one_hot(p[empty].argmax(1), self.n)
+            r = r - (kd * sel).sum(1) / sel.sum(1)
+        return r
+
+    def end_phase(self, outcome: PhaseOutcome, rescore: Rescore) -> None:
+        buffer, self._buffer = self._buffer, []
+        self.last_log = {"tp_reward": math.nan, "tp_baseline": math.nan}
+        self.phase += 1  # phases seen over the whole run (warm-up counts these)
+        if not self.learning or not buffer:
+            return
+        idx, s, a, before = (torch.cat([b[i] for b in buffer]) for i in range(4))
+        m = self.cfg.reward_examples
+        if self.cfg.reward != "r3" and m is not None and len(idx) > m:
+            keep = torch.randperm(len(idx), generator=self.generator)[:m]
+            idx, s, a, before = idx[keep], s[keep], a[keep], before[keep]
+        r = self.rewards(outcome, idx, s, a, rescore).float()
+        if self.cfg.reward == "r3":  # one value for the phase: no per-example baseline
+            before = torch.zeros_like(r)
+        gain = r - before  # what the example gained after its step (its own baseline)
+        mean = float(gain.mean())
+        b = mean if self.baseline is None else self.baseline
+        spread = float(gain.std(unbiased=False))
+        # (m, 1): one advantage per example, for every teacher, in units of the phase's spread
+        advantage = ((gain - b) / (spread if spread > 1e-8 else 1.0))[:, None]
+        p = self.probabilities(s).clamp(1e-6, 1 - 1e-6)
+        log_pi = a * p.log() + (1 - a) * (1 - p).log()
+        self.optimizer.zero_grad(set_to_none=True)
+        (-(advantage * log_pi).mean()).backward()
+        self.optimizer.step()
+        d = self.cfg.baseline_decay
+        self.baseline = mean if self.baseline is None else d * self.baseline + (1 - d) * mean
+        self.last_log = {"tp_reward": float(r.mean()), "tp_baseline": float(before.mean()) + b}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "net": {k: v.clone() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "baseline": math.nan if self.baseline is None else self.baseline,
+            "phase": self.phase,
+            "buffer": [tuple(t.clone() for t in b) for b in self._buffer],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = None if math.isnan(state["baseline"]) else state["baseline"]
+        self.phase = state["phase"]
+        self._buffer = [tuple(b) for b in state["buffer"]]
+
+    @classmethod
+    def validate(cls, cfg: TrialConfig) -> None:
+        tp = cfg.teacher_policy
+        if tp.reward == "r3" and cfg.data.reward_fraction <= 0:
+            raise ConfigError(
+                "'teacher_policy.reward: r3' is the loss on the reward split, and "
+                "data.reward_fraction is 0; raise it (e.g. 0.05) or use reward r1 / r2"
+            )
