@@ -55,7 +55,8 @@ from kdray.results import (
 from kdray.selector import PhaseOutcome, PhaseState, build_selector, measures_reward
 from kdray.stages import plan
 from kdray.teacher_cache import TeacherOutputs
-from kdray.teacher_policy import build_policy, measures_reward_split, policy_context, rescorer
+from kdray.teacher_policy import build_policy, measures_reward_split
+from kdray.teacher_policy.wiring import policy_context, rescorer
 
 __all__ = ["CHECKPOINT", "RESULTS", "ListReporter", "Reporter", "Run", "RunResult", "Setup",
            "run_trial", "setup"]  # fmt: skip

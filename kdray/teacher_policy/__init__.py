@@ -1,16 +1,11 @@
-"""Teacher policies: kind -> class table, validation, construction, and what the trainer
-hands them (`policy_context`, `rescorer`). The interface and every kind's weights are in
-`kdray.teacher_policy.base`, `.fixed` and `.rl`."""
+"""Teacher policies: kind -> class table, validation and construction. The interface and every
+kind's weights are in `kdray.teacher_policy.base`, `.fixed` and `.rl`; what the trainer hands a
+policy (`policy_context`, `rescorer`) is in `.wiring`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import torch
-
 from kdray.config import TrialConfig
 from kdray.errors import ConfigError, unknown
-from kdray.features import Needs
 from kdray.teacher_policy.base import (
     BatchView,
     PolicyContext,
@@ -23,13 +18,9 @@ from kdray.teacher_policy.base import (
 from kdray.teacher_policy.fixed import Average, BestSingle, RandSingle, Single, Weighted
 from kdray.teacher_policy.rl import RL
 
-if TYPE_CHECKING:
-    from kdray.build import Setup
-    from kdray.data import TokenizedSplit
-
 __all__ = ["POLICIES", "BatchView", "PolicyContext", "Rescore", "TeacherPolicy", "auroc",
-           "build_policy", "gold_loss", "kd_loss", "measures_reward_split", "policy_context",
-           "rescorer", "teacher_scores", "validate_teacher_policy"]  # fmt: skip
+           "build_policy", "gold_loss", "kd_loss", "measures_reward_split",
+           "validate_teacher_policy"]  # fmt: skip
 
 POLICIES: dict[str, type[TeacherPolicy]] = {
     c.kind: c for c in (Single, Average, Weighted, RandSingle, BestSingle, RL)
@@ -72,57 +63,3 @@ def measures_reward_split(cfg: TrialConfig) -> bool:
     """The policy is rewarded on the reward split (r3): the trainer measures it each phase."""
     tp = cfg.teacher_policy
     return tp.kind == "rl" and tp.reward == "r3" and len(cfg.teacher_list()) > 1
-
-
-def teacher_scores(s: Setup, split: TokenizedSplit) -> dict[str, float]:
-    """Each teacher's main metric on `split`, its classifier loaded for it (the weighted
-    policy's validation scores)."""
-    from kdray.loop import evaluate
-    from kdray.models import load_classifier
-
-    tr = s.cfg.trainer
-    out = {}
-    for t in s.teachers:
-        model = t.model or load_classifier(t.path).to(s.device).eval()  # type: ignore[arg-type]
-        metrics = evaluate(model, split, s.spec, s.device, tr.eval_batch_size, tr.bf16)
-        out[t.name] = metrics[s.spec.main_metric]
-    return out
-
-
-def policy_context(s: Setup) -> PolicyContext:
-    """What the run's policy knows of it (the weighted kind: each teacher's validation score)."""
-    weighted = s.cfg.teacher_policy.kind == "weighted" and len(s.teachers) > 1
-    return PolicyContext(
-        names=tuple(t.name for t in s.teachers),
-        is_regression=s.spec.is_regression,
-        num_labels=s.spec.num_labels,
-        student_width=s.student_shape.width,
-        temperature=s.cfg.knowledge.temperature,
-        scores=teacher_scores(s, s.data.validation) if weighted else None,
-    )
-
-
-def rescorer(s: Setup) -> Rescore:
-    """`rescore(idx)`: the student's logits (eval mode, as it is now), each teacher's logits
-    and the labels of train examples `idx`: what the rl policy's per-example rewards read."""
-    from kdray.loop import autocast
-    from kdray.models import encode
-
-    @torch.no_grad()
-    def rescore(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        tr = s.cfg.trainer
-        was_training = s.student.training
-        s.student.eval()
-        zs, zt = [], []
-        for start in range(0, len(idx), tr.eval_batch_size):
-            chunk = idx[start : start + tr.eval_batch_size]
-            batch = {k: v.to(s.device) for k, v in s.data.train.batch(chunk).items()}
-            with autocast(s.device, tr.bf16):
-                zs.append(encode(s.student, batch, Needs()).logits.float().cpu())
-            zt.append({t.name: t.features(batch, Needs(), s.device, tr.bf16).logits.float().cpu()
-                       for t in s.teachers})  # fmt: skip
-        s.student.train(was_training)
-        teachers = {t.name: torch.cat([z[t.name] for z in zt]) for t in s.teachers}
-        return torch.cat(zs), teachers, s.data.train.labels[idx]
-
-    return rescore
