@@ -213,9 +213,9 @@ class TeacherPolicyConfig:
     #: r1: -CE(student, gold) per example; r2: r1 - mean KD loss over the selected teachers;
     #: r3: -loss on the reward split (the split ACKS uses), one value per phase.
     reward: Literal["r1", "r2", "r3"] = "r2"
-    #: Learning rate of the policy (plain gradient ascent on normalised advantages, one
-    #: update per phase).
-    lr: float = 4.0
+    #: Learning rate of the policy (plain gradient ascent on advantages in units of their
+    #: spread, one update per phase).
+    lr: float = 32.0
     #: Decay of the exponential-moving-average reward baseline.
     baseline_decay: float = 0.9
     #: Phases at the start of the run with every teacher selected (no policy update).

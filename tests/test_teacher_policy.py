@@ -114,13 +114,15 @@ def test_untrained_rl_weights_are_uniform() -> None:
 
 
 def reinforce_case(
-    student: torch.Tensor, baseline: float | None, lr: float = 1.0
+    student: torch.Tensor, baseline: float | None, lr: float = 1.0, **knobs: Any
 ) -> tuple[TeacherPolicy, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One learning phase of a logistic rl policy at W = 0, b = 0 (π = 0.5) on the examples
-    that `student` (their logits) scores, teacher A right and B wrong on each, reward r1.
-    Returns the policy before its update, the states, the sampled actions and the rewards."""
+    that `student` (their logits) scores, teacher A right and B wrong on each, reward r1 with
+    hard weights unless `knobs` say otherwise. Returns the policy before its update, the
+    states, the sampled actions and the r1 rewards."""
     n = len(student)
-    pol = policy(d=1, reward="r1", warmup_phases=0, lr=lr, weights="hard")
+    knobs = {"reward": "r1", "weights": "hard", **knobs}
+    pol = policy(d=1, warmup_phases=0, lr=lr, **knobs)
     pol.baseline = baseline  # type: ignore[attr-defined]
     labels = torch.arange(n) % 2
     za = F.one_hot(labels, 2).float() * 2
@@ -155,6 +157,24 @@ def test_one_reinforce_step_matches_the_hand_computed_update() -> None:
         log = pol.log_fields()
         assert log["tp_reward"] == pytest.approx(float(r.mean()))
         assert log["tp_baseline"] == pytest.approx(b - math.log(2), abs=1e-6)  # the one used
+
+
+def test_soft_weights_are_rewarded_for_what_the_selection_changed() -> None:
+    """Soft weights: the student never learned from the samples, so example j's baseline is its
+    r2 had every teacher been selected, gain_j = −(mean KD over the selected − mean KD over
+    all): how far each example's gold loss moved does not enter the update."""
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(64, 2, generator=g) * 3  # gold losses from ~0 to ~6
+    pol, s, a, _ = reinforce_case(student, None, reward="r2", weights="soft")
+    zs, teachers, _ = pol.rescore(torch.arange(64))  # type: ignore[attr-defined]
+    kd = torch.stack([kd_loss(zs, teachers[k], 2.0, False) for k in NAMES], 1)
+    sel = a.clone()
+    sel[sel.sum(1) == 0] = torch.tensor([1.0, 0.0])  # π ties at 0.5: the first teacher
+    gain = -(kd * sel).sum(1) / sel.sum(1) + kd.mean(1)
+    adv = (gain - gain.mean()) / gain.std(unbiased=False)
+    pol.end_phase(outcome(), pol.rescore)  # type: ignore[attr-defined]
+    want = (adv[:, None, None] * (a - 0.5)[..., None] * s).mean((0, 1))
+    torch.testing.assert_close(pol.net.weight.detach().squeeze(0), want)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("sign", [1, -1])
@@ -256,8 +276,9 @@ def test_teacher_policy_config_is_checked() -> None:
         ({"teacher_policy": {"kind": "single", "teacher": "c"}}, r"teacher_policy.teacher.*a, b"),
         ({"teacher_policy": {"kind": "rl", "teacher": "a"}}, r"only read by .*single"),
         ({"teacher_policy": {"kind": "rl", "lr": 0}}, r"teacher_policy.lr"),
-        ({"teacher_policy": {"kind": "rl", "reward": "r3"}, "data": {"reward_fraction": 0}},
-         r"reward: r3.*reward_fraction"),
+        ({"teacher_policy": {"kind": "rl", "reward": "r3", "weights": "hard"},
+          "data": {"reward_fraction": 0}}, r"reward: r3.*reward_fraction"),
+        ({"teacher_policy": {"kind": "rl", "reward": "r1"}}, r"reward: r1' with weights soft.*r2"),
         ({"knowledge": {"feature_teacher": "c"}}, r"feature_teacher.*\(a, b\), top or weighted"),
         ({"pool": "a,c"}, r"'pool' 'a,c' must name teachers .*unknown: c"),
         ({"pool": "a,a"}, r"more than once"),

@@ -11,20 +11,34 @@ probabilities (soft) or the selection π > 0.5 (hard), no sampling.
 kdray decisions where the paper is silent:
 - One REINFORCE update per phase over the phase's sampled actions,
   θ ← θ + η·mean_jk A_j·∇ log π(a_jk | s_jk) — plain gradient ascent, so one step can be
-  computed by hand.
+  computed by hand. η = teacher_policy.lr, 32 by default: the mean over every (example,
+  teacher) makes the gradient small (~0.05 per weight), and at this η a near-chance teacher's
+  share fell from 1/4 to ~0.1 within 12 phases on SST-2 (benchmarks/multi_teacher.py's pool;
+  η = 4 left it at ~0.2 after 18). Adam was tried and rejected: its per-weight steps grow the
+  weights on the student's [CLS] (shared by every teacher of an example) to a norm of ~30,
+  which saturates π for all teachers together and flattens the soft weights.
 - Rewards of r1 / r2 are measured per example with the student at the phase's end, the student
   that learned from the selections, on up to teacher_policy.reward_examples of the phase's
   examples (a seeded draw): one no-grad forward of those examples per phase, nothing per step.
   r1 = −CE(y_j, p_S); r2 = r1 − mean over the selected teachers of τ²·KL(p_k^τ ‖ p_S^τ) (the most
   probable teacher when none was selected); r3 = −(reward-split loss after the phase), one
   value for every action of the phase.
-- The baseline of example j is its own −CE(y_j, p_S) at the step its actions were taken (read
-  from that step's forward pass: the student before it learned from them, so a function of the
-  state and the gradient stays unbiased; none for r3) plus b, an exponential moving average of
-  the phase's mean remaining gain (its first phase's own mean starts it). The advantage
-  A_j = (R_j − before_j − b) is divided by its spread over the phase (standard deviation), so
-  the step size does not depend on the reward's scale. Without the per-example baseline, the
-  difficulty of the examples drowns the effect of the teachers chosen for them.
+- Soft weights (default): the student learns from the probabilities, never from the sampled
+  actions, so only r2's mean over the selected teachers depends on them; r1 and r3 would be
+  noise to the policy and are refused with soft weights. The baseline of example j is its r2
+  had every teacher been selected (a function of the student after the phase, which no sample
+  changed, so the gradient stays unbiased): the advantage is then exactly what the selection
+  changed, −(mean KD over the selected − mean KD over all), without the noise of how much the
+  example's gold loss moved.
+- Hard weights: the sampled selection is what the student learns from. The baseline of example
+  j is its own −CE(y_j, p_S) at the step its actions were taken (read from that step's forward
+  pass: the student before it learned from them, so a function of the state and the gradient
+  stays unbiased; none for r3). Without it, the difficulty of the examples drowns the effect
+  of the teachers chosen for them.
+- Either way b, an exponential moving average of the phase's mean remaining gain (its first
+  phase's own mean starts it), is subtracted too, and the advantage A_j = (R_j − baseline_j − b)
+  is divided by its spread over the phase (standard deviation), so the step size does not
+  depend on the reward's scale.
 - The student's [CLS] enters the state at unit length: its d_S dimensions would otherwise
   outweigh the teacher's probabilities and loss in W·s.
 - The first teacher_policy.warmup_phases phases select every teacher (equal weights) and do
@@ -134,24 +148,25 @@ class RL(TeacherPolicy):
         s: torch.Tensor,
         a: torch.Tensor,
         rescore: Rescore,
-    ) -> torch.Tensor:
-        """(m,) reward of each scored example (see the module doc)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(m,) reward of each scored example (see the module doc), and for r2 (m,) the reward
+        had every teacher been selected (the soft weights' per-example baseline)."""
         if self.cfg.reward == "r3":
             assert outcome.reward_loss_after is not None, "r3 needs the reward-split loss"
-            return torch.full((len(idx),), -outcome.reward_loss_after)
+            return torch.full((len(idx),), -outcome.reward_loss_after), None
         zs, teachers, labels = rescore(idx)
         r = -gold_loss(zs, labels, self.ctx.is_regression)
-        if self.cfg.reward == "r2":
-            tau, regression = self.ctx.temperature, self.ctx.is_regression
-            kd = torch.stack([kd_loss(zs, teachers[k], tau, regression) for k in self.ctx.names], 1)
-            sel = a.clone()
-            empty = sel.sum(1) == 0
-            if empty.any():  # the most probable teacher taught these examples
-                with torch.no_grad():
-                    p = self.probabilities(s)
-                sel[empty] = one_hot(p[empty].argmax(1), self.n)
-            r = r - (kd * sel).sum(1) / sel.sum(1)
-        return r
+        if self.cfg.reward != "r2":
+            return r, None
+        tau, regression = self.ctx.temperature, self.ctx.is_regression
+        kd = torch.stack([kd_loss(zs, teachers[k], tau, regression) for k in self.ctx.names], 1)
+        sel = a.clone()
+        empty = sel.sum(1) == 0
+        if empty.any():  # the most probable teacher taught these examples
+            with torch.no_grad():
+                p = self.probabilities(s)
+            sel[empty] = one_hot(p[empty].argmax(1), self.n)
+        return r - (kd * sel).sum(1) / sel.sum(1), r - kd.mean(1)
 
     def end_phase(self, outcome: PhaseOutcome, rescore: Rescore) -> None:
         buffer, self._buffer = self._buffer, []
@@ -164,10 +179,13 @@ class RL(TeacherPolicy):
         if self.cfg.reward != "r3" and m is not None and len(idx) > m:
             keep = torch.randperm(len(idx), generator=self.generator)[:m]
             idx, s, a, before = idx[keep], s[keep], a[keep], before[keep]
-        r = self.rewards(outcome, idx, s, a, rescore).float()
-        if self.cfg.reward == "r3":  # one value for the phase: no per-example baseline
+        r, every = self.rewards(outcome, idx, s, a, rescore)
+        if self.cfg.weights == "soft":  # the samples taught nothing: only r2's choice varies
+            assert every is not None, "validate() allows soft weights with r2 only"
+            before = every
+        elif self.cfg.reward == "r3":  # one value for the phase: no per-example baseline
             before = torch.zeros_like(r)
-        gain = r - before  # what the example gained after its step (its own baseline)
+        gain = r - before  # what the example's actions gained over its own baseline
         mean = float(gain.mean())
         b = mean if self.baseline is None else self.baseline
         spread = float(gain.std(unbiased=False))
@@ -203,6 +221,12 @@ class RL(TeacherPolicy):
     @classmethod
     def validate(cls, cfg: TrialConfig) -> None:
         tp = cfg.teacher_policy
+        if tp.weights == "soft" and tp.reward != "r2":
+            raise ConfigError(
+                f"'teacher_policy.reward: {tp.reward}' with weights soft: the student learns "
+                f"from the selection probabilities, not from the sampled selections, so "
+                f"{tp.reward} says nothing about them; use reward r2 or weights hard"
+            )
         if tp.reward == "r3" and cfg.data.reward_fraction <= 0:
             raise ConfigError(
                 "'teacher_policy.reward: r3' is the loss on the reward split, and "
