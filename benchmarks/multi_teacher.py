@@ -3,6 +3,7 @@
     python benchmarks/multi_teacher.py --data-dir ../shared/glue --out multi_teacher.json
     python benchmarks/multi_teacher.py --data-dir ../shared/glue --quick    # under 10 min
     python benchmarks/multi_teacher.py ... --seeds 3 --work runs/      # every arm 3 seeds
+    python benchmarks/multi_teacher.py ... --arms single_T1 average rl_soft   # a subset
 
 What it measures. SST-2 (max length 64), one data carving for every run, so every student
 trains on the same examples and is scored on the same GLUE dev examples. A pool of four
@@ -46,8 +47,8 @@ seeds of the per-seed dev differences, and a 95% CI from a paired bootstrap over
 examples of the per-example correctness difference averaged over seeds, with its verdict);
 weight_auroc (rl_soft, last evaluation: AUROC of the per-example teacher weights against
 "this teacher is right on this example", mean over seeds); near_chance_weight (rl_soft: T4's
-mean weight over the final segment's phases after the policy's warm-up phases, mean over
-seeds); and the per-step cost: rl_soft (4 cached teachers) and single_T1 (pool T1 alone, 1
+mean weight over the final segment's learning phases, those after the policy's warm-up, mean
+over seeds); and the per-step cost: rl_soft (4 cached teachers) and single_T1 (pool T1 alone, 1
 cached teacher) step side by side in this process, in alternating blocks of 5 steps after 5
 warm-up steps, each `Run.advance()` timed; ratio_rl_vs_single is the ratio of median step
 times, ratio_rl_vs_single_total that of the summed times (phase starts and ends included).
@@ -70,26 +71,33 @@ DIR and settings continues unfinished runs and reuses finished ones).
 from __future__ import annotations
 
 import math
-import shutil
 import statistics
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from arms import (
+    Done,
+    arm_config,
+    correctness,
+    finite_mean,
+    json_float,
+    method_row,
+    paired,
+    print_arms,
+    work_folder,
+)
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 from transformers import AutoTokenizer
 
 from kdray.build import pick_device, setup, shared_teacher_outputs
 from kdray.checks import check_trial
 from kdray.config import TrialConfig
-from kdray.data import TaskData, TokenizedSplit, load_task
+from kdray.data import TaskData, load_task
 from kdray.io import cache_root
-from kdray.loop import evaluate, predict
-from kdray.metrics import constant_score, paired_bootstrap, verdict
+from kdray.loop import evaluate
+from kdray.metrics import constant_score
 from kdray.models import load_classifier
 from kdray.results import RunResult, read_phase_log
 from kdray.tasks import TASKS
@@ -119,17 +127,6 @@ TIMED = {
 MIN_KEY_SEEDS = 3
 BLOCK = 5  # timed steps per block; the two runs alternate blocks, first one then the other
 TIMING_WARMUP = 5
-
-
-@dataclass
-class Done:
-    """One finished run: its result and config, its validation main metric, and (for the
-    arms compared pairwise) its (N,) per-example correctness on dev."""
-
-    result: RunResult
-    cfg: TrialConfig
-    val: float
-    right: np.ndarray | None = None
 
 
 def settings(quick: bool, steps: int | None) -> dict[str, Any]:
@@ -171,28 +168,7 @@ def base_config(args: Any, st: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`base` with the sections of `over` merged in (nested dicts merged, the rest replaced)."""
-    out = dict(base)
-    for k, v in over.items():
-        both = isinstance(v, dict) and isinstance(base.get(k), dict)
-        out[k] = merged(base[k], v) if both else v
-    return out
-
-
-def arm_config(raw: dict[str, Any], over: dict[str, Any], trainer: dict[str, Any]) -> TrialConfig:
-    return TrialConfig.from_dict(merged(merged(raw, over), {"trainer": trainer}))
-
-
 # ---------------------------------------------------------------------------------- scores
-
-
-def correctness(model: Any, split: TokenizedSplit, cfg: TrialConfig) -> np.ndarray:
-    """(N,) 1.0 where `model` predicts example i of `split` right, else 0.0."""
-    device, tr = pick_device(cfg.trainer.device), cfg.trainer
-    model.to(device)
-    logits = predict(model, split, device, tr.eval_batch_size, tr.bf16)  # (N, C)
-    return (logits.argmax(1) == split.labels).double().numpy()
 
 
 def score_teachers(
@@ -211,9 +187,10 @@ def score_teachers(
     return out
 
 
-def near_chance_weight(result: RunResult, cfg: TrialConfig) -> float:
-    """T4's mean weight over the final segment's phases after the policy's warm-up (from the
-    phase log's tw_T4), else over the history's evaluations; NaN when neither records it."""
+def near_chance_weight(result: RunResult) -> float:
+    """T4's mean weight over the final segment's learning phases (those the policy updated
+    after: a finite tp_reward; the warm-up's have none) from the phase log's tw_T4, else over
+    the history's evaluations; NaN when neither records it."""
     try:
         log = read_phase_log(result.output_dir)
     except FileNotFoundError:
@@ -221,8 +198,7 @@ def near_chance_weight(result: RunResult, cfg: TrialConfig) -> float:
     col = f"tw_{NEAR_CHANCE}"
     if log is not None and col in log.columns:
         final = log[log["final"]]
-        after = final[final["phase"] - final["phase"].min() >= cfg.teacher_policy.warmup_phases]
-        values = after[col].dropna()
+        values = final[final["tp_reward"].notna()][col].dropna()
         if len(values):
             return float(values.mean())
     key = f"teacher/weight_{NEAR_CHANCE}"
@@ -234,43 +210,6 @@ def last_auroc(result: RunResult) -> float:
     """The AUROC of the teacher weights at the run's last evaluation (NaN: not recorded)."""
     last = result.history[-1] if result.history else {}
     return float(last.get("teacher/weight_auroc", math.nan))
-
-
-def finite_mean(values: list[float]) -> float:
-    ok = [v for v in values if math.isfinite(v)]
-    return statistics.mean(ok) if ok else math.nan
-
-
-def json_float(v: float) -> float | None:
-    """NaN (undefined) as JSON null."""
-    return v if math.isfinite(v) else None
-
-
-def paired(a: str, b: str, done: dict[str, dict[int, Done]]) -> dict[str, Any]:
-    """Arm a − arm b on the seeds both ran: the mean of the per-seed dev differences, and the
-    paired bootstrap CI over dev examples of the per-example correctness differences averaged
-    over those seeds."""
-    seeds = sorted(set(done[a]) & set(done[b]))
-    mean = statistics.mean(done[a][s].result.test_score - done[b][s].result.test_score
-                           for s in seeds)  # fmt: skip
-    ca = np.mean([done[a][s].right for s in seeds], axis=0)  # (N,)
-    cb = np.mean([done[b][s].right for s in seeds], axis=0)  # (N,)
-    boot = paired_bootstrap(ca, cb, n_boot=10000, seed=0)
-    return {"mean": mean, "ci95": list(boot["ci95"]), "verdict": verdict(boot["ci95"]),
-            "seeds": len(seeds), "a": a, "b": b}  # fmt: skip
-
-
-def method_row(runs: dict[int, Done], constant: float) -> dict[str, Any]:
-    """An arm's dev scores over its seeds (seed order) and its mean wall time per run."""
-    scores = [runs[s].result.test_score for s in sorted(runs)]
-    mean = statistics.mean(scores)
-    return {
-        "mean": mean,
-        "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-        "runs": scores,
-        "wall_s": statistics.mean(d.result.wall_s for d in runs.values()),
-        "beats_constant": mean > constant,
-    }
 
 
 # ---------------------------------------------------------------------------------- timing
@@ -314,25 +253,23 @@ def main() -> None:
     p.add_argument("--phase-length", type=int, default=None,
                    help="student steps per phase (default: 25, --quick 10)")  # fmt: skip
     p.add_argument("--work", help="keep the run folders here (default: a temporary folder)")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), metavar="ARM", default=list(ARMS),
+                   help="run only these arms (default: all; the paired comparisons need "
+                        "rl_soft, average and a single_* arm, the best of those run)")  # fmt: skip
     args = p.parse_args()
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
+    if not {"rl_soft", "average"} <= set(args.arms) or not any(
+        a.startswith("single_") for a in args.arms
+    ):
+        p.error("--arms must include rl_soft, average and at least one single_* arm")
     t_start = time.perf_counter()
     st = settings(args.quick, args.steps)
     st["phase_length"] = args.phase_length or st["phase_length"]
     raw = base_config(args, st)
     base = TrialConfig.from_dict(raw)
-    if args.work:
-        Path(args.work).mkdir(parents=True, exist_ok=True)
-        work, tmp = Path(args.work).resolve(), None
-    else:
-        tmp = tempfile.mkdtemp(prefix="kdray-multi-teacher-")
-        work = Path(tmp)
-    try:
+    with work_folder(args.work, "kdray-multi-teacher-") as work:
         out = run_benchmark(args, st, raw, base, work)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     out["total_wall_s"] = time.perf_counter() - t_start
     summarize(out, args.out)
 
@@ -369,7 +306,9 @@ def run_benchmark(
                    "timing_warmup": TIMING_WARMUP},
         "machine": machine(),
     }  # fmt: skip
-    done: dict[str, dict[int, Done]] = {a: {} for a in ARMS}
+    arms = [a for a in ARMS if a in args.arms]
+    out["config"]["arms_run"] = arms
+    done: dict[str, dict[int, Done]] = {a: {} for a in arms}
 
     def run(name: str, seed: int) -> None:
         keep = name in ("rl_soft", "average") or name.startswith("single_")
@@ -391,14 +330,14 @@ def run_benchmark(
         out["methods"][name] = method_row(done[name], constant)
         write_json(args.out, out)  # partial results survive an interruption
 
-    for name in ARMS:
+    for name in arms:
         run(name, 0)
-    singles = [f"single_{t}" for t in TEACHERS]
+    singles = [a for a in arms if a.startswith("single_")]
     best = max(singles, key=lambda a: (done[a][0].val, teachers[a[len("single_") :]]["validation"]))
     out["best_single_teacher"] = best
     print(f"best single-teacher arm (validation at seed 0): {best}")
     key = ("rl_soft", "average", best)
-    for name in ARMS:
+    for name in arms:
         for seed in range(1, max(MIN_KEY_SEEDS, args.seeds) if name in key else args.seeds):
             run(name, seed)
 
@@ -408,9 +347,7 @@ def run_benchmark(
     }
     rl = list(done["rl_soft"].values())
     out["weight_auroc"] = json_float(finite_mean([last_auroc(d.result) for d in rl]))
-    out["near_chance_weight"] = json_float(
-        finite_mean([near_chance_weight(d.result, d.cfg) for d in rl])
-    )
+    out["near_chance_weight"] = json_float(finite_mean([near_chance_weight(d.result) for d in rl]))
     out["n_teachers"] = len(TEACHERS)
 
     n = st["timed_steps"]
@@ -438,37 +375,18 @@ def summarize(out: dict[str, Any], path: str | None) -> None:
          for k, v in out["teachers"].items()],
         ["teacher", "validation", "dev"],
     )  # fmt: skip
-    methods = out["methods"]
-    rows: list[dict[str, Any]] = [{"method": "(constant)", "dev": f"{out['constant']:.4f}"}]
-    for name, m in methods.items():
-        rows.append({
-            "method": name + (" (best single)" if name == out["best_single_teacher"] else ""),
-            "dev": f"{m['mean']:.4f} ± {m['std']:.4f}",
-            "runs": len(m["runs"]),
-            "wall_s": f"{m['wall_s']:.0f}",
-            "beats_constant": "yes" if m["beats_constant"] else "NO",
-        })  # fmt: skip
-    print(f"\nstudents: GLUE dev {metric}, mean ± std over seeds, "
-          f"{out['config']['student_steps']} steps")  # fmt: skip
-    print_table(rows, ["method", "dev", "runs", "wall_s", "beats_constant"])
-    out["any_beats_constant"] = any(m["beats_constant"] for m in methods.values())
-    if not out["any_beats_constant"]:
-        print(f"no method beats the constant prediction ({out['constant']:.4f}): differences "
-              f"between methods here are noise, not knowledge transfer")  # fmt: skip
-    print("\npaired on dev examples (mean over seeds; 95% CI: paired bootstrap over examples)")
-    print_table(
-        [{"comparison": f"{k} ({v['a']} − {v['b']})", "mean": v["mean"],
-          "ci95": f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]", "seeds": v["seeds"],
-          "verdict": v["verdict"]} for k, v in out["paired"].items()],
-        ["comparison", "mean", "ci95", "seeds", "verdict"],
-    )  # fmt: skip
+    title = (
+        f"students: GLUE dev {metric}, mean ± std over seeds, "
+        f"{out['config']['student_steps']} steps"
+    )
+    print_arms(out, title, {out["best_single_teacher"]: "(best single)"})
 
     def show(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.4f}"
 
     med, n = out["step_time_s"], out["n_teachers"]
     print(f"\nweight_auroc (rl_soft, last evaluation) = {show(out['weight_auroc'])}")
-    print(f"near_chance_weight ({NEAR_CHANCE}, rl_soft after warm-up) = "
+    print(f"near_chance_weight ({NEAR_CHANCE}, rl_soft, learning phases) = "
           f"{show(out['near_chance_weight'])} (equal share {1 / n:.4f})")  # fmt: skip
     print(f"median step: rl (pool of {n}) {1000 * med['rl']:.1f} ms, single (pool T1) "
           f"{1000 * med['single']:.1f} ms; ratio_rl_vs_single = {out['ratio_rl_vs_single']:.3f}"

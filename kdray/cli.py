@@ -43,13 +43,18 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         help="GLUE folder in the classic TSV layout (default: $KDRAY_GLUE_DIR, else the hub)",
     )
+    add_set(parser, "override one config value, e.g. --set trainer.max_steps=100")
+
+
+def add_set(parser: argparse.ArgumentParser, help: str) -> None:
+    """--set KEY=VALUE (repeatable) into args.overrides; read with `parse_override`."""
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config value, e.g. --set trainer.max_steps=100 (repeatable)",
+        help=f"{help} (repeatable)",
     )
 
 

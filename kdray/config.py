@@ -10,12 +10,14 @@ teacher.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kdray.errors import ConfigError, KdrayError
+from kdray.recipes import with_recipe
 from kdray.strict import (  # noqa: F401 - set_path, flat_paths, _coerce: config's own API
     _build,
     _coerce,
@@ -106,12 +108,39 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
+class WeightSchedule:
+    """A knowledge type's weight over training (issue 15, DWT's time-varying α_s), read at the
+    start of every phase from progress t of the segment: constant `start`, or linear / cosine
+    from `start` to `end` over the first `horizon` of training, `end` after it. It multiplies
+    the type's `knowledge.weights` entry and the selector's action."""
+
+    kind: Literal["constant", "linear", "cosine"] = "constant"
+    start: float = 1.0
+    #: None: start (a constant).
+    end: float | None = None
+    #: Fraction of training over which the weight moves from start to end, in (0, 1].
+    horizon: float = 1.0
+
+    def value(self, progress: float) -> float:
+        end = self.start if self.end is None else self.end
+        u = min(max(progress / self.horizon, 0.0), 1.0)
+        if self.kind == "linear":
+            return self.start + (end - self.start) * u
+        if self.kind == "cosine":
+            return end + (self.start - end) * 0.5 * (1.0 + math.cos(math.pi * u))
+        return self.start
+
+
+@dataclass(frozen=True)
 class KnowledgeConfig:
     """Which knowledge types are transferred and their static knobs (methods.md §1)."""
 
     types: tuple[str, ...] = ("hard", "soft", "hidden", "relation")
     #: Static scale w_k per knowledge type (default 1); a key must be one of `types`.
     weights: Mapping[str, float] = field(default_factory=dict)
+    #: A weight over training per knowledge type (`WeightSchedule`), multiplying w_k; a key
+    #: must be one of `types`. E.g. {soft: {kind: linear, start: 4, end: 1}} (DWT).
+    schedules: Mapping[str, WeightSchedule] = field(default_factory=dict)
     temperature: float = 2.0
     contrastive_temperature: float = 0.1
     #: hidden: also match the embedding outputs H_0 (TinyBERT style).
@@ -218,8 +247,10 @@ class TeacherPolicyConfig:
     lr: float = 32.0
     #: Decay of the exponential-moving-average reward baseline.
     baseline_decay: float = 0.9
-    #: Phases at the start of the run with every teacher selected (no policy update).
-    warmup_phases: int = 1
+    #: Phases at the start of the run with every teacher selected (no policy update). None:
+    #: the first quarter of the segment's phases (at least 1): r2 judges teachers against the
+    #: student's predictions, which say little before the student has learned something.
+    warmup_phases: int | None = None
     #: 0: the paper's logistic policy σ(W·s + b); > 0: an MLP with this hidden width.
     hidden_size: int = 0
     #: Examples of each phase scored for r1 / r2 with the student at the phase's end (the
@@ -239,8 +270,11 @@ class StageConfig:
     """
 
     name: str | None = None
-    #: Student steps of the stage (None: trainer.max_steps).
+    #: Student steps of the stage (None: `fraction` of trainer.max_steps, or all of them).
     steps: int | None = None
+    #: The stage's share of trainer.max_steps, in (0, 1] (rounded, at least 1 step): recipes
+    #: give stage lengths this way so that they follow --set trainer.max_steps.
+    fraction: float | None = None
     #: Knowledge types this stage may use, a subset of knowledge.types (None: all of them).
     types: tuple[str, ...] | None = None
     #: Start the stage from the initial student (weights and projections) again.
@@ -282,6 +316,9 @@ class TrainerConfig:
 class TrialConfig:
     """One distillation run."""
 
+    #: A named preset the rest of the config overrides (kdray/recipes/NAME.yaml: acks,
+    #: vanilla, tinybert, mlkd, mlkd_one_stage, dwt). None: the defaults below.
+    recipe: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -307,8 +344,9 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> TrialConfig:
-        """Strictly build and validate a config from nested plain data."""
-        cfg = _build(cls, raw or {}, "")
+        """Strictly build and validate a config from nested plain data (over its recipe's
+        preset when it names one)."""
+        cfg = _build(cls, with_recipe(raw or {}), "")
         validate(cfg)
         return cfg
 
@@ -395,7 +433,8 @@ def _check_teacher(t: TeacherConfig, where: str, d: DataConfig) -> None:
     if t.num_layers is not None and t.path is not None:
         raise ConfigError(
             f"'{where}.num_layers' keeps the first layers of a backbone before fine-tuning it, "
-            f"and '{where}.path' is a teacher already fine-tuned; drop one of them"
+            f"and '{where}.path' is a teacher already fine-tuned; drop one of them (a recipe's "
+            f"num_layers, e.g. dwt's, is dropped with {where}.num_layers: null)"
         )
     if t.path is None and t.max_train_examples is not None:  # fine-tuned on the same carving
         split_sizes(t.max_train_examples, d, f"{where}.max_train_examples")
@@ -479,6 +518,12 @@ def _check_stages(cfg: TrialConfig) -> None:
         )
     for i, st in enumerate(cfg.stages):
         _positive(f"stages[{i}].steps", st.steps, allow_none=True)
+        if st.fraction is not None and not 0.0 < st.fraction <= 1.0:
+            raise ConfigError(f"'stages[{i}].fraction' must be in (0, 1], got {st.fraction}")
+        if st.fraction is not None and st.steps is not None:
+            raise ConfigError(
+                f"'stages[{i}]' sets both steps ({st.steps}) and fraction ({st.fraction}); keep one"
+            )
         if st.selector == "learn" and any(p.selector == "frozen" for p in cfg.stages[:i]):
             raise ConfigError(
                 f"'stages[{i}].selector: learn' comes after a frozen stage; a frozen selector "

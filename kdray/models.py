@@ -43,9 +43,11 @@ log = logging.getLogger(__name__)
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
-    """g(n) = round(n * M / N) for n = 1..N (halves round up)."""
+    """g(n) = max(1, round(n * M / N)) for n = 1..N (halves round up). The floor of 1 matters
+    only for a student more than twice as deep as its teacher (a weak teacher, methods.md §5),
+    whose first layers would otherwise map to layer 0, the embeddings."""
     return tuple(
-        int(n * teacher_layers / student_layers + 0.5) for n in range(1, student_layers + 1)
+        max(1, int(n * teacher_layers / student_layers + 0.5)) for n in range(1, student_layers + 1)
     )
 
 

@@ -28,7 +28,7 @@ import dataclasses
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +56,7 @@ DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "int": 2, "choice": "list", "gri
 FILE_PATHS = ("data.data_dir", "cache_dir", "selector.schedule_file")
 MAYBE_FILE_PATHS = ("teacher.path", "teacher.backbone")
 #: Mapping-valued config keys whose entries are searchable one by one (knowledge.weights.soft).
-MAPPING_PATHS = ("knowledge.weights.",)
+MAPPING_PATHS = ("knowledge.weights.", "knowledge.schedules.")
 #: Metrics every trial reports with each evaluation (plus val_<metric> of the task).
 GENERIC_METRICS = ("val_metric", "best_val_metric", "val_loss", "train_loss")
 #: The sweep file as run, saved in the experiment folder (for --resume and kdray.analysis).
@@ -319,10 +319,14 @@ def validate_pbt(spec: SweepSpec) -> None:
         )
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep YAML file (yaml.safe_load; errors name the line)."""
+def load_sweep(path: str | Path, overrides: Sequence[tuple[str, Any]] = ()) -> SweepSpec:
+    """Read and validate a sweep YAML file (yaml.safe_load; errors name the line), with
+    `overrides` (dotted key of the file, e.g. trial.trainer.max_steps -> value) set first."""
     path = Path(path)
-    return parse_sweep(load_yaml(path), default_name=path.stem)
+    raw = load_yaml(path)
+    for key, value in overrides:
+        set_path(raw, key, value)
+    return parse_sweep(raw, default_name=path.stem)
 
 
 def save_spec(spec: SweepSpec, experiment: str, claim: bool = False) -> bool:

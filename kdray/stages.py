@@ -68,11 +68,20 @@ def stage_configs(cfg: TrialConfig) -> tuple[StageConfig, ...]:
     return (StageConfig(name="train"),)
 
 
+def stage_steps(st: StageConfig, max_steps: int) -> int:
+    """A stage's steps: its own, its fraction of trainer.max_steps, or all of them."""
+    if st.steps is not None:
+        return st.steps
+    if st.fraction is not None:
+        return max(1, round(st.fraction * max_steps))
+    return max_steps
+
+
 def plan(cfg: TrialConfig, types: tuple[str, ...]) -> tuple[Stage, ...]:
     """The run's stages, with segments and schedule lengths worked out. `types`: the run's
     active knowledge types (a stage's `types` narrows them)."""
     raw = stage_configs(cfg)
-    steps = [st.steps or cfg.trainer.max_steps for st in raw]
+    steps = [stage_steps(st, cfg.trainer.max_steps) for st in raw]
     segment_of, seg = [], -1
     for i, st in enumerate(raw):
         seg += i == 0 or st.reset_student

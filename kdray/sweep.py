@@ -30,6 +30,7 @@ from typing import Any
 
 from kdray import ray_start
 from kdray.analysis import print_summary
+from kdray.cli import add_set, parse_override
 from kdray.config import TrialConfig, is_mutable
 from kdray.errors import ConfigError
 from kdray.results import CHECKPOINT, TRIAL_RUN_DIR
@@ -47,8 +48,9 @@ from kdray.teacher_cache import TeacherOutputs
 
 log = logging.getLogger(__name__)
 
-#: Search over these paths changes the teachers themselves: each trial resolves its own.
-TEACHERS = ("teacher.", "teachers")
+#: Search over these paths changes the teachers themselves: each trial resolves its own (a
+#: recipe may name its own teacher: dwt's is smaller than the student).
+TEACHERS = ("teacher.", "teachers", "recipe")
 #: Search over these paths changes which teacher teaches what: the shared outputs cover every
 #: role a teacher could take in any trial.
 ROLES = ("pool", "knowledge.feature_teacher")
@@ -334,6 +336,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--retry-errored", action="store_true", help="with --resume: rerun errored trials"
     )
+    add_set(parser, "override one key of the sweep file, e.g. --set trial.trainer.max_steps=60 "
+            "or --set sweep.num_samples=2")  # fmt: skip
     parser.add_argument(
         "--address", help="Ray cluster address (default: $RAY_ADDRESS, a running cluster, or a "
         "new local one)"
@@ -403,10 +407,16 @@ def main(argv: list[str] | None = None) -> int:
             "--retry-errored reruns the errored trials of an earlier sweep; give its folder "
             "with --resume STORAGE/NAME"
         )
+    if args.overrides and args.resume:
+        raise ConfigError(
+            "--set changes the sweep file, and a resumed sweep runs as it was saved; drop --set "
+            "or start a new sweep with --space"
+        )
     resume = sweep_folder(args.resume, "--resume") if args.resume else None
     if args.data_dir:
         os.environ["KDRAY_GLUE_DIR"] = str(Path(args.data_dir).expanduser().resolve())
-    spec = (load_sweep(args.space) if args.space else load_saved_spec(str(resume))).absolute()
+    spec = (load_sweep(args.space, [parse_override(o) for o in args.overrides]) if args.space
+            else load_saved_spec(str(resume))).absolute()  # fmt: skip
     if args.data_dir:
         spec = spec.with_data_dir(os.environ["KDRAY_GLUE_DIR"])
     storage = storage_path(spec, args.storage)

@@ -167,18 +167,18 @@ class Run:
         return {k: v.to(self.s.device) for k, v in self.s.data.train.batch(idx).items()}
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The losses of the knowledge types active in this phase (a_k·w_k > 0, in the
+        """The losses of the knowledge types active in this phase (weight > 0, in the
         stage), each reduced with the teacher policy's per-example teacher weights."""
         return self.s.losses(batch, self.weights(), self.policy, self.step)
 
     def train_step(self) -> float:
         """One optimiser step on this step's batch; the weighted loss (0 if nothing active)."""
-        losses = self.losses(self.batch(self.step))
+        losses, weights = self.losses(self.batch(self.step)), self.weights()
         if not losses:  # a hard action that selects nothing: the phase trains nothing
             self.schedule.step()
             self.phase_steps += 1
             return 0.0
-        total = torch.stack([self.action[k] * self.static[k] * v for k, v in losses.items()]).sum()
+        total = torch.stack([weights[k] * v for k, v in losses.items()]).sum()
         value = float(total.detach())
         if not math.isfinite(value):
             return value
@@ -313,13 +313,16 @@ class Run:
         return row
 
     def weights(self) -> dict[str, float]:
-        """The phase's effective weight per knowledge type: action × static weight (0 for
-        types outside the stage)."""
-        allowed = self.stage.types
+        """The phase's effective weight per knowledge type: action × static weight × the
+        type's schedule at the phase's start (0 for types outside the stage)."""
+        allowed, schedules = self.stage.types, self.cfg.knowledge.schedules
+        start = (self.step - self.phase_steps) / self.stage.segment_steps
         return {
-            k: self.action.get(k, 0.0) * self.static[k] if k in allowed else 0.0
+            k: self.action.get(k, 0.0) * self.static[k]
+            * (schedules[k].value(start) if k in schedules else 1.0)
+            if k in allowed else 0.0
             for k in self.s.types
-        }
+        }  # fmt: skip
 
     def test(self) -> dict[str, dict[str, float]]:
         s, tr = self.s, self.cfg.trainer

@@ -33,6 +33,7 @@ FOUNDATION = {
     "kdray.tasks",
     "kdray.config",
     "kdray.yamlio",
+    "kdray.recipes",
     "kdray.results",
     "kdray.io",
     "kdray.tensors",

@@ -30,6 +30,9 @@ def test_uniform_layer_map() -> None:
     assert uniform_layer_map(2, 6) == (3, 6)
     assert uniform_layer_map(4, 6) == (2, 3, 5, 6)
     assert uniform_layer_map(3, 12) == (4, 8, 12)
+    # a student deeper than three times its teacher: never layer 0 (the embeddings)
+    assert uniform_layer_map(4, 1) == (1, 1, 1, 1)
+    assert uniform_layer_map(7, 2) == (1, 1, 1, 1, 1, 2, 2)
     assert uniform_layer_map(6, 6) == (1, 2, 3, 4, 5, 6)
 
 

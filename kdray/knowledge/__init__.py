@@ -41,6 +41,25 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
             )
         if w < 0:
             raise ConfigError(f"'knowledge.weights.{name}' must be >= 0, got {w}")
+    for name, sched in cfg.schedules.items():
+        where = f"knowledge.schedules.{name}"
+        if name not in cfg.types:
+            raise ConfigError(
+                f"'knowledge.schedules' names '{name}', which is not in knowledge.types "
+                f"({', '.join(cfg.types)}); add it to the types or drop its schedule"
+            )
+        if min(sched.start, sched.start if sched.end is None else sched.end) < 0:
+            raise ConfigError(f"'{where}': start and end must be >= 0, got {sched}")
+        if not 0.0 < sched.horizon <= 1.0:
+            raise ConfigError(
+                f"'{where}.horizon' is the fraction of training the weight moves over; it must "
+                f"be in (0, 1], got {sched.horizon}"
+            )
+        if sched.kind == "constant" and sched.end not in (None, sched.start):
+            raise ConfigError(
+                f"'{where}' is constant but sets end ({sched.end}) apart from start "
+                f"({sched.start}); use kind linear or cosine, or drop end"
+            )
     if cfg.weights and all(cfg.weights.get(k, 1.0) == 0 for k in cfg.types):
         raise ConfigError(
             "every knowledge type has weight 0 in 'knowledge.weights'; nothing "

@@ -43,7 +43,7 @@ def validate_teacher_policy(cfg: TrialConfig) -> None:
         raise ConfigError(
             f"'teacher_policy.baseline_decay' must be in [0, 1), got {tp.baseline_decay}"
         )
-    if tp.warmup_phases < 0:
+    if tp.warmup_phases is not None and tp.warmup_phases < 0:
         raise ConfigError(f"'teacher_policy.warmup_phases' must be >= 0, got {tp.warmup_phases}")
     if tp.hidden_size < 0:
         raise ConfigError(f"'teacher_policy.hidden_size' must be >= 0, got {tp.hidden_size}")

@@ -42,7 +42,12 @@ kdray decisions where the paper is silent:
 - The student's [CLS] enters the state at unit length: its d_S dimensions would otherwise
   outweigh the teacher's probabilities and loss in W·s.
 - The first teacher_policy.warmup_phases phases select every teacher (equal weights) and do
-  not update the policy.
+  not update the policy; by default the first quarter of the segment's phases (at least one).
+  r2 compares each teacher with the student's own predictions, and an untrained student's
+  are flat, so early on a flat (near-chance) teacher looks best: learning from those phases
+  drove one seed of three to select every teacher with π ≈ 1, where the gradient vanishes
+  and the policy never recovers (benchmarks/multi_teacher.py, 300 steps, one warm-up phase);
+  with a quarter of the phases as warm-up the same seed learned like the others.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ from kdray.teacher_policy.base import (
     kd_loss,
     one_hot,
 )
+
+#: The default warm-up: this fraction of the segment's phases (teacher_policy.warmup_phases).
+WARMUP_FRACTION = 0.25
 
 
 class RL(TeacherPolicy):
@@ -95,12 +103,18 @@ class RL(TeacherPolicy):
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr)
         self.baseline: float | None = None
         self.phase = 0
+        self.segment_phases = 0  # the segment's phases, known from the first phase's end
         #: per step: (train indices (B,), states (B, n, d), actions (B, n), rewards before (B,))
         self._buffer: list[tuple[torch.Tensor, ...]] = []
 
     @property
     def warming_up(self) -> bool:
-        return self.learning and self.phase < self.cfg.warmup_phases
+        return self.learning and self.phase < self.warmup_phases()
+
+    def warmup_phases(self) -> int:
+        if self.cfg.warmup_phases is not None:
+            return self.cfg.warmup_phases
+        return max(1, math.ceil(WARMUP_FRACTION * self.segment_phases))
 
     def states(self, view: BatchView) -> torch.Tensor:
         """(B, n, d) s_jk = [student [CLS]; teacher k's probabilities; its gold loss]."""
@@ -172,6 +186,7 @@ class RL(TeacherPolicy):
         buffer, self._buffer = self._buffer, []
         self.last_log = {"tp_reward": math.nan, "tp_baseline": math.nan}
         self.phase += 1  # phases seen over the whole run (warm-up counts these)
+        self.segment_phases = outcome.phases
         if not self.learning or not buffer:
             return
         idx, s, a, before = (torch.cat([b[i] for b in buffer]) for i in range(4))
@@ -207,6 +222,7 @@ class RL(TeacherPolicy):
             "optimizer": self.optimizer.state_dict(),
             "baseline": math.nan if self.baseline is None else self.baseline,
             "phase": self.phase,
+            "segment_phases": self.segment_phases,
             "buffer": [tuple(t.clone() for t in b) for b in self._buffer],
         }
 
@@ -216,6 +232,7 @@ class RL(TeacherPolicy):
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = None if math.isnan(state["baseline"]) else state["baseline"]
         self.phase = state["phase"]
+        self.segment_phases = state["segment_phases"]
         self._buffer = [tuple(b) for b in state["buffer"]]
 
     @classmethod

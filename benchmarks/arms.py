@@ -1,0 +1,143 @@
+"""Shared by the benchmarks that compare methods ("arms") over seeds on GLUE dev: one finished
+run (`Done`), its per-example dev correctness, an arm's row of the JSON and the paired
+comparison of two arms (per-seed differences, a paired bootstrap CI over dev examples)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import statistics
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_common import print_table
+
+from kdray.build import pick_device
+from kdray.config import TrialConfig
+from kdray.data import TokenizedSplit
+from kdray.loop import predict
+from kdray.metrics import paired_bootstrap, verdict
+from kdray.recipes import merged
+from kdray.results import RunResult
+
+
+@dataclass
+class Done:
+    """One finished run: its result and config, its validation main metric, and (for the
+    arms compared pairwise) its (N,) per-example correctness on dev."""
+
+    result: RunResult
+    cfg: TrialConfig
+    val: float
+    right: np.ndarray | None = None
+
+
+def arm_config(raw: dict[str, Any], over: dict[str, Any], trainer: dict[str, Any]) -> TrialConfig:
+    """The base config `raw` with the arm's sections `over` and the run's `trainer` keys."""
+    return TrialConfig.from_dict(merged(merged(raw, over), {"trainer": trainer}))
+
+
+def correctness(model: Any, split: TokenizedSplit, cfg: TrialConfig) -> np.ndarray:
+    """(N,) 1.0 where `model` predicts example i of `split` right, else 0.0."""
+    device, tr = pick_device(cfg.trainer.device), cfg.trainer
+    model.to(device)
+    logits = predict(model, split, device, tr.eval_batch_size, tr.bf16)  # (N, C)
+    return (logits.argmax(1) == split.labels).double().numpy()
+
+
+def finite_mean(values: list[float]) -> float:
+    ok = [v for v in values if math.isfinite(v)]
+    return statistics.mean(ok) if ok else math.nan
+
+
+def json_float(v: float) -> float | None:
+    """NaN (undefined) as JSON null."""
+    return v if math.isfinite(v) else None
+
+
+def method_row(runs: dict[int, Done], constant: float) -> dict[str, Any]:
+    """An arm's dev scores over its seeds (seed order) and its mean wall time per run."""
+    scores = [runs[s].result.test_score for s in sorted(runs)]
+    mean = statistics.mean(scores)
+    return {
+        "mean": mean,
+        "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        "runs": scores,
+        "wall_s": statistics.mean(d.result.wall_s for d in runs.values()),
+        "beats_constant": mean > constant,
+    }
+
+
+def paired(a: str, b: str, done: dict[str, dict[int, Done]]) -> dict[str, Any]:
+    """Arm a − arm b on the seeds both ran: the mean of the per-seed dev differences, and the
+    paired bootstrap CI over dev examples of the per-example correctness differences averaged
+    over those seeds."""
+    return paired_contrast({a: 1.0, b: -1.0}, done) | {"a": a, "b": b}
+
+
+def paired_contrast(weights: dict[str, float], done: dict[str, dict[int, Done]]) -> dict[str, Any]:
+    """Σ_arm weight·score on the seeds every arm ran, e.g. {a: 1, b: −1} (a − b) or
+    {m12: 1, m3: −1, v12: −1, v3: 1} (MLKD's 12→3-head drop minus vanilla's): the mean of the
+    per-seed contrasts and the paired bootstrap CI over dev examples of the per-example
+    contrast (each arm's correctness averaged over those seeds)."""
+    seeds = sorted(set.intersection(*(set(done[k]) for k in weights)))
+    per_seed = [sum(w * done[k][s].result.test_score for k, w in weights.items()) for s in seeds]
+    right = {k: np.mean([done[k][s].right for s in seeds], axis=0) for k in weights}  # (N,)
+    plus = sum(w * right[k] for k, w in weights.items() if w > 0)
+    minus = sum(-w * right[k] for k, w in weights.items() if w < 0)
+    boot = paired_bootstrap(plus, minus, n_boot=10000, seed=0)
+    return {"mean": statistics.mean(per_seed), "per_seed": per_seed,
+            "ci95": list(boot["ci95"]), "verdict": verdict(boot["ci95"]),
+            "seeds": len(seeds)}  # fmt: skip
+
+
+def print_arms(out: dict[str, Any], title: str, marks: dict[str, str] | None = None) -> None:
+    """The arms' table (dev mean ± std over seeds against the constant prediction) and the
+    paired comparisons' table; sets out["any_beats_constant"]. `marks`: a note after an
+    arm's name (e.g. "(best single)")."""
+    marks = marks or {}
+    methods = out["methods"]
+    rows: list[dict[str, Any]] = [{"arm": "(constant)", "dev": f"{out['constant']:.4f}"}]
+    for name, m in methods.items():
+        rows.append({
+            "arm": f"{name} {marks[name]}" if name in marks else name,
+            "dev": f"{m['mean']:.4f} ± {m['std']:.4f}",
+            "runs": len(m["runs"]),
+            "wall_s": f"{m['wall_s']:.0f}",
+            "beats_constant": "yes" if m["beats_constant"] else "NO",
+        })  # fmt: skip
+    print(f"\n{title}")
+    print_table(rows, ["arm", "dev", "runs", "wall_s", "beats_constant"])
+    out["any_beats_constant"] = any(m["beats_constant"] for m in methods.values())
+    if not out["any_beats_constant"]:
+        print(f"no arm beats the constant prediction ({out['constant']:.4f}): the differences "
+              f"between arms here are noise, not knowledge transfer")  # fmt: skip
+    print("\npaired on dev examples (mean of per-seed differences; 95% CI: paired bootstrap "
+          "over dev examples)")  # fmt: skip
+    print_table(
+        [{"comparison": k + (f" ({v['a']} − {v['b']})" if "a" in v else ""),
+          "mean": v["mean"], "ci95": f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]",
+          "seeds": v["seeds"], "verdict": v["verdict"]}
+         for k, v in out.get("paired", {}).items()],
+        ["comparison", "mean", "ci95", "seeds", "verdict"],
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def work_folder(work: str | None, prefix: str) -> Iterator[Path]:
+    """The run folders' parent: --work DIR (created, kept: a rerun reuses finished runs) or a
+    temporary folder, removed at the end."""
+    if work:
+        Path(work).mkdir(parents=True, exist_ok=True)
+        yield Path(work).resolve()
+        return
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield Path(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
