@@ -7,8 +7,9 @@ heads), built by kdray's `build_student` with 12, 6, 4, 3, 2 or 1 heads (random 
 does not depend on the weights), timed on random token ids for batch {1, 8, 32, 64} x length
 {64, 128}, with eager attention and with PyTorch's SDPA. Each cell: `--warmup` untimed forward
 passes, then the median of `--runs` timed ones, in inference mode, the CPU threads pinned to
-`--threads` (default: every core torch sees); on CUDA each run is synchronised. The cells
-alternate head counts innermost, so slow drift of the machine hits every head count alike.
+`--threads` (default: every core torch sees); on CUDA each run is synchronised. Within a
+cell the head counts take turns run by run, so drift of the machine hits every head count
+alike.
 
 JSON: {"cells": [{"heads", "batch", "length", "attn", "median_ms", "examples_per_s"}],
 "speedup_12_to_3": {"batch64_len128": float, ...} (SDPA: 12-head median / 3-head median),
@@ -46,23 +47,26 @@ def student(teacher_config: Any, heads: int, attn: str, device: torch.device) ->
     return model.to(device).eval()
 
 
-def time_forward(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], warmup: int, runs: int
-) -> float:
-    """Median milliseconds of one forward pass."""
+def time_heads(
+    models: dict[int, torch.nn.Module], batch: dict[str, torch.Tensor], warmup: int, runs: int
+) -> dict[int, float]:
+    """Median milliseconds of one forward pass per head count. The head counts take turns run
+    by run (12, 6, ..., 1, 12, 6, ...), so the machine's drift and its neighbours' bursts hit
+    every head count alike instead of whichever was timed at that moment."""
     cuda = batch["input_ids"].is_cuda
-    times = []
+    times: dict[int, list[float]] = {h: [] for h in models}
     with torch.inference_mode():
         for i in range(warmup + runs):
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(**batch)
-            if cuda:
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+            for h, model in models.items():
+                if cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                model(**batch)
+                if cuda:
+                    torch.cuda.synchronize()
+                if i >= warmup:
+                    times[h].append((time.perf_counter() - t0) * 1000)
+    return {h: statistics.median(t) for h, t in times.items()}
 
 
 def speedups(cells: list[dict[str, Any]], attn: str) -> dict[str, float]:
@@ -100,10 +104,12 @@ def main() -> None:
             for b in BATCHES:
                 ids = torch.randint(1000, teacher_config.vocab_size, (b, length), device=device)
                 batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-                for h in HEADS:
-                    ms = time_forward(models[(h, attn)], batch, warmup, runs)
-                    cells.append({"heads": h, "batch": b, "length": length, "attn": attn,
-                                  "median_ms": ms, "examples_per_s": b / ms * 1000})  # fmt: skip
+                ms = time_heads({h: models[(h, attn)] for h in HEADS}, batch, warmup, runs)
+                cells += [
+                    {"heads": h, "batch": b, "length": length, "attn": attn,
+                     "median_ms": ms[h], "examples_per_s": b / ms[h] * 1000}
+                    for h in HEADS
+                ]  # fmt: skip
                 done = ", ".join(
                     f"{c['heads']}h {c['median_ms']:.2f} ms" for c in cells[-len(HEADS) :]
                 )
