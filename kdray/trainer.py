@@ -173,7 +173,8 @@ class Run:
 
     def train_step(self) -> float:
         """One optimiser step on this step's batch; the weighted loss (0 if nothing active)."""
-        losses, weights = self.losses(self.batch(self.step)), self.weights()
+        weights = self.weights()  # once per step: losses() would work it out again
+        losses = self.s.losses(self.batch(self.step), weights, self.policy, self.step)
         if not losses:  # a hard action that selects nothing: the phase trains nothing
             self.schedule.step()
             self.phase_steps += 1
