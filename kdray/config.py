@@ -313,6 +313,21 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class TeacherGateConfig:
+    """The teacher-quality gate (issue 15, distillation from a weak teacher): before a run
+    whose teacher is smaller than its student, the teacher's validation score is compared with
+    a hard-only student of the run's shape (`kdray.teacher_gate`, cached like teachers)."""
+
+    #: smaller: check teachers with fewer layers or a narrower width than the student; always:
+    #: every teacher; off: never.
+    check: Literal["smaller", "always", "off"] = "smaller"
+    #: Points of the main metric (x 100) the teacher may fall below the reference.
+    gap: float = 5.0
+    #: Refuse the run (instead of a warning) when a teacher is further below than `gap`.
+    strict: bool = False
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """One distillation run."""
 
@@ -338,6 +353,8 @@ class TrialConfig:
     #: two_stage, selector.episodes learning stages that reset the student and a frozen final
     #: stage (see `kdray.stages.plan`).
     stages: tuple[StageConfig, ...] | None = None
+    #: The teacher-quality gate (a teacher smaller than its student).
+    teacher_gate: TeacherGateConfig = field(default_factory=TeacherGateConfig)
     #: Cache folder for tokenised data, teachers and teacher outputs. None: $KDRAY_CACHE or
     #: ~/.cache/kdray.
     cache_dir: str | None = None
@@ -549,6 +566,8 @@ def validate(cfg: TrialConfig) -> None:
     """
     d, s, tr = cfg.data, cfg.student, cfg.trainer
     _positive("data.max_length", d.max_length)
+    if not cfg.teacher_gate.gap >= 0:
+        raise ConfigError(f"'teacher_gate.gap' must be >= 0 points, got {cfg.teacher_gate.gap!r}")
     _positive("data.max_train_examples", d.max_train_examples, allow_none=True)
     _positive("data.max_test_examples", d.max_test_examples, allow_none=True)
     if not 0.0 < d.validation_fraction < 0.5:

@@ -174,6 +174,9 @@ class RunResult:
     teachers: dict[str, str] = field(default_factory=dict)
     teacher_cache: str = "off"  # "off" | "cached" | "live (over budget)"
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: The teacher-quality gate (kdray.teacher_gate): each checked teacher's validation score
+    #: and its gap in points below a hard-only student of the run's shape. None: not checked.
+    teacher_gap: dict[str, Any] | None = None
 
     @property
     def test_score(self) -> float:

@@ -57,6 +57,9 @@ ROLES = ("pool", "knowledge.feature_teacher")
 #: Search over these paths changes the teacher outputs, so they cannot be shared up front.
 UNSHAREABLE = ("data.", "teacher.", "student.num_layers", "student.layer_map", "knowledge.types",
                "cache_dir")  # fmt: skip
+#: Search over these paths (trainer.seed aside: the reference trains with seed 0) changes the
+#: teacher gate's reference student, so each trial checks its own.
+REFERENCE_READS = ("data.", "teacher", "student.", "trainer.", "cache_dir")
 
 
 class TuneReporter:
@@ -293,6 +296,8 @@ def prepare_teachers(
     then each trial resolves its own teachers (fine-tuned once per recipe, cached)."""
     from kdray.build import shared_teacher_outputs
     from kdray.teacher import resolve_teachers
+    from kdray.teacher_gate import check_teachers
+    from kdray.trainer import run_trial
 
     base: TrialConfig = spec.base_trial()
     if base.student.init == "pretrained" or any(p.startswith(TEACHERS) for p in spec.search):
@@ -300,6 +305,8 @@ def prepare_teachers(
     if "data.task" in spec.search:
         return None, None
     paths = resolve_teachers(base, progress=True)
+    if not any(p.startswith(REFERENCE_READS) and p != "trainer.seed" for p in spec.search):
+        check_teachers(base, paths, run_trial, progress=True)  # the reference once, up front
     if any(p.startswith(UNSHAREABLE) for p in spec.search):
         return paths, None
     every_role = any(p in spec.search for p in ROLES)

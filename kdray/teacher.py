@@ -99,8 +99,9 @@ def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False
         trial = teacher_trial(cfg, n_train, work)
         if progress:
             layers = f", first {t.num_layers} layers" if (t := cfg.teacher).num_layers else ""
+            named = f" '{t.name}'" if t.name and t.name != "teacher" else ""
             print(
-                f"fine-tuning teacher {t.name or ''} ({t.backbone}{layers}) on {cfg.data.task} "
+                f"fine-tuning teacher{named} ({t.backbone}{layers}) on {cfg.data.task} "
                 f"({trial.trainer.max_steps} steps) -> {final}"
             )
         result = run_trial(trial, progress=progress)

@@ -79,6 +79,8 @@ class Run:
         self.reporter = reporter or ListReporter()
         self.progress = progress
         self.allow_mutation = allow_mutation  # resume under other MUTABLE_PATHS values (PBT)
+        #: The teacher-quality gate's finding (kdray.teacher_gate), for results.json.
+        self.teacher_gap: dict[str, Any] | None = None
         tr, sel = s.cfg.trainer, s.cfg.selector
         self.out_dir = Path(tr.output_dir or tempfile.mkdtemp(prefix="kdray-run-")).resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -427,6 +429,7 @@ class Run:
             teachers={t.name: t.path for t in s.teachers},
             teacher_cache=s.cache_mode,
             history=self.history,
+            teacher_gap=self.teacher_gap,
         )
         final = {
             **last,
@@ -462,7 +465,12 @@ def run_trial(
     sweep. `run_id` names the run in its phase log (default: the output folder's name);
     `allow_mutation` lets the checkpoint come from a run with other MUTABLE_PATHS values.
     """
+    from kdray.teacher_gate import check_teachers
+
     cfg = check_trial(cfg)
     checkpoint.check_output_dir(cfg, allow_mutation)
+    gap = check_teachers(cfg, teacher_paths, run_trial, progress)  # before any distillation
     s = setup(cfg, teacher_paths, progress=progress, teacher_outputs=teacher_outputs)
-    return Run(s, reporter, progress, run_id=run_id, allow_mutation=allow_mutation).run()
+    run = Run(s, reporter, progress, run_id=run_id, allow_mutation=allow_mutation)
+    run.teacher_gap = gap
+    return run.run()

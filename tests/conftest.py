@@ -68,9 +68,21 @@ class CrashAtFirstReport:
         raise KeyboardInterrupt
 
 
-def killed_and_resumed(cfg: Any, tmp_path: Path) -> tuple[Any, Any]:
-    """Run `cfg("a")` whole, and `cfg("b")` killed at its first checkpoint then resumed;
-    assert the two phase logs and test metrics are the same. Returns both results."""
+class CrashAtStep:
+    """A Reporter that kills the run at its first report at or after student step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        if metrics.get("step", 0) >= self.step:
+            raise KeyboardInterrupt
+
+
+def killed_and_resumed(cfg: Any, tmp_path: Path, crash_at_step: int = 0) -> tuple[Any, Any]:
+    """Run `cfg("a")` whole, and `cfg("b")` killed at its first checkpoint (at or after
+    `crash_at_step`) then resumed; assert the two phase logs and test metrics are the same.
+    Returns both results."""
     import pandas as pd
 
     from kdray.results import PHASE_LOG
@@ -78,7 +90,7 @@ def killed_and_resumed(cfg: Any, tmp_path: Path) -> tuple[Any, Any]:
 
     whole = run_trial(cfg("a"))
     with pytest.raises(KeyboardInterrupt):
-        run_trial(cfg("b"), CrashAtFirstReport())
+        run_trial(cfg("b"), CrashAtStep(crash_at_step))
     resumed = run_trial(cfg("b"))
     a = pd.read_parquet(tmp_path / "a" / PHASE_LOG).drop(columns="run_id")
     b = pd.read_parquet(tmp_path / "b" / PHASE_LOG).drop(columns="run_id")

@@ -93,6 +93,21 @@ def test_mlkd_switches_knowledge_at_the_boundary_with_any_head_count(
     assert log["final"].all() and (log["episode"] == 0).all()  # one student throughout
 
 
+def test_mlkd_resumed_mid_stage_two_is_exact(tiny_cfg: dict, tmp_path: Path) -> None:
+    """Killed at step 8 of 12 (stage 2 starts after step 6, with a fresh optimiser and
+    schedule), resumed: the same phase log and test metrics as an uninterrupted run."""
+    from tests.conftest import killed_and_resumed
+
+    def cfg(name: str) -> TrialConfig:
+        return recipe_cfg(tiny_cfg, "mlkd", **{
+            "student.num_heads": 2, "trainer.max_steps": 12, "trainer.eval_every": 2,
+            "selector.phase_length": 2, "trainer.output_dir": str(tmp_path / name)})  # fmt: skip
+
+    whole, resumed = killed_and_resumed(cfg, tmp_path, crash_at_step=8)
+    assert list(phase_log(whole)["stage"]) == [0, 0, 0, 1, 1, 1]  # the kill: in stage 2
+    assert resumed.status == "finished" and resumed.steps == 12
+
+
 def test_attention_with_fewer_student_heads_points_to_attention_relation(tiny_cfg: dict) -> None:
     with pytest.raises(ConfigError, match="attention_relation"):
         run_trial(recipe_cfg(tiny_cfg, "tinybert", **{"student.num_heads": 2}))
@@ -163,6 +178,76 @@ def test_dwt_distils_a_deeper_student_from_a_shallower_teacher(tiny_cfg: dict) -
 def test_a_recipes_teacher_depth_gives_way_to_a_teacher_folder(tiny_cfg: dict) -> None:
     with pytest.raises(ConfigError, match=r"teacher.num_layers: null"):
         recipe_cfg(tiny_cfg, "dwt")
+
+
+def gate_cfg(tiny_cfg: dict, **over: Any) -> TrialConfig:
+    """The tiny 2-layer teacher under a 3-layer random-init student (a smaller teacher)."""
+    over = {"teacher.num_layers": None, "student.num_layers": 3,
+            "knowledge.types": ["hard", "soft"], **over}  # fmt: skip
+    return recipe_cfg(tiny_cfg, "dwt", **over)
+
+
+def test_the_teacher_gate_compares_a_smaller_teacher_with_a_cached_hard_only_student(
+    tiny_cfg: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from kdray.loop import evaluate
+    from kdray.models import load_classifier
+    from kdray.teacher_gate import REFERENCE, reference_dir
+
+    cfg = gate_cfg(tiny_cfg, **{"trainer.learning_rate": 3e-4})  # a reference of its own
+    result = run_trial(cfg)
+    gap = result.teacher_gap
+    assert gap is not None and set(gap["teachers"]) == {"teacher"}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())["teacher_gap"]
+    assert saved == gap
+    ref = json.loads((reference_dir(cfg, {"teacher": cfg.teacher.path}) / REFERENCE).read_text())
+    assert gap["reference"] == ref["validation"]["accuracy"]
+    assert ref["config"]["knowledge"]["types"] == ["hard"] and ref["config"]["trainer"]["seed"] == 0
+    assert ref["config"]["student"] == cfg.to_dict()["student"]  # the run's shape and init
+    from kdray.build import setup  # the teacher's score: on the run's own validation split
+
+    s = setup(cfg)
+    teacher = load_classifier(cfg.teacher.path).eval()  # type: ignore[arg-type]
+    expect = evaluate(teacher, s.data.validation, s.spec, s.device, 64)["accuracy"]
+    assert gap["teachers"]["teacher"]["validation"] == expect
+    assert gap["teachers"]["teacher"]["gap"] == pytest.approx(100 * (gap["reference"] - expect))
+    assert capsys.readouterr().out.count("training the reference student") == 1
+    run_trial(cfg.replace(**{"trainer.seed": 3, "trainer.output_dir": str(tmp_path / "b")}))
+    assert "training the reference student" not in capsys.readouterr().out  # cached, any seed
+
+
+def test_the_teacher_gate_warns_or_refuses_a_teacher_far_below(
+    tiny_cfg: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import kdray.teacher_gate as gate
+    from kdray.errors import KdrayError
+
+    monkeypatch.setattr(gate, "teacher_validation", lambda cfg, paths, names: {"teacher": -1.0})
+    result = run_trial(gate_cfg(tiny_cfg))  # reference >= 0 > -1: 100+ points below
+    assert result.status == "finished" and result.teacher_gap is not None
+    assert result.teacher_gap["below"] == ["teacher"]
+    assert "points below a hard-only student" in caplog.text
+    strict = gate_cfg(tiny_cfg, **{"teacher_gate.strict": True,
+                                   "trainer.output_dir": str(tmp_path / "strict")})  # fmt: skip
+    with pytest.raises(KdrayError, match=r"teacher 'teacher'.*points below.*teacher_gate.strict"):
+        run_trial(strict)
+    assert not (tmp_path / "strict").exists() or not any((tmp_path / "strict").iterdir())
+    monkeypatch.setattr(gate, "teacher_validation", lambda cfg, paths, names: {"teacher": 2.0})
+    fine = run_trial(strict.replace(**{"trainer.output_dir": str(tmp_path / "fine")}))
+    assert fine.teacher_gap is not None and fine.teacher_gap["below"] == []
+
+
+def test_the_teacher_gate_skips_larger_teachers_hard_only_runs_and_off(tiny_cfg: dict) -> None:
+    from kdray.teacher_gate import check_teachers as check
+
+    larger = TrialConfig.from_dict(tiny_cfg)  # 2-layer teacher, 1-layer student
+    assert check(larger, None, run_trial) is None
+    assert check(gate_cfg(tiny_cfg, **{"knowledge.types": ["hard"]}), None, run_trial) is None
+    assert check(gate_cfg(tiny_cfg, **{"teacher_gate.check": "off"}), None, run_trial) is None
+    with pytest.raises(ConfigError, match=r"'teacher_gate.gap' must be >= 0"):
+        gate_cfg(tiny_cfg, **{"teacher_gate.gap": -1})
 
 
 # ------------------------------------------------------------------------------ the sweep
