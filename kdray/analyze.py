@@ -38,6 +38,7 @@ from kdray.analysis import (
     policy_reward_by_phase,
     teacher_by_phase,
 )
+from kdray.compare import knowledge_by_method, method_path, methods_table
 from kdray.errors import ConfigError
 from kdray.io import atomic_path, atomic_write_text
 
@@ -166,6 +167,7 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
         lead = plot_leaderboard(board, sweep.metric, out / "leaderboard.png")
         parts += [_md(board), f"\n![leaderboard]({lead})",
                   f"\n![metric against cost]({plot_cost(sweep, out / 'cost.png')})\n"]  # fmt: skip
+    parts += methods_section(sweep, out, buckets)
     table, missing = None, None
     try:
         table = knowledge_by_phase(sweep, buckets)
@@ -233,6 +235,38 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
     return {"board": board, "table": table, "missing": missing, "importance": importance}
 
 
+def methods_section(sweep: Sweep, out: Path, buckets: list[float]) -> list[str]:
+    """The report's comparison of the sweep's methods (recipes, selectors or teacher
+    policies searched side by side), with methods.csv and knowledge_by_method.csv; nothing
+    when the sweep searches no method."""
+    table = methods_table(sweep)
+    if table.empty:
+        return []
+    path = method_path(sweep)
+    with atomic_path(out / "methods.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    parts = [f"## Methods compared ({path})\n",
+             f"Finished trials of each `{path}`: validation and test (GLUE dev) metric, mean and "
+             "std over trials; `test_diff`: the mean per-seed test difference against the "
+             "reference (the best by validation) on the seeds both finished (`paired_seeds`; "
+             "`seeds_ahead`: seeds where the method scored higher). Too few seeds for an "
+             "interval: read a difference smaller than the std as no detectable "
+             "difference.\n", _md(table)]  # fmt: skip
+    by_method = knowledge_by_method(sweep, buckets)
+    if not by_method.empty:
+        with atomic_path(out / "knowledge_by_method.csv") as tmp:
+            by_method.to_csv(tmp, index=False)
+        effect = by_method.assign(
+            cell=[f"{e:+.3g}{'*' if sig else ''}" if math.isfinite(e) else "" for e, sig in
+                  zip(by_method["effect"], by_method["significant"], strict=True)]
+        ).pivot_table(index=["method", "knowledge"], columns="bucket", values="cell",
+                      aggfunc="first", sort=False)  # fmt: skip
+        parts += ["Which knowledge helped when, within each method (knowledge-by-phase "
+                  "effects of that method's trials; `*`: the 95% CI excludes 0):\n",
+                  _md(effect.reset_index())]  # fmt: skip
+    return parts
+
+
 def _html(markdown: str) -> str:
     """A plain HTML page of the report (tables as <pre>, figures as <img>)."""
     import html
@@ -278,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     board = summary["board"]
     print(f"{describe_statuses(sweep.trials)}; best:")
     print(board.head(3).to_string(index=False))
+    methods = methods_table(sweep)
+    if "reference" in methods:
+        columns = ["method", "finished", "val_mean", "test_mean", "test_std", "test_diff"]
+        print(f"\n{method_path(sweep)} compared (test_diff: per-seed against "
+              f"{methods['reference'].iloc[0]}):")  # fmt: skip
+        print(methods[[c for c in columns if c in methods]].to_string(index=False))
     table = summary["table"]
     report = out / f"report.{args.format}"
     if table is None:

@@ -273,3 +273,41 @@ def test_load_and_report_a_real_tiny_sweep(tiny_cfg: dict, tmp_path: Path) -> No
         assert (out / name).is_file(), name
     assert "Knowledge by phase" in (out / "report.md").read_text()
     assert "Hyperparameter importance" in (out / "report.md").read_text()
+
+
+def recipes_sweep() -> Sweep:
+    """Two recipes x 3 seeds (b's seed 2 pruned), phase rewards only for a's trials: soft
+    helps early under a (the planted effect of `synthetic`)."""
+    base = synthetic(effect=True, trials=6)
+    recipe = ["a", "a", "a", "b", "b", "b"]
+    trials = base.trials.assign(**{
+        "config/recipe": recipe, "config/trainer.seed": [0, 1, 2, 0, 1, 2],
+        "status": ["finished"] * 5 + ["pruned"], "val_metric": [0.8, 0.82, 0.84, 0.7, 0.9, 0.6],
+        "test_metric": [0.75, 0.80, 0.85, 0.70, 0.81, 0.5], "wall_s": [10.0] * 6, "steps": 20,
+    })  # fmt: skip
+    phases = base.phases[base.phases["trial_id"].isin(["t0", "t1", "t2"])]
+    search = {"recipe": {"grid": ["a", "b"]}, "trainer.seed": {"grid": [0, 1, 2]}}
+    return Sweep("synthetic", trials, pd.DataFrame(), phases, search=search)
+
+
+def test_methods_are_compared_per_seed_against_the_best(tmp_path: Path) -> None:
+    from kdray.compare import knowledge_by_method, methods_table
+
+    table = methods_table(recipes_sweep()).set_index("method")
+    a, b = table.loc["a"], table.loc["b"]
+    assert (a["trials"], a["finished"], b["trials"], b["finished"]) == (3, 3, 3, 2)
+    assert a["val_mean"] == pytest.approx(0.82) and b["val_mean"] == pytest.approx(0.8)
+    assert a["test_std"] == pytest.approx(0.05)  # 0.75, 0.80, 0.85
+    assert (a["reference"], b["reference"]) == ("a", "a")  # best by validation
+    # b − a on the seeds both finished (0, 1): (0.70 − 0.75 + 0.81 − 0.80) / 2
+    assert b["test_diff"] == pytest.approx(-0.02) and b["paired_seeds"] == 2
+    assert b["seeds_ahead"] == 1 and a["test_diff"] == 0 and a["paired_seeds"] == 3
+    by_method = knowledge_by_method(recipes_sweep(), [0, 0.5, 1])
+    assert set(by_method["method"]) == {"a"}  # b's trials logged no phase rewards
+    assert (by_method["n_trials"] == 3).all()
+    write_report(recipes_sweep(), tmp_path / "r", [0, 0.5, 1], "md")
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## Methods compared (recipe)" in report and "within each method" in report
+    assert pd.read_csv(tmp_path / "r" / "methods.csv")["method"].tolist() == ["a", "b"]
+    plain = synthetic(effect=True, trials=6)  # no method searched: no section
+    assert methods_table(plain).empty and knowledge_by_method(plain).empty
