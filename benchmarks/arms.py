@@ -18,12 +18,17 @@ import numpy as np
 from bench_common import print_table
 
 from kdray.build import pick_device
+from kdray.checks import check_trial
 from kdray.config import TrialConfig
-from kdray.data import TokenizedSplit
+from kdray.data import TaskData, TokenizedSplit, load_task
+from kdray.io import cache_root
 from kdray.loop import predict
 from kdray.metrics import paired_bootstrap, verdict
+from kdray.models import load_classifier
 from kdray.recipes import merged
 from kdray.results import RunResult
+from kdray.teacher import resolve_teachers
+from kdray.trainer import run_trial
 
 
 @dataclass
@@ -40,6 +45,45 @@ class Done:
 def arm_config(raw: dict[str, Any], over: dict[str, Any], trainer: dict[str, Any]) -> TrialConfig:
     """The base config `raw` with the arm's sections `over` and the run's `trainer` keys."""
     return TrialConfig.from_dict(merged(merged(raw, over), {"trainer": trainer}))
+
+
+def prepare(
+    raw: dict[str, Any], arms: dict[str, dict[str, Any]], work: Path
+) -> tuple[TrialConfig, dict[str, str], TaskData]:
+    """Every arm's config checked before any work; the base config's teachers (fine-tuned
+    once, cached) and its data. Returns (base config, teacher folders, data)."""
+    for name, over in arms.items():
+        check_trial(arm_config(raw, over, {"output_dir": str(work / name)}))
+    base = TrialConfig.from_dict(raw)
+    paths = resolve_teachers(base, progress=True)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(paths[base.teacher_list()[0].name or ""])
+    return base, paths, load_task(base.data, tokenizer, cache_root(base))
+
+
+def run_arm(
+    raw: dict[str, Any],
+    name: str,
+    over: dict[str, Any],
+    seed: int,
+    work: Path,
+    dev: TokenizedSplit,
+    paths: dict[str, str] | None = None,
+) -> Done:
+    """Arm `name` at `seed` in work/<name>-s<seed> (a finished folder is read back), its
+    student's per-example dev correctness, and one printed line. `paths`: the teachers'
+    folders (None: this arm's own, resolved and cached)."""
+    cfg = arm_config(raw, over, {"seed": seed, "save_student": True,
+                                 "output_dir": str(work / f"{name}-s{seed}")})  # fmt: skip
+    result = run_trial(cfg, teacher_paths=paths or resolve_teachers(cfg, progress=True))
+    if result.status != "finished" or result.student_dir is None:
+        raise SystemExit(f"{name} seed {seed}: run {result.status} at step {result.steps}")
+    right = correctness(load_classifier(result.student_dir), dev, cfg)
+    val = result.validation.get(result.main_metric, math.nan)
+    print(f"  {name} seed {seed}: dev {result.test_score:.4f}, validation {val:.4f} "
+          f"({result.wall_s:.0f} s)", flush=True)  # fmt: skip
+    return Done(result, cfg, val, right)
 
 
 def correctness(model: Any, split: TokenizedSplit, cfg: TrialConfig) -> np.ndarray:

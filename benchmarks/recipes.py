@@ -25,26 +25,18 @@ runs).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-from arms import Done, arm_config, correctness, method_row, paired_contrast, print_arms, work_folder
+from arms import Done, method_row, paired_contrast, prepare, print_arms, run_arm, work_folder
 from bench_common import machine, parser, quiet_hf, write_json
-from transformers import AutoTokenizer
 
 from kdray.build import pick_device
-from kdray.checks import check_trial
-from kdray.config import TrialConfig
-from kdray.data import load_task
-from kdray.io import cache_root
 from kdray.loop import evaluate
 from kdray.metrics import constant_score
 from kdray.models import load_classifier
 from kdray.tasks import TASKS
-from kdray.teacher import resolve_teachers
-from kdray.trainer import run_trial
 
 #: Arm name -> config sections merged over the base.
 ARMS: dict[str, dict[str, Any]] = {
@@ -116,12 +108,7 @@ def main() -> None:
 
 
 def run_benchmark(args: Any, st: dict[str, Any], raw: dict[str, Any], work: Path) -> dict[str, Any]:
-    for name, over in ARMS.items():  # every arm's config is checked before any work
-        check_trial(arm_config(raw, over, {"output_dir": str(work / name)}))
-    base = TrialConfig.from_dict(raw)
-    paths = resolve_teachers(base, progress=True)
-    tokenizer = AutoTokenizer.from_pretrained(paths["teacher"])
-    data = load_task(base.data, tokenizer, cache_root(base))
+    base, paths, data = prepare(raw, ARMS, work)
     spec = TASKS[base.data.task]
     dev = next(iter(data.test.values()))
     tr, device = base.trainer, pick_device(base.trainer.device)
@@ -151,17 +138,7 @@ def run_benchmark(args: Any, st: dict[str, Any], raw: dict[str, Any], work: Path
     done: dict[str, dict[int, Done]] = {a: {} for a in ARMS}
     for seed in range(args.seeds):  # seed-major: a cut-short run still pairs every arm
         for name, over in ARMS.items():
-            folder = work / f"{name}-s{seed}"
-            cfg = arm_config(raw, over, {"seed": seed, "save_student": True,
-                                         "output_dir": str(folder)})  # fmt: skip
-            result = run_trial(cfg, teacher_paths=paths)  # a finished folder: read back
-            if result.status != "finished" or result.student_dir is None:
-                raise SystemExit(f"{name} seed {seed}: run {result.status} at step {result.steps}")
-            right = correctness(load_classifier(result.student_dir), dev, cfg)
-            val = result.validation.get(spec.main_metric, math.nan)
-            done[name][seed] = Done(result, cfg, val, right)
-            print(f"  {name} seed {seed}: dev {result.test_score:.4f}, validation {val:.4f} "
-                  f"({result.wall_s:.0f} s)", flush=True)  # fmt: skip
+            done[name][seed] = run_arm(raw, name, over, seed, work, dev, paths)
             out["methods"][name] = method_row(done[name], constant)
             write_json(args.out, out)  # partial results survive an interruption
     out["paired"] = {k: paired_contrast(w, done) for k, w in CONTRASTS.items()}

@@ -49,20 +49,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arms import Done, arm_config, correctness, method_row, paired_contrast, print_arms, work_folder
+from arms import method_row, paired_contrast, prepare, print_arms, run_arm, work_folder
 from bench_common import machine, parser, print_table, quiet_hf, write_json
-from transformers import AutoTokenizer
 
-from kdray.checks import check_trial
 from kdray.config import TrialConfig
-from kdray.data import load_task
-from kdray.io import cache_root
 from kdray.metrics import constant_score
-from kdray.models import load_classifier
 from kdray.tasks import TASKS
 from kdray.teacher import resolve_teachers
 from kdray.teacher_gate import teacher_validation
-from kdray.trainer import run_trial
 
 #: Teacher fine-tune steps tried (1 layer of the backbone, batch 32, learning rate 1e-3: from
 #: about chance at 8 steps to above the stand-alone student at 100).
@@ -163,21 +157,10 @@ def run_seeds(name: str, over: dict[str, Any], ctx: dict[str, Any], seeds: range
     """Run (or read back) arm `name` for `seeds`, adding each to ctx['done'] and its row to
     the JSON (written after every run: a cut-short benchmark keeps what it measured)."""
     raw, work, dev, out = ctx["raw"], ctx["work"], ctx["dev"], ctx["out"]
-    metric = out["metric"]
     for seed in seeds:
-        cfg = arm_config(raw, over, {"seed": seed, "save_student": True,
-                                     "output_dir": str(work / f"{name}-s{seed}")})  # fmt: skip
-        paths = resolve_teachers(cfg, progress=True)
-        result = run_trial(cfg, teacher_paths=paths)  # a finished folder: read back
-        if result.status != "finished" or result.student_dir is None:
-            raise SystemExit(f"{name} seed {seed}: run {result.status} at step {result.steps}")
-        right = correctness(load_classifier(result.student_dir), dev, cfg)
-        val = result.validation.get(metric, math.nan)
-        ctx["done"].setdefault(name, {})[seed] = Done(result, cfg, val, right)
-        if result.teacher_gap:
-            out["gate"][name] = result.teacher_gap
-        print(f"  {name} seed {seed}: dev {result.test_score:.4f}, validation {val:.4f} "
-              f"({result.wall_s:.0f} s)", flush=True)  # fmt: skip
+        ctx["done"].setdefault(name, {})[seed] = done = run_arm(raw, name, over, seed, work, dev)
+        if done.result.teacher_gap:
+            out["gate"][name] = done.result.teacher_gap
         runs = ctx["done"][name]
         out["methods"][name] = method_row(runs, out["constant"]) | {
             "val_at_25": statistics.mean(val_at(d.result, 0.25) for d in runs.values()),
@@ -189,12 +172,7 @@ def run_seeds(name: str, over: dict[str, Any], ctx: dict[str, Any], seeds: range
 
 def run_benchmark(args: Any, st: dict[str, Any], raw: dict[str, Any], work: Path) -> dict[str, Any]:
     every = arms(st, dict.fromkeys(TARGETS, st["ladder"][0]), args.weak)
-    for name, over in every.items():  # every arm's config is checked before any work
-        check_trial(arm_config(raw, over, {"output_dir": str(work / name)}))
-    base = TrialConfig.from_dict(raw)
-    paths = resolve_teachers(base, progress=True)
-    tokenizer = AutoTokenizer.from_pretrained(paths["teacher"])
-    data = load_task(base.data, tokenizer, cache_root(base))
+    base, _, data = prepare(raw, every, work)
     spec = TASKS[base.data.task]
     dev = next(iter(data.test.values()))
     out: dict[str, Any] = {
