@@ -16,8 +16,8 @@ differences; 95% CI from a paired bootstrap over dev examples, each arm's per-ex
 correctness averaged over the seeds): MLKD two-stage − vanilla, two-stage − one-stage,
 TinyBERT − vanilla, MLKD − hard, and the head drops: MLKD 12 − 3, vanilla 12 − 3 and vanilla's
 drop − MLKD's drop (positive: MLKD loses less from fewer heads). A verdict for each
-("better", "worse", "no detectable difference at this scale"). If no arm beats the constant prediction, the comparisons say nothing and the table
-says so. Full: 8000 training examples, 400 steps of batch 32; --quick: 2000, 80 of batch 16;
+("better", "worse", "no detectable difference at this scale"). If no arm beats the constant
+prediction, the comparisons say nothing and the table says so. Full: 8000 training examples, 400 steps of batch 32; --quick: 2000, 80 of batch 16;
 --steps N sets the steps (validation every N/4).
 Run folders go to a temporary folder (removed) or --work DIR (kept; reruns reuse finished
 runs).
