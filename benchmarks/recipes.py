@@ -18,9 +18,9 @@ TinyBERT − vanilla, MLKD − hard, and the head drops: MLKD 12 − 3, vanilla 
 drop − MLKD's drop (positive: MLKD loses less from fewer heads). A verdict for each
 ("better", "worse", "no detectable difference at this scale"). If no arm beats the constant
 prediction, the comparisons say nothing and the table says so. Full: 8000 training
-examples, 400 steps of batch 32; --quick: 2000, 80 of batch 16; --steps N sets the steps (validation every N/4).
-Run folders go to a temporary folder (removed) or --work DIR (kept; reruns reuse finished
-runs).
+examples, 400 steps of batch 32; --quick: 2000, 80 of batch 16; --steps N sets the steps
+(validation every N/4). Run folders go to a temporary folder (removed) or --work DIR (kept;
+reruns reuse finished runs).
 """
 
 from __future__ import annotations
