@@ -36,8 +36,9 @@ Reported: dev accuracy per arm (mean ± std over seeds), validation at 25% and 5
 with 95% CIs (paired bootstrap over dev examples, per-example correctness averaged over
 seeds): each α_s = 1 arm − standalone (the gain or loss by gap), α_s 4 − 1, linear − 1, and
 remap − random init. Students and teachers train at the dwt recipe's learning rate, 1e-3.
-Full: 8000 training examples, max length 64, 240 steps of batch 32; --quick: 2000, max length
-32, 100 steps of batch 32, a shorter ladder. Run folders go to a temporary folder (removed)
+Full: 8000 training examples, max length 64, 240 steps of batch 32, 2 seeds; --quick: 2000,
+max length 32, 80 steps of batch 32, 1 seed, a shorter ladder. Two targets that pick the same
+teacher share their runs (`same_as` in the JSON). Run folders go to a temporary folder (removed)
 or --work DIR (kept; reruns reuse finished runs).
 """
 
@@ -67,8 +68,8 @@ TARGETS = {"gap2": 2.0, "gap10": 10.0, "gap20": 20.0}
 
 def settings(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"examples": 2000, "steps": 100, "batch_size": 32, "max_length": 32,
-                "phase_length": 10, "ladder": (8, 16, 32, 64, 100)}  # fmt: skip
+        return {"examples": 2000, "steps": 80, "batch_size": 32, "max_length": 32,
+                "phase_length": 10, "ladder": (32, 64, 100)}  # fmt: skip
     return {"examples": 8000, "steps": 240, "batch_size": 32, "max_length": 64,
             "phase_length": 20, "ladder": LADDER}  # fmt: skip
 
@@ -127,13 +128,16 @@ def val_at(result: Any, fraction: float) -> float:
 def main() -> None:
     quiet_hf()
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=2, help="seeds of every arm (default 2)")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="seeds of every arm (default 2, --quick 1)"
+    )
     p.add_argument(
         "--weak", choices=sorted(TARGETS), default="gap2",
         help="the teacher of the α_s / schedule / remap arms (default gap2)",
     )  # fmt: skip
     p.add_argument("--work", help="keep the run folders here (default: a temporary folder)")
     args = p.parse_args()
+    args.seeds = args.seeds or (1 if args.quick else 2)
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
     t_start = time.perf_counter()
@@ -206,9 +210,16 @@ def run_benchmark(args: Any, st: dict[str, Any], raw: dict[str, Any], work: Path
         out["teachers"][target] = {"steps": steps, "target_gap": gap, **out["ladder"][str(steps)]}
     out["config"]["arms"] = every = arms(st, picked, args.weak)
     out["config"]["contrasts"] = pairs = contrasts(args.weak)
+    same: dict[str, str] = {}  # an arm whose config another arm has: its runs are reused
+    for name, over in every.items():
+        same[name] = next(k for k, v in every.items() if v == over)
+    out["config"]["same_as"] = {k: v for k, v in same.items() if k != v}
     for seed in seeds:  # seed-major: a cut-short run still pairs every arm
         for name, over in every.items():
-            if name != "standalone":
+            if same[name] != name:
+                ctx["done"].setdefault(name, {})[seed] = ctx["done"][same[name]][seed]
+                out["methods"][name] = out["methods"][same[name]]
+            elif name != "standalone":
                 run_seeds(name, over, ctx, range(seed, seed + 1))
     out["paired"] = {k: paired_contrast(w, ctx["done"]) for k, w in pairs.items()}
     return out

@@ -81,12 +81,22 @@ def reference_config(cfg: TrialConfig, output_dir: str | Path) -> TrialConfig:
 
 def reference_dir(cfg: TrialConfig, paths: Mapping[str, str]) -> Path:
     """The reference's cache folder: keyed by its config (output folder aside), the resolved
-    data folder and the teachers' folders."""
+    data folder and what the student takes from the teachers: their folders for a `remap`
+    student (its weights), the first teacher's HF config but its depth and name for a random
+    one (its template), so that teachers of one backbone share a random-init reference."""
     raw = reference_config(cfg, "").to_dict()
     raw["trainer"].pop("output_dir")
+    raw["teacher"] = raw["teachers"] = None
     source = resolve_data_dir(cfg.data.data_dir)
     raw["data"]["data_dir"] = str(source) if source else None
-    payload = json.dumps({"config": raw, "teachers": dict(paths)}, sort_keys=True)
+    if cfg.student.init == "remap":
+        teachers: Any = dict(paths)
+    else:
+        first = cfg.teacher_list()[0].name or ""
+        teachers = load_config(paths[first]).to_dict()
+        for key in ("_name_or_path", "name_or_path", "transformers_version", "num_hidden_layers"):
+            teachers.pop(key, None)
+    payload = json.dumps({"config": raw, "teachers": teachers}, sort_keys=True, default=str)
     key = hashlib.sha256(payload.encode()).hexdigest()[:12]
     return cache_root(cfg) / "references" / f"{cfg.data.task}-{key}"
 

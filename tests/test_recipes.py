@@ -181,7 +181,8 @@ def test_a_recipes_teacher_depth_gives_way_to_a_teacher_folder(tiny_cfg: dict) -
 
 
 def gate_cfg(tiny_cfg: dict, **over: Any) -> TrialConfig:
-    """The tiny 2-layer teacher under a 3-layer random-init student (a smaller teacher)."""
+    """The tiny 2-layer teacher under a 3-layer student (a smaller teacher; init remap, the
+    tiny config's, over the recipe's random)."""
     over = {"teacher.num_layers": None, "student.num_layers": 3,
             "knowledge.types": ["hard", "soft"], **over}  # fmt: skip
     return recipe_cfg(tiny_cfg, "dwt", **over)
@@ -237,6 +238,21 @@ def test_the_teacher_gate_warns_or_refuses_a_teacher_far_below(
     monkeypatch.setattr(gate, "teacher_validation", lambda cfg, paths, names: {"teacher": 2.0})
     fine = run_trial(strict.replace(**{"trainer.output_dir": str(tmp_path / "fine")}))
     assert fine.teacher_gap is not None and fine.teacher_gap["below"] == []
+
+
+def test_teachers_of_one_shape_share_a_random_init_reference(
+    tiny_cfg: dict, tiny_teacher: str, second_teacher: str
+) -> None:
+    """A random-init student takes only its template from the teacher: two teachers of one
+    width (other weights, other depth) share its reference; a remap student's differ."""
+    from kdray.teacher_gate import reference_dir
+
+    cfg = gate_cfg(tiny_cfg, **{"student.num_layers": 4, "student.init": "random"})
+    a, b = {"teacher": tiny_teacher}, {"teacher": second_teacher}
+    assert reference_dir(cfg, a) == reference_dir(cfg, b)
+    remap = cfg.replace(**{"student.init": "remap"})
+    assert reference_dir(remap, a) != reference_dir(remap, b)
+    assert reference_dir(cfg, a) != reference_dir(cfg.replace(**{"trainer.max_steps": 11}), a)
 
 
 def test_the_teacher_gate_skips_larger_teachers_hard_only_runs_and_off(tiny_cfg: dict) -> None:
