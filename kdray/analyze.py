@@ -256,13 +256,20 @@ def methods_section(sweep: Sweep, out: Path, buckets: list[float]) -> list[str]:
     if not by_method.empty:
         with atomic_path(out / "knowledge_by_method.csv") as tmp:
             by_method.to_csv(tmp, index=False)
-        effect = by_method.assign(
-            cell=[f"{e:+.3g}{'*' if sig else ''}" if math.isfinite(e) else "" for e, sig in
-                  zip(by_method["effect"], by_method["significant"], strict=True)]
-        ).pivot_table(index=["method", "knowledge"], columns="bucket", values="cell",
-                      aggfunc="first", sort=False)  # fmt: skip
-        parts += ["Which knowledge helped when, within each method (knowledge-by-phase "
-                  "effects of that method's trials; `*`: the 95% CI excludes 0):\n",
+        cells = [
+            "" if not math.isfinite(w) else
+            f"{w:.2g}" + (f" ({e:+.2g}{'*' if sig else ''})" if math.isfinite(e) else "")
+            for w, e, sig in zip(by_method["mean_weight"], by_method["effect"],
+                                 by_method["significant"], strict=True)
+        ]  # fmt: skip
+        effect = by_method.assign(cell=cells).pivot_table(
+            index=["method", "knowledge"], columns="bucket", values="cell", aggfunc="first",
+            sort=False,
+        )  # fmt: skip
+        parts += ["Which knowledge each method used when, and what it did: the mean weight "
+                  "per progress bucket, and in brackets the knowledge-by-phase effect of that "
+                  "method's trials where their weights varied enough to fit one (`*`: the "
+                  "95% CI excludes 0; fixed-weight recipes have none).\n",
                   _md(effect.reset_index())]  # fmt: skip
     return parts
 

@@ -307,7 +307,7 @@ def test_methods_are_compared_per_seed_against_the_best(tmp_path: Path) -> None:
     assert (by_method["n_trials"] == 3).all()
     write_report(recipes_sweep(), tmp_path / "r", [0, 0.5, 1], "md")
     report = (tmp_path / "r" / "report.md").read_text()
-    assert "## Methods compared (recipe)" in report and "within each method" in report
+    assert "## Methods compared (recipe)" in report and "each method used when" in report
     assert pd.read_csv(tmp_path / "r" / "methods.csv")["method"].tolist() == ["a", "b"]
     plain = synthetic(effect=True, trials=6)  # no method searched: no section
     assert methods_table(plain).empty and knowledge_by_method(plain).empty
