@@ -239,7 +239,8 @@ def print_summary(experiment: str) -> None:
         + ("" if best["status"] == "finished" else f" ({best['status']}: no trial finished)")
     )
     searched = {p: best[f"config/{p}"] for p in sweep.search if f"config/{p}" in best}
-    print(f"  config: {searched}")
+    plain = {p: v.item() if isinstance(v, np.generic) else v for p, v in searched.items()}
+    print(f"  config: {plain}")  # numpy scalars as plain values (0, not np.int64(0))
     test = best["test_metric"]
     print(f"  {sweep.metric}: {best[sweep.metric]:.4f}   test (dev) score: "
           f"{'(not reached)' if pd.isna(test) else f'{test:.4f}'}")  # fmt: skip
