@@ -55,6 +55,7 @@ from kdray.results import (
 from kdray.selector import PhaseOutcome, PhaseState, build_selector, measures_reward
 from kdray.stages import plan
 from kdray.teacher_cache import TeacherOutputs
+from kdray.teacher_gate import check_teachers
 from kdray.teacher_policy import build_policy, measures_reward_split
 from kdray.teacher_policy.wiring import policy_context, rescorer
 
@@ -74,13 +75,14 @@ class Run:
         progress: bool,
         run_id: str | None = None,
         allow_mutation: bool = False,
+        teacher_gap: dict[str, Any] | None = None,
     ) -> None:
         self.s, self.cfg = s, s.cfg
         self.reporter = reporter or ListReporter()
         self.progress = progress
         self.allow_mutation = allow_mutation  # resume under other MUTABLE_PATHS values (PBT)
         #: The teacher-quality gate's finding (kdray.teacher_gate), for results.json.
-        self.teacher_gap: dict[str, Any] | None = None
+        self.teacher_gap = teacher_gap
         tr, sel = s.cfg.trainer, s.cfg.selector
         self.out_dir = Path(tr.output_dir or tempfile.mkdtemp(prefix="kdray-run-")).resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -465,12 +467,9 @@ def run_trial(
     sweep. `run_id` names the run in its phase log (default: the output folder's name);
     `allow_mutation` lets the checkpoint come from a run with other MUTABLE_PATHS values.
     """
-    from kdray.teacher_gate import check_teachers
-
     cfg = check_trial(cfg)
     checkpoint.check_output_dir(cfg, allow_mutation)
     gap = check_teachers(cfg, teacher_paths, run_trial, progress)  # before any distillation
     s = setup(cfg, teacher_paths, progress=progress, teacher_outputs=teacher_outputs)
-    run = Run(s, reporter, progress, run_id=run_id, allow_mutation=allow_mutation)
-    run.teacher_gap = gap
-    return run.run()
+    return Run(s, reporter, progress, run_id=run_id, allow_mutation=allow_mutation,
+               teacher_gap=gap).run()  # fmt: skip
