@@ -19,9 +19,16 @@ hard+soft+hidden+relation; the same number of final-student steps for every meth
 
 Teacher outputs are computed once per task for all methods and shared. Scores are the task's
 main metric on GLUE dev (the test split), mean ± std over seeds, with the mean wall time of a
-run (two-stage includes its episodes). Also reported: the 3-task mean per method, the
-per-phase weights ACKS chose in one run, and per task the score of the best constant
-prediction (majority class; all-positive F1 on MRPC) with the methods that do not beat it.
+run (two-stage includes its episodes). Also reported: the per-phase weights ACKS chose in one
+run, and per task the score of the best constant prediction (majority class; all-positive F1
+on MRPC) with the methods that do not beat it.
+
+Paired comparisons: every ACKS variant against each of --references (default all, vanilla,
+random_soft), on the seeds both ran: the mean of the per-seed dev differences and a 95%
+interval from a paired bootstrap over dev examples (the same resampled examples for every seed
+and both methods; each run's per-example predictions are its predictions.parquet), with the
+verdict. A task where no method beats the constant prediction is marked uninformative: its
+differences are noise, and it is left out of the cross-task mean (the table says so).
 Targets: teacher SST-2 dev accuracy >= 0.88; vanilla and all beat none; the best ACKS
 variant >= all and >= vanilla on the 3-task mean.
 """
@@ -34,15 +41,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from arms import work_folder
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
 from kdray.build import shared_teacher_outputs
 from kdray.config import TrialConfig
 from kdray.data import read_glue_tsv
 from kdray.errors import ConfigError
-from kdray.metrics import constant_score
-from kdray.results import PHASE_LOG
+from kdray.metrics import METRICS, constant_score, paired_metric_bootstrap, verdict
+from kdray.results import PHASE_LOG, PREDICTIONS
 from kdray.tasks import get_task
 from kdray.teacher import resolve_teachers, teacher_meta
 from kdray.trainer import run_trial, setup
@@ -72,7 +81,8 @@ def task_config(task: str, args: Any, steps: int) -> TrialConfig:
         {
             "data": {"task": task, "data_dir": args.data_dir, "max_length": t["max_length"],
                      "max_train_examples": t["quick_examples" if args.quick else "examples"]},
-            "teacher": {"epochs": t["teacher_epochs"]},
+            "teacher": {"epochs": t["teacher_epochs"]} if not args.teacher_steps else
+                       {"max_steps": args.teacher_steps, "max_train_examples": t["examples"]},
             "student": {"num_layers": 2, "init": "remap"},
             "knowledge": {"types": TYPES, "temperature": 2.0},
             "selector": {"phase_length": args.phase_length},
@@ -104,6 +114,21 @@ def main() -> None:
     p.add_argument("--phase-length", type=int, default=25)
     p.add_argument("--tasks", default="sst2,mrpc,rte")
     p.add_argument("--methods", default=None, help="default: all of them")
+    p.add_argument(
+        "--references",
+        default="all,vanilla,random_soft",
+        help="the methods every ACKS variant is compared with, paired (those run)",
+    )
+    p.add_argument(
+        "--teacher-steps",
+        type=int,
+        default=None,
+        help="fine-tune the teacher for this many steps (on the students' training rows) "
+        "instead of its epochs: the quickstart's teacher is --teacher-steps 400",
+    )
+    p.add_argument(
+        "--work", default=None, help="keep the run folders here (default: a temporary folder)"
+    )
     p.add_argument(
         "--schedule",
         metavar="FILE",
@@ -150,42 +175,82 @@ def main() -> None:
                      "phase_length": args.phase_length, "knowledge": TYPES, "quick": args.quick},
         "machine": machine(),
     }  # fmt: skip
-    for task in tasks:
-        base = task_config(task, args, steps)
-        t0 = time.perf_counter()
-        teachers = resolve_teachers(base, progress=True)
-        teacher = teachers["teacher"]
-        meta = teacher_meta(teacher)
-        main_metric = meta["main_metric"]
-        teacher_dev = meta["test"]["dev"][main_metric]
-        shared = shared_teacher_outputs(base, teachers, progress=True)
-        s = setup(base, teachers, teacher_outputs=shared)
-        print(f"{task}: teacher dev {main_metric} {teacher_dev:.4f}; ready in "
-              f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
-        constant = constant_score(s.spec, next(iter(s.data.test.values())).labels)
-        entry: dict[str, Any] = {"teacher": teacher_dev, "metric": main_metric,
-                                 "constant": constant, "methods": {}}  # fmt: skip
-        out["tasks"][task] = entry
-        for name in methods:
-            scores, walls = [], []
-            for seed in range(seeds):
-                # selector.seed follows trainer.seed
-                cfg = base.replace(**method_overrides(name), **{"trainer.seed": seed})
-                result = run_trial(cfg, teacher_outputs=shared, teacher_paths=teachers)
-                scores.append(result.test_score)
-                walls.append(result.wall_s)
-                print(f"  {task} {name} seed {seed}: dev {result.test_score:.4f} "
-                      f"({result.wall_s:.0f} s)")  # fmt: skip
-                if name == "acks_online_soft" and seed == 0:
-                    entry["acks_weights_by_phase"] = weights_by_phase(result.output_dir)
-            entry["methods"][name] = {
-                "mean": statistics.mean(scores),
-                "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                "runs": scores,
-                "wall_s": statistics.mean(walls),
-            }
-            write_json(args.out, out)  # partial results survive an interruption
+    with work_folder(args.work, "kdray-quality-") as work:
+        for task in tasks:
+            run_task(task, args, methods, seeds, steps, work, out)
     summarize(out, args.out)
+
+
+def run_task(
+    task: str, args: Any, methods: list[str], seeds: int, steps: int, work: Path,
+    out: dict[str, Any],
+) -> None:  # fmt: skip
+    """Every method over the seeds on one task; the task's entry of `out`, with the paired
+    comparisons."""
+    base = task_config(task, args, steps)
+    t0 = time.perf_counter()
+    teachers = resolve_teachers(base, progress=True)
+    teacher = teachers["teacher"]
+    meta = teacher_meta(teacher)
+    main_metric = meta["main_metric"]
+    teacher_dev = meta["test"]["dev"][main_metric]
+    shared = shared_teacher_outputs(base, teachers, progress=True)
+    s = setup(base, teachers, teacher_outputs=shared)
+    print(f"{task}: teacher dev {main_metric} {teacher_dev:.4f}; ready in "
+          f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+    constant = constant_score(s.spec, next(iter(s.data.test.values())).labels)
+    entry: dict[str, Any] = {"teacher": teacher_dev, "metric": main_metric,
+                             "constant": constant, "methods": {}}  # fmt: skip
+    out["tasks"][task] = entry
+    preds: dict[str, dict[int, Any]] = {}
+    for name in methods:
+        scores, walls = [], []
+        preds[name] = {}
+        for seed in range(seeds):
+            # selector.seed follows trainer.seed
+            folder = work / task / f"{name}-s{seed}"
+            cfg = base.replace(
+                **method_overrides(name),
+                **{"trainer.seed": seed, "trainer.output_dir": str(folder)},
+            )
+            result = run_trial(cfg, teacher_outputs=shared, teacher_paths=teachers)
+            preds[name][seed] = pd.read_parquet(folder / PREDICTIONS)
+            scores.append(result.test_score)
+            walls.append(result.wall_s)
+            print(f"  {task} {name} seed {seed}: dev {result.test_score:.4f} "
+                  f"({result.wall_s:.0f} s)")  # fmt: skip
+            if name == "acks_online_soft" and seed == 0:
+                entry["acks_weights_by_phase"] = weights_by_phase(result.output_dir)
+        entry["methods"][name] = {
+            "mean": statistics.mean(scores),
+            "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            "runs": scores,
+            "wall_s": statistics.mean(walls),
+        }
+        entry["paired"] = paired_table(preds, main_metric, args.references.split(","))
+        write_json(args.out, out)  # partial results survive an interruption
+
+
+def paired_table(
+    preds: dict[str, dict[int, pd.DataFrame]], metric: str, references: list[str]
+) -> dict[str, Any]:
+    """Each ACKS variant run so far against each reference run so far, on their common seeds."""
+    out = {}
+    for a in (m for m in preds if m.startswith("acks")):
+        for b in (r for r in references if r in preds and r != a):
+            seeds = sorted(set(preds[a]) & set(preds[b]))
+            if not seeds:
+                continue
+            pa = [preds[a][s]["prediction"].to_numpy() for s in seeds]
+            pb = [preds[b][s]["prediction"].to_numpy() for s in seeds]
+            labels = preds[a][seeds[0]]["label"].to_numpy()
+            boot = paired_metric_bootstrap(metric, np.stack(pa), np.stack(pb), labels)
+            fn = METRICS[metric]
+            per_seed = [fn(x, labels) - fn(y, labels) for x, y in zip(pa, pb, strict=True)]
+            out[f"{a} − {b}"] = {"a": a, "b": b, "mean": boot["mean"], "per_seed": per_seed,
+                                 "ci95": list(boot["ci95"]), "verdict": verdict(boot["ci95"]),
+                                 "seeds": len(seeds)}  # fmt: skip
+    return out
 
 
 def merge(paths: list[str], data_dir: str) -> dict[str, Any]:
@@ -211,15 +276,26 @@ def merge(paths: list[str], data_dir: str) -> dict[str, Any]:
     return out
 
 
+def informative(entry: dict[str, Any]) -> bool:
+    """Some method beats the task's constant prediction (else its differences are noise)."""
+    if "constant" not in entry:
+        return True
+    return any(m["mean"] > entry["constant"] for m in entry["methods"].values())
+
+
 def summarize(out: dict[str, Any], path: str | None) -> None:
-    """The 3-task mean, the table, the targets and ACKS's per-phase weights; writes the JSON."""
+    """The cross-task mean (informative tasks only), the table, the paired comparisons, the
+    targets and ACKS's per-phase weights; writes the JSON."""
     tasks = list(out["tasks"])
     known = [*METHODS, *(m for m in out["tasks"][tasks[0]]["methods"] if m not in METHODS)]
     methods = [m for m in known if all(m in out["tasks"][t]["methods"] for t in tasks)]
     steps, seeds = out["settings"]["student_steps"], out["settings"]["seeds"]
+    used = [t for t in tasks if informative(out["tasks"][t])]
+    out["uninformative_tasks"] = [t for t in tasks if t not in used]
     means = {
-        m: statistics.mean(out["tasks"][t]["methods"][m]["mean"] for t in tasks) for m in methods
-    }
+        m: statistics.mean(out["tasks"][t]["methods"][m]["mean"] for t in used) if used
+        else float("nan") for m in methods
+    }  # fmt: skip
     out["mean_over_tasks"] = means
     rows: list[dict[str, Any]] = []
     if all("constant" in out["tasks"][t] for t in tasks):
@@ -241,6 +317,23 @@ def summarize(out: dict[str, Any], path: str | None) -> None:
     print(f"\nGLUE dev main metric, {steps} student steps, {seeds} seeds; teacher: "
           + ", ".join(f"{t} {out['tasks'][t]['teacher']:.4f}" for t in tasks))  # fmt: skip
     print_table(rows, ["method", *(c for t in tasks for c in (t, f"{t}_s")), "mean"])
+    for t in out["uninformative_tasks"]:
+        print(f"{t}: uninformative (no method beats the constant prediction "
+              f"{out['tasks'][t]['constant']:.4f}); left out of the mean")  # fmt: skip
+    for t in tasks:
+        pairs = out["tasks"][t].get("paired", {})
+        if not pairs:
+            continue
+        note = "" if t in used else " (uninformative task: read as noise)"
+        print(f"\n{t}: paired on dev examples (mean of per-seed differences; 95% CI: paired "
+              f"bootstrap over dev examples){note}")  # fmt: skip
+        print_table(
+            [{"comparison": k, "mean": f"{v['mean']:+.4f}",
+              "ci95": f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]",
+              "per_seed": " ".join(f"{d:+.3f}" for d in v["per_seed"]),
+              "seeds": v["seeds"], "verdict": v["verdict"]} for k, v in pairs.items()],
+            ["comparison", "mean", "ci95", "per_seed", "seeds", "verdict"],
+        )  # fmt: skip
     checks: dict[str, bool] = {}
     if "sst2" in tasks:
         checks["teacher_sst2_ge_0.88"] = out["tasks"]["sst2"]["teacher"] >= 0.88

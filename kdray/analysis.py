@@ -6,6 +6,7 @@
     table = knowledge_by_phase(sweep, buckets=(0, 0.25, 0.5, 0.75, 1))
     export_schedule(table, "schedule.yaml")                 # replay: selector.kind schedule
     teacher_by_phase(sweep)                                 # multi-teacher pools: who, when
+    compare(sweep, "acks", "all")                           # two methods, paired over seeds
 
 Tables (one row each per):
     trials   trial: trial_id, status (finished, diverged, pruned, errored, running, pending,
@@ -15,12 +16,29 @@ Tables (one row each per):
     history  evaluation: trial_id plus everything the trial reported (val_*, train_loss,
              selector/* diagnostics, step, training_iteration, ...)
     phases   phase of any trial's phase log (kdray.results.PHASE_LOG) plus trial_id
+    probes   probe arm of any trial's counterfactual probes (kdray.results.PROBES, schema in
+             kdray.probes) plus trial_id; empty for sweeps without probes
 
-The effect estimate: in each progress bucket, the phase's reward-split loss drop regressed on
-the weights of all knowledge types (ordinary least squares with an intercept, so each effect
-controls for the other weights); confidence intervals from a bootstrap over trials (phases of a
-trial are not independent). A positive effect: more of that knowledge in that part of training
-went with a larger drop of the held-out loss.
+Two estimators of which knowledge helps when (knowledge_by_phase says which it used):
+
+- probe (used whenever the sweep has probe rows): per knowledge type and progress bucket, the
+  mean paired effect of the type's probe arm (its reward-split loss drop over K steps minus
+  that of hard labels alone, from the same student, batches and dropout masks). The mean is
+  over runs (each run's probes in the bucket averaged first); the CI comes from a two-stage
+  bootstrap: runs resampled, then each drawn run's probes (probes are nested in runs). An
+  experiment, not a correlation: the knowledge was switched on and off at that point.
+- observational (the fallback): in each bucket, the phase's reward-split loss drop regressed on
+  the weights of all knowledge types (ordinary least squares with an intercept, so each effect
+  controls for the other weights); CIs from a bootstrap over trials. It reads only what the
+  trials happened to do, so it needs weights that varied (random_soft, acks) and many phases.
+
+A positive effect: that knowledge in that part of training went with a larger drop of the
+held-out loss.
+
+`compare(sweep, a, b)`: two methods of the sweep (values of its method dimension, e.g.
+selector.kind) paired over the seeds both finished, on the same dev examples: the per-seed
+differences of the main metric and a paired bootstrap CI over the examples (from each run's
+kdray.results.PREDICTIONS).
 
 A multi-teacher run logs per phase the mean weight each teacher of its pool got over the phase's
 examples (tw_<teacher>) and, with the rl teacher policy, the policy's reward and baseline
@@ -45,13 +63,15 @@ from kdray.errors import ConfigError, KdrayError
 from kdray.io import storage_fs
 from kdray.results import (
     PHASE_LOG,
+    PREDICTIONS,
+    PROBES,
     RESULTS,
     STUDENT_DIR,
     TEACHER_PREFIX,
     TRIAL_RUN_DIR,
     knowledge_types,
-    read_phase_log,
     read_results,
+    read_table,
 )
 
 log = logging.getLogger(__name__)
@@ -94,6 +114,8 @@ class Sweep:
     search: dict[str, Any] = field(default_factory=dict)
     #: Files that could not be read (corrupt or half-written), each with the reason.
     skipped: list[str] = field(default_factory=list)
+    #: Counterfactual probe rows of every trial that probed (kdray.probes), plus trial_id.
+    probes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -154,7 +176,10 @@ def load_sweep(path: str | Path, phases: bool = True) -> Sweep:
     settings = spec.sweep if spec else None
     metric = settings.metric if settings else "val_metric"
     skipped: list[str] = []
-    trials, history, logs = [], [], []
+    trials: list[dict[str, Any]] = []
+    history: list[pd.DataFrame] = []
+    logs: list[pd.DataFrame] = []
+    probes: list[pd.DataFrame] = []
     frames = analysis.trial_dataframes
     for trial in analysis.trials:
         tid, tdir = trial.trial_id, trial.path
@@ -187,13 +212,14 @@ def load_sweep(path: str | Path, phases: bool = True) -> Sweep:
             history.append(df.drop(columns=[c for c in df if c.startswith("config/")]))
         if not phases:
             continue
-        try:
-            logs.append(read_phase_log(f"{run_dir}/{PHASE_LOG}", fs).assign(trial_id=tid))
-        except FileNotFoundError:
-            pass
-        except Exception as exc:  # a corrupt file: report which, analyse the rest
-            skipped.append(f"{run_dir}/{PHASE_LOG}: {type(exc).__name__}: {exc}")
-            log.warning("skipped %s/%s: %s", run_dir, PHASE_LOG, exc)
+        for name, into in ((PHASE_LOG, logs), (PROBES, probes)):
+            try:
+                into.append(read_table(f"{run_dir}/{name}", fs).assign(trial_id=tid))
+            except FileNotFoundError:
+                pass
+            except Exception as exc:  # a corrupt file: report which, analyse the rest
+                skipped.append(f"{run_dir}/{name}: {type(exc).__name__}: {exc}")
+                log.warning("skipped %s/%s: %s", run_dir, name, exc)
     return Sweep(
         path=uri,
         trials=pd.DataFrame(trials),
@@ -203,6 +229,7 @@ def load_sweep(path: str | Path, phases: bool = True) -> Sweep:
         mode=settings.mode if settings else "max",
         search=spec.to_dict()["search"] if spec else {},
         skipped=skipped,
+        probes=pd.concat(probes, ignore_index=True) if probes else pd.DataFrame(),
     )
 
 
@@ -271,12 +298,13 @@ def _weights_in(
     cell: pd.DataFrame, column: str, lo: float, hi: float, top: Any, bottom: Any
 ) -> dict[str, Any]:
     """One progress bucket's weight summary of `column`: its mean over every phase of the
-    bucket, over the top trials' phases and over the bottom trials'."""
+    bucket, over the top trials' phases and over the bottom trials' (NaN: no such column)."""
+    out: dict[str, Any] = {"bucket": _bucket_label(lo, hi), "start": lo, "end": hi}
+    if column not in cell:
+        return {**out, "mean_weight": np.nan, "top_weight": np.nan, "bottom_weight": np.nan}
     w = cell[column]
     return {
-        "bucket": _bucket_label(lo, hi),
-        "start": lo,
-        "end": hi,
+        **out,
         "mean_weight": w.mean(),
         "top_weight": w[cell["trial_id"].isin(top)].mean(),
         "bottom_weight": w[cell["trial_id"].isin(bottom)].mean(),
@@ -340,15 +368,23 @@ def knowledge_by_phase(
     n_boot: int = 500,
     level: float = 0.95,
     seed: int = 0,
+    estimator: str = "auto",
 ) -> pd.DataFrame:
     """One row per knowledge type × progress bucket (see the module docstring).
 
     Columns: knowledge, bucket, start, end, mean_weight, top_weight, bottom_weight (mean weight
     among the top / bottom `quantile` of trials by the sweep's metric, last value), effect, ci_low,
-    ci_high, significant (the CI excludes 0), n_trials, n_phases.
+    ci_high, significant (the CI excludes 0), n_trials, n_phases, n_probes, estimator.
+
+    `estimator`: probe (the counterfactual probes), observational (the regression on the phase
+    logs), or auto: probe when the sweep has probe rows, else observational.
     """
     edges = check_buckets(buckets)
     _check_quantile(quantile)
+    if estimator not in ("auto", "probe", "observational"):
+        raise ConfigError(f"estimator must be auto, probe or observational, got {estimator!r}")
+    if estimator == "probe" or (estimator == "auto" and not sweep.probes.empty):
+        return probe_effects(sweep, edges, quantile, n_boot, level, seed)
     phases = sweep.phases
     if phases.empty:
         raise AnalysisError(no_phase_logs(sweep))
@@ -398,8 +434,75 @@ def knowledge_by_phase(
                 "significant": bool(ci[0] > 0 or ci[1] < 0),
                 "n_trials": len(unique),
                 "n_phases": len(cell),
+                "n_probes": 0,
+                "estimator": "observational",
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def probe_effects(
+    sweep: Sweep,
+    buckets: Sequence[float] = DEFAULT_BUCKETS,
+    quantile: float = 0.25,
+    n_boot: int = 500,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """knowledge_by_phase's probe estimator (see the module docstring): one row per knowledge
+    type with a probe arm × progress bucket; a probe counts in the bucket of its progress."""
+    from kdray.probes import CONTROL, CURRENT
+
+    edges = check_buckets(buckets)
+    probes = sweep.probes
+    if probes.empty:
+        raise AnalysisError(
+            f"{sweep.path}: no trial has counterfactual probes ({PROBES}); set probe.every "
+            f"(e.g. 4) or probe.at in the trial config, or use the observational estimator"
+        )
+    arms = [a for a in dict.fromkeys(probes["arm"]) if a not in (CONTROL, CURRENT)]
+    phases = _final_phases(sweep) if not sweep.phases.empty else pd.DataFrame()
+    metric = sweep.trials.set_index("trial_id")[sweep.metric]
+    top, bottom = _top_bottom(metric[metric.index.isin(probes["trial_id"])], sweep.mode, quantile)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lo, hi in itertools.pairwise(edges):
+        cell = probes[_in_bucket(probes, lo, hi)]
+        in_phases = phases[_in_bucket(phases, lo, hi)] if len(phases) else phases
+        for k in arms:
+            arm = cell[cell["arm"] == k]
+            groups = [g["effect"].to_numpy(float) for _, g in arm.groupby("trial_id")]
+            lo_ci, hi_ci = _nested_ci(groups, n_boot, level, rng)
+            rows.append({
+                "knowledge": k,
+                **_weights_in(in_phases, f"w_{k}", lo, hi, top, bottom),
+                "effect": float(np.mean([g.mean() for g in groups])) if groups else np.nan,
+                "ci_low": lo_ci,
+                "ci_high": hi_ci,
+                "significant": bool(lo_ci > 0 or hi_ci < 0),
+                "n_trials": len(groups),
+                "n_phases": arm[["trial_id", "episode", "step"]].drop_duplicates().shape[0],
+                "n_probes": len(arm),
+                "estimator": "probe",
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _nested_ci(
+    groups: list[np.ndarray], n_boot: int, level: float, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Percentile CI of the mean of group means under a two-stage bootstrap: groups (runs)
+    drawn with replacement, then each drawn group's values (its probes). NaN with fewer than
+    two values in all."""
+    if sum(len(g) for g in groups) < 2:
+        return np.nan, np.nan
+    n = len(groups)
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        drawn = (groups[r] for r in rng.integers(0, n, n))
+        stats[b] = np.mean([g[rng.integers(0, len(g), len(g))].mean() for g in drawn])
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return float(lo), float(hi)
 
 
 def teacher_names(phases: pd.DataFrame) -> list[str]:
@@ -499,24 +602,124 @@ def policy_reward_by_phase(
 
 
 def export_schedule(table: pd.DataFrame, path: str | Path, source: str = "top_weight") -> Path:
-    """The per-bucket weights (`source`: top_weight, mean_weight, ...) as a schedule file that
-    `selector: {kind: schedule, schedule_file: PATH}` replays; written atomically."""
+    """The per-bucket weights as a schedule file that `selector: {kind: schedule,
+    schedule_file: PATH}` replays; written atomically.
+
+    `source`: a weight column (top_weight, mean_weight, ...) taken as it is; or `effect` (a
+    probe table's effects): per bucket, hard labels at 1 and each type with a positive effect
+    at effect / the bucket's largest effect (types that did not help get 0)."""
     import yaml
 
     from kdray.io import atomic_write_text
 
     if source not in table:
-        raise ConfigError(f"no column '{source}' to export; use top_weight or mean_weight")
+        raise ConfigError(f"no column '{source}' to export; use top_weight, mean_weight or effect")
     buckets = []
     for lo, hi in sorted(set(zip(table["start"], table["end"], strict=True))):
         cell = table[(table["start"] == lo) & (table["end"] == hi)]
-        weights = {str(k): round(float(w), 6)
-                   for k, w in zip(cell["knowledge"], cell[source], strict=True)
-                   if np.isfinite(w)}  # fmt: skip
+        values = dict(zip(cell["knowledge"].astype(str), cell[source].astype(float), strict=True))
+        if source == "effect":
+            best = max([v for v in values.values() if v > 0], default=0.0)
+            values = {"hard": 1.0, **{k: max(v, 0.0) / best if best > 0 else 0.0
+                                      for k, v in values.items() if np.isfinite(v)}}  # fmt: skip
+        weights = {k: round(w, 6) for k, w in values.items() if np.isfinite(w)}
         buckets.append({"start": float(lo), "end": float(hi), "weights": weights})
     path = Path(path)
     atomic_write_text(path, yaml.safe_dump({"schedule": buckets}, sort_keys=False))
     return path
+
+
+def compare(
+    sweep: Sweep, a: str, b: str, path: str | None = None, n_boot: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Method `a` against method `b` of a sweep, paired over seeds and dev examples.
+
+    `a`, `b`: values of the method dimension `path` (default: the first of recipe,
+    selector.kind, teacher_policy.kind the sweep searches). Pairs the finished trials of both
+    by trainer.seed and reads each one's per-example test predictions (PREDICTIONS).
+
+    Returns a dict: a, b, path, metric (the task's main metric), seeds, per_seed (a − b per
+    seed), mean (their mean), ci_low, ci_high (95%, paired bootstrap over the dev examples: the
+    same resampled examples for every seed and both methods), verdict (better / worse / no
+    detectable difference at this scale, or uninformative), a_score, b_score (mean over the
+    seeds), constant (the best constant prediction's score), informative (a or b beats it: if
+    neither does, the task says nothing about the methods), n_examples.
+    """
+    from kdray.compare import SEED_PATH, method_path
+    from kdray.metrics import METRICS, constant_score, paired_metric_bootstrap, verdict
+    from kdray.tasks import get_task
+
+    path = path or method_path(sweep)
+    column, seed_col = f"config/{path}", f"config/{SEED_PATH}"
+    if "path" not in sweep.trials:
+        raise AnalysisError(f"{sweep.path}: the trials' folders are not known")
+    if path is None or column not in sweep.trials:
+        raise AnalysisError(
+            f"{sweep.path}: the sweep searches no method (recipe, selector.kind or "
+            f"teacher_policy.kind); give path= the config path whose values {a} and {b} are"
+        )
+    done = sweep.trials[sweep.trials["status"] == "finished"]
+    methods = sorted(done[column].astype(str).unique())
+    for name in (a, b):
+        if name not in methods:
+            raise AnalysisError(
+                f"{sweep.path}: no finished trial with {path} = {name}; finished methods: "
+                f"{', '.join(methods) or 'none'}"
+            )
+    if seed_col not in done:
+        raise AnalysisError(f"{sweep.path}: trials carry no {SEED_PATH} to pair them by")
+    fs, _ = storage_fs(sweep.path)
+
+    def predictions(name: str) -> dict[int, pd.DataFrame]:
+        rows = done[done[column].astype(str) == name]
+        out = {}
+        for _, r in rows.iterrows():
+            run_dir = f"{r['path']}/{TRIAL_RUN_DIR}"
+            try:
+                out[int(r[seed_col])] = read_table(f"{run_dir}/{PREDICTIONS}", fs)
+            except FileNotFoundError:
+                raise AnalysisError(
+                    f"{run_dir} has no {PREDICTIONS} (a run from before kdray saved per-example "
+                    f"predictions); rerun the sweep to compare its methods paired"
+                ) from None
+        return out
+
+    pa, pb = predictions(a), predictions(b)
+    seeds = sorted(set(pa) & set(pb))
+    if not seeds:
+        raise AnalysisError(f"{sweep.path}: {a} and {b} finished on no common {SEED_PATH}")
+    first = pa[seeds[0]]
+    split = first["split"].iloc[0]
+    labels = first.loc[first["split"] == split, "label"].to_numpy()
+
+    def stack(runs: dict[int, pd.DataFrame]) -> np.ndarray:
+        rows = []
+        for s in seeds:
+            df = runs[s][runs[s]["split"] == split]
+            if not np.array_equal(df["label"].to_numpy(), labels):
+                raise AnalysisError(f"{sweep.path}: seed {s}'s runs were scored on other examples")
+            rows.append(df["prediction"].to_numpy())
+        return np.stack(rows)  # (S, N)
+
+    xa, xb = stack(pa), stack(pb)
+    run_dir = f"{done[done[column].astype(str) == a]['path'].iloc[0]}/{TRIAL_RUN_DIR}"
+    metric = str(read_results(run_dir, fs)["main_metric"])
+    fn = METRICS[metric]
+    task = get_task(str(done["config/data.task"].iloc[0]))
+    constant = constant_score(task, labels)
+    score_a = float(np.mean([fn(x, labels) for x in xa]))
+    score_b = float(np.mean([fn(x, labels) for x in xb]))
+    boot = paired_metric_bootstrap(metric, xa, xb, labels, n_boot=n_boot, seed=seed)
+    informative = max(score_a, score_b) > constant
+    return {
+        "a": a, "b": b, "path": path, "metric": metric, "seeds": seeds,
+        "per_seed": [float(fn(x, labels) - fn(y, labels)) for x, y in zip(xa, xb, strict=True)],
+        "mean": boot["mean"], "ci_low": boot["ci95"][0], "ci_high": boot["ci95"][1],
+        "verdict": verdict(boot["ci95"]) if informative
+        else "uninformative (neither beats the constant prediction)",
+        "a_score": score_a, "b_score": score_b, "constant": constant,
+        "informative": informative, "n_examples": len(labels),
+    }  # fmt: skip
 
 
 def param_importance(sweep: Sweep) -> pd.Series:

@@ -82,7 +82,10 @@ def plot_heatmap(table: pd.DataFrame, path: Path) -> str:
             text = "" if not math.isfinite(v) else f"{v:.3g}{' *' if sig.iat[i, j] else ''}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8)
     ax.set_xlabel("training progress")
-    ax.set_title("effect on reward-split loss drop (* CI excludes 0)")
+    probe = "estimator" in table and (table["estimator"] == "probe").all()
+    ax.set_title("probe effect: extra reward-split loss drop over hard labels alone"
+                 if probe else "effect on reward-split loss drop (observational fit)")  # fmt: skip
+    ax.set_xlabel("training progress t/T (* CI excludes 0)")
     fig.colorbar(image, ax=ax)
     return _save(fig, path)
 
@@ -152,6 +155,35 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+PROBE_TEXT = (
+    "Estimator: **counterfactual probes**. Effect: the extra drop of the reward-split loss over "
+    "a probe's K steps when the knowledge type is added to hard labels, against hard labels "
+    "alone, from the same student, batches and dropout masks (> 0: it helped there). Mean over "
+    "runs (each run's probes in the bucket averaged first); 95% CI from a two-stage bootstrap "
+    "(runs, then probes within runs). Weights: what the trials' own selectors used.\n"
+)
+OBSERVATIONAL_TEXT = (
+    "Estimator: **observational** (the sweep has no probes; set probe.every for the paired "
+    "estimate). Effect: change of the phase's reward-split loss drop per unit weight, "
+    "controlling for the other weights (OLS per bucket, 95% bootstrap CI over trials): a "
+    "correlation across what the trials happened to do.\n"
+)
+
+
+def knowledge_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """knowledge × bucket cells "effect [ci_low, ci_high]" (* where the CI excludes 0)."""
+
+    def cell(r: pd.Series) -> str:
+        if pd.isna(r["effect"]):
+            return "-"
+        ci = "" if pd.isna(r["ci_low"]) else f" [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+        return f"{r['effect']:+.4f}{ci}{' *' if r['significant'] else ''}"
+
+    cells = table.assign(cell=table.apply(cell, axis=1))
+    grid = cells.pivot(index="knowledge", columns="bucket", values="cell")
+    return grid[list(dict.fromkeys(table["bucket"]))].loc[list(dict.fromkeys(table["knowledge"]))]
+
+
 def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dict[str, Any]:
     """Every table, figure and the schedule in `out`; returns what the summary prints."""
     out.mkdir(parents=True, exist_ok=True)
@@ -177,32 +209,22 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
     if table is not None:
         with atomic_path(out / "knowledge_by_phase.csv") as tmp:
             table.to_csv(tmp, index=False)
-        export_schedule(table, out / "schedule.yaml")
-        shown = table[
-            [
-                "knowledge",
-                "bucket",
-                "mean_weight",
-                "top_weight",
-                "bottom_weight",
-                "effect",
-                "ci_low",
-                "ci_high",
-                "significant",
-                "n_trials",
-                "n_phases",
-            ]
-        ]
+        probe = bool((table["estimator"] == "probe").all())
+        export_schedule(table, out / "schedule.yaml", source="effect" if probe else "top_weight")
+        shown = table[["knowledge", "bucket", "mean_weight", "top_weight", "bottom_weight",
+                       "effect", "ci_low", "ci_high", "significant", "n_trials", "n_phases",
+                       "n_probes"]]  # fmt: skip
         top_ids = list(board["trial_id"].head(3))
-        parts += ["## Knowledge by phase\n",
-                  "Effect: change of the phase's reward-split loss drop per unit weight, "
-                  "controlling for the other weights (OLS per bucket, 95% bootstrap CI over "
-                  "trials).\n", _md(shown),
+        parts += ["## Knowledge by phase\n", (PROBE_TEXT if probe else OBSERVATIONAL_TEXT),
+                  f"{int(table['significant'].sum())} of {len(table)} cells have a CI "
+                  f"excluding 0.\n", _md(shown),
                   f"\n![effect heatmap]({plot_heatmap(table, out / 'heatmap.png')})",
                   f"\n![weights of the top trials]"
                   f"({plot_trajectories(sweep, top_ids, out / 'trajectories.png')})\n",
-                  "Replay the top trials' weights without RL: `selector: {kind: schedule, "
-                  f"schedule_file: {out / 'schedule.yaml'}}}`\n"]  # fmt: skip
+                  ("Replay the knowledge that helped (hard labels, and per bucket each type "
+                   "with a positive effect, weighted by it)" if probe else
+                   "Replay the top trials' weights") + " without RL: `selector: {kind: "
+                  f"schedule, schedule_file: {out / 'schedule.yaml'}}}`\n"]  # fmt: skip
     teachers = teacher_by_phase(sweep, buckets)
     if teachers["n_phases"].sum():  # multi-teacher runs only: a single teacher has no tw_ column
         with atomic_path(out / "teacher_by_phase.csv") as tmp:
@@ -332,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no knowledge-by-phase analysis: {summary['missing']}", file=sys.stderr)
         return 1
     sig = table[table["significant"]]
-    print(f"\nknowledge x phase cells with a CI excluding 0: {len(sig)} of {len(table)}")
-    if len(sig):
-        print(sig[["knowledge", "bucket", "effect", "ci_low", "ci_high"]].to_string(index=False))
+    print(f"\nknowledge x phase ({table['estimator'].iloc[0]} estimator): effect (CI), "
+          f"{len(sig)} of {len(table)} cells with a CI excluding 0")  # fmt: skip
+    print(knowledge_grid(table).to_string())
     print(f"\nreport: {report}")
     return 0
 

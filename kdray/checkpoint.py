@@ -225,6 +225,7 @@ def save_run(run: Any) -> None:
         "teacher_policy": run.policy.state_dict(),
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "probes": run.prober.state_dict(),  # optional: older checkpoints lack it
     }
     save(state, run.out_dir)
 
@@ -249,6 +250,8 @@ def restore_run(run: Any) -> bool:
     for key in RUN_FIELDS:
         setattr(run, key, state[key])
     run.log.rows = state["phase_rows"]
+    if "probes" in state:
+        run.prober.load_state_dict(state["probes"])
     run.wall_before = state["wall_s"]
     log.info("resumed %s at stage %d, step %d", run.out_dir, run.stage.index, run.step)
     return True

@@ -11,8 +11,9 @@ or `teacher_policy.kind`), usually over seeds (`trainer.seed`), read back per me
 `methods_table`: trials, finished, val / test mean and std over the finished trials, mean wall
 time; and against the reference method (the best by mean validation metric) the per-seed
 test-metric differences on the seeds both finished (mean, number of seeds, seeds where the
-method is ahead). Seeds are paired only when the sweep searches trainer.seed; with fewer than
-three seeds there is no interval, and the table says how many seeds stand behind each mean.
+method is ahead) and, where the runs saved their per-example predictions, the paired bootstrap
+95% CI over dev examples and its verdict (`kdray.analysis.compare`). Seeds are paired only when
+the sweep searches trainer.seed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from kdray.analysis import DEFAULT_BUCKETS, AnalysisError, Sweep, knowledge_by_phase
+from kdray.analysis import DEFAULT_BUCKETS, AnalysisError, Sweep, compare, knowledge_by_phase
 
 #: Config paths that name a method, in the order a sweep's method dimension is looked for.
 METHOD_PATHS = ("recipe", "selector.kind", "teacher_policy.kind")
@@ -63,7 +64,23 @@ def methods_table(sweep: Sweep, path: str | None = None) -> pd.DataFrame:
         best = table.loc[table["val_mean"].idxmax(), "method"]
         table["reference"] = best
         table = table.join(_paired(done, best, seed), on="method")
+        table = table.join(_intervals(sweep, table["method"], best, path), on="method")
     return table
+
+
+def _intervals(sweep: Sweep, methods: pd.Series, reference: str, path: str) -> pd.DataFrame:
+    """Per method: the paired bootstrap CI of its difference from `reference` and the verdict
+    (NaN / empty where the runs left no predictions to pair)."""
+    out = {}
+    for name in methods:
+        if name == reference:
+            continue
+        try:
+            c = compare(sweep, name, reference, path)
+        except AnalysisError:
+            continue
+        out[name] = {"ci_low": c["ci_low"], "ci_high": c["ci_high"], "verdict": c["verdict"]}
+    return pd.DataFrame.from_dict(out, orient="index", columns=["ci_low", "ci_high", "verdict"])
 
 
 def _paired(done: pd.DataFrame, reference: str, seed: str) -> pd.DataFrame:

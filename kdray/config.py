@@ -328,6 +328,29 @@ class TeacherGateConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """Counterfactual knowledge probes (issue 16; `kdray.probes`): at chosen phases of the final
+    segment, copies of the student (weights, projections, optimiser, schedule, RNG) train K
+    steps on the run's own next batches under each arm (hard labels alone; each knowledge type
+    with hard labels; the run's own weights), and the reward-split loss drop of each arm is
+    compared with hard labels alone. The copies are thrown away: the run itself is unchanged.
+    Off by default (neither `every` nor `at`)."""
+
+    #: Probe every N-th phase of the final segment, its first phase included (0: none).
+    every: int = 0
+    #: Probe the phases that contain these points of training progress t/T, in [0, 1).
+    at: tuple[float, ...] = ()
+    #: Student steps per arm (None: selector.phase_length; fewer where the stage ends sooner).
+    steps: int | None = None
+    #: Also measure each arm's change of the validation main metric (one validation per arm).
+    validation: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0 or bool(self.at)
+
+
+@dataclass(frozen=True)
 class TrialConfig:
     """One distillation run."""
 
@@ -355,6 +378,8 @@ class TrialConfig:
     stages: tuple[StageConfig, ...] | None = None
     #: The teacher-quality gate (a teacher smaller than its student).
     teacher_gate: TeacherGateConfig = field(default_factory=TeacherGateConfig)
+    #: Counterfactual knowledge probes (off by default).
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     #: Cache folder for tokenised data, teachers and teacher outputs. None: $KDRAY_CACHE or
     #: ~/.cache/kdray.
     cache_dir: str | None = None
@@ -557,6 +582,22 @@ def _check_stages(cfg: TrialConfig) -> None:
                 )
 
 
+def _check_probe(cfg: TrialConfig) -> None:
+    pr = cfg.probe
+    if pr.every < 0:
+        raise ConfigError(f"'probe.every' must be >= 0 phases (0: none), got {pr.every}")
+    bad = ", ".join(str(a) for a in pr.at if not 0.0 <= a < 1.0)
+    if bad:
+        raise ConfigError(f"'probe.at' holds points of training progress in [0, 1), got {bad}")
+    _positive("probe.steps", pr.steps, allow_none=True)
+    if pr.enabled and "hard" not in cfg.knowledge.types:
+        raise ConfigError(
+            f"probes compare each knowledge type with hard labels alone, but knowledge.types "
+            f"({', '.join(cfg.knowledge.types)}) has no 'hard'; add it, or turn probes off "
+            f"(probe.every: 0, probe.at: [])"
+        )
+
+
 def validate(cfg: TrialConfig) -> None:
     """Structural and numeric checks: what the config alone can tell, no registry read.
 
@@ -583,6 +624,7 @@ def validate(cfg: TrialConfig) -> None:
     _check_teachers(cfg)
     _check_pool_roles(cfg)
     _check_stages(cfg)
+    _check_probe(cfg)
     _positive("student.num_layers", s.num_layers)
     _positive("student.hidden_size", s.hidden_size, allow_none=True)
     _positive("student.num_heads", s.num_heads, allow_none=True)

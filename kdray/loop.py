@@ -1,14 +1,18 @@
-"""Stateless pieces of a training loop: the seeded batch order, evaluation and prediction,
-autocast."""
+"""Stateless pieces of a training loop: the seeded batch order, the optimiser and one step of
+it, evaluation and prediction, autocast."""
 
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
+from transformers import get_linear_schedule_with_warmup as linear_schedule
 
+from kdray.config import TrainerConfig
 from kdray.data import TokenizedSplit
 from kdray.features import Needs
 from kdray.metrics import compute_metrics
@@ -37,6 +41,49 @@ class BatchOrder:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
         return self._perm[b * self.batch_size : (b + 1) * self.batch_size]
+
+
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], tr: TrainerConfig, schedule_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no weight decay on biases and norms) and its linear warm-up/decay schedule over
+    `schedule_steps` steps."""
+    params = list(params)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": tr.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=tr.learning_rate,
+        fused=True,  # one kernel for all parameters: ~5x faster steps than the loop on CPU
+    )
+    n = schedule_steps
+    return optimizer, linear_schedule(optimizer, int(tr.warmup_ratio * n), n)
+
+
+def optimizer_step(
+    losses: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    max_grad_norm: float,
+) -> float:
+    """One step on Σ_k weights[k]·losses[k]: the weighted loss (0.0 when there is no loss: the
+    schedule still advances). A non-finite loss updates nothing and is returned as it is."""
+    if not losses:  # a hard action that selects nothing: the step trains nothing
+        schedule.step()
+        return 0.0
+    total = torch.stack([weights[k] * v for k, v in losses.items()]).sum()
+    value = float(total.detach())
+    if not math.isfinite(value):
+        return value
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    schedule.step()
+    return value
 
 
 def _sorted_logits(
@@ -71,13 +118,36 @@ def predict(
 ) -> torch.Tensor:
     """Logits (N, C) float32 on CPU of `model` on `split`, row i for example i of the split
     (computed in the same longest-first batches as `evaluate`, so the values are its own)."""
-    z, order = _sorted_logits(model, split, device, batch_size, bf16)  # (N, C), (N,)
+    return _split_order(*_sorted_logits(model, split, device, batch_size, bf16))
+
+
+def _split_order(z: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Rows of longest-first logits (N, C) back in the split's order."""
     out = torch.empty_like(z)
-    out[order] = z  # back to the split's order
+    out[order] = z
     return out
 
 
 @torch.inference_mode()
+def scored(
+    model: PreTrainedModel,
+    split: TokenizedSplit,
+    spec: TaskSpec,
+    device: torch.device,
+    batch_size: int,
+    bf16: bool = False,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """`evaluate`'s metrics and the logits (N, C) float32 on CPU they came from, row i for
+    example i of the split."""
+    z, order = _sorted_logits(model, split, device, batch_size, bf16)  # (N, C), (N,)
+    labels = split.labels[order]
+    if spec.is_regression:
+        loss = torch.nn.functional.mse_loss(z.squeeze(-1), labels.float())
+    else:
+        loss = torch.nn.functional.cross_entropy(z, labels)
+    return {**compute_metrics(spec, z, labels), "loss": float(loss)}, _split_order(z, order)
+
+
 def evaluate(
     model: PreTrainedModel,
     split: TokenizedSplit,
@@ -87,10 +157,4 @@ def evaluate(
     bf16: bool = False,
 ) -> dict[str, float]:
     """Metrics and mean hard loss of `model` on `split` (longest-first batches, eval mode)."""
-    z, order = _sorted_logits(model, split, device, batch_size, bf16)  # (N, C), (N,)
-    labels = split.labels[order]
-    if spec.is_regression:
-        loss = torch.nn.functional.mse_loss(z.squeeze(-1), labels.float())
-    else:
-        loss = torch.nn.functional.cross_entropy(z, labels)
-    return {**compute_metrics(spec, z, labels), "loss": float(loss)}
+    return scored(model, split, spec, device, batch_size, bf16)[0]

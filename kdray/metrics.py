@@ -10,7 +10,8 @@ regression student that predicts one value scores "no correlation" rather than p
 sweep's metric with nan.
 
 `paired_bootstrap` compares two models on the same examples (the mean per-example difference
-and its bootstrap interval), and `verdict` reads that interval.
+and its bootstrap interval), `paired_metric_bootstrap` two methods over seeds on any metric
+(F1 and the correlations do not average over examples), and `verdict` reads the interval.
 """
 
 from __future__ import annotations
@@ -173,6 +174,46 @@ def paired_bootstrap(
         means[start : start + m] = d[idx].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"mean": float(d.mean()), "ci95": (float(lo), float(hi))}
+
+
+def paired_metric_bootstrap(
+    metric: str,
+    a: ArrayLike,
+    b: ArrayLike,
+    labels: ArrayLike,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> PairedDifference:
+    """Method A's metric minus method B's, averaged over seeds, and its paired 95% interval.
+
+    a, b: (S, N) predictions (class ids, or regression scores) of S seeds on the same N
+    examples, row s of both from seed s; labels (N,). mean: the mean over seeds of
+    metric(a_s) − metric(b_s). ci95: percentiles of that mean over `n_boot` resamples of the
+    examples, the same indices for every seed and both methods (so what the examples share
+    cancels). Accuracy takes the per-example path (`paired_bootstrap` on each example's
+    correctness averaged over seeds), which is the same statistic; other metrics are recomputed
+    on every resample.
+    """
+    x, y, gold = _numpy(a), _numpy(b), _numpy(labels).reshape(-1)
+    if x.ndim == 1:
+        x, y = x[None], y[None]
+    if x.shape != y.shape or x.ndim != 2 or x.shape[1] != len(gold):
+        raise ValueError(
+            f"predictions must be (S, N) for both methods with N = {len(gold)} labels, got "
+            f"{x.shape} and {y.shape}"
+        )
+    fn = METRICS[metric]
+    if metric == "accuracy":
+        return paired_bootstrap((x == gold).mean(0), (y == gold).mean(0), n_boot, seed)
+    mean = float(np.mean([fn(xs, gold) - fn(ys, gold) for xs, ys in zip(x, y, strict=True)]))
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, len(gold), len(gold))
+        g = gold[idx]
+        means[i] = np.mean([fn(xs[idx], g) - fn(ys[idx], g) for xs, ys in zip(x, y, strict=True)])
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": mean, "ci95": (float(lo), float(hi))}
 
 
 def verdict(ci95: tuple[float, float] | list[float]) -> str:

@@ -12,6 +12,12 @@ A run (`kdray.trainer`, `python -m kdray.train`, one sweep trial) writes to its 
                           metrics, ...), written once when the run ends
         phases.parquet    PHASE_LOG: the phase log, one row per selector phase (schema below),
                           rewritten atomically at every checkpoint
+        probes.parquet    PROBES: the counterfactual knowledge probes, one row per probe arm
+                          (`kdray.probes`; only runs with probes), rewritten with the phase log
+        predictions.parquet
+                          PREDICTIONS: the final student's prediction on every test (GLUE dev)
+                          example: split, example (index in the split), label, prediction;
+                          paired method comparisons read it (`kdray.analysis.compare`)
         student/          STUDENT_DIR: the final student in Hugging Face format
                           (trainer.save_student)
 
@@ -67,6 +73,10 @@ PREV_CHECKPOINT = "checkpoint.prev.pt"
 RESULTS = "results.json"
 #: The phase log of a run, in its run folder.
 PHASE_LOG = "phases.parquet"
+#: The counterfactual knowledge probes of a run, in its run folder.
+PROBES = "probes.parquet"
+#: The final student's per-example test predictions, in its run folder.
+PREDICTIONS = "predictions.parquet"
 #: The final student (Hugging Face format), in its run folder.
 STUDENT_DIR = "student"
 #: A sweep trial's run folder, inside the trial's folder.
@@ -120,11 +130,17 @@ def read_phase_log(path: str | Path, fs: Any = None) -> pd.DataFrame:
     `fs`: a pyarrow filesystem holding `path` (a storage URI's); None: the local disk.
     FileNotFoundError when there is none (yet).
     """
-    import pandas as pd
-
     path = str(path)
     if not path.endswith(".parquet"):
         path = f"{path}/{PHASE_LOG}"
+    return read_table(path, fs)
+
+
+def read_table(path: str, fs: Any = None) -> pd.DataFrame:
+    """A Parquet file of a run folder (local, or in `fs`, a pyarrow filesystem) as a DataFrame;
+    FileNotFoundError when there is none (yet)."""
+    import pandas as pd
+
     if fs is None:
         if not Path(path).is_file():
             raise FileNotFoundError(path)
@@ -177,12 +193,32 @@ class RunResult:
     #: The teacher-quality gate (kdray.teacher_gate): each checked teacher's validation score
     #: and its gap in points below a hard-only student of the run's shape. None: not checked.
     teacher_gap: dict[str, Any] | None = None
+    #: Counterfactual probes (kdray.probes): rows, probe steps and seconds, and their overhead
+    #: against the run's own steps and time. None: the run did not probe.
+    probes: dict[str, Any] | None = None
 
     @property
     def test_score(self) -> float:
         """The main metric on the (first) test split."""
         first = next(iter(self.test.values()), {})
         return float(first.get(self.main_metric, float("nan")))
+
+
+def write_predictions(run_dir: str | Path, splits: dict[str, tuple[Any, Any]]) -> None:
+    """PREDICTIONS of a finished run, written atomically: per test split name, (labels (N,),
+    predictions (N,)) as numpy-convertible arrays."""
+    import numpy as np
+    import pandas as pd
+
+    from kdray.io import atomic_path
+
+    frames = [
+        pd.DataFrame({"split": name, "example": np.arange(len(labels)),
+                      "label": np.asarray(labels), "prediction": np.asarray(preds)})
+        for name, (labels, preds) in splits.items()
+    ]  # fmt: skip
+    with atomic_path(Path(run_dir) / PREDICTIONS) as tmp:
+        pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
 
 
 def write_results(run_dir: str | Path, result: RunResult) -> None:

@@ -43,7 +43,7 @@ Train = Callable[..., "RunResult"]
 #: The reference student's outcome, in its cache folder.
 REFERENCE = "reference.json"
 #: Config sections of the run that a hard-only reference does not read (reset to defaults).
-NOT_READ = ("recipe", "knowledge", "selector", "stages", "teacher_policy", "teacher_gate")
+NOT_READ = ("recipe", "knowledge", "selector", "stages", "teacher_policy", "teacher_gate", "probe")
 
 
 def gate_applies(cfg: TrialConfig) -> bool:

@@ -33,16 +33,17 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup as linear_schedule
 
 from kdray import checkpoint
 from kdray.build import Setup, setup
 from kdray.checks import check_trial
 from kdray.config import TrialConfig
 from kdray.features import Needs
-from kdray.loop import BatchOrder, autocast, evaluate
+from kdray.loop import BatchOrder, autocast, evaluate, make_optimizer, optimizer_step, scored
+from kdray.metrics import predictions
 from kdray.models import encode, save_model_folder
 from kdray.phaselog import PhaseLog
+from kdray.probes import Prober
 from kdray.results import (
     CHECKPOINT,
     RESULTS,
@@ -50,6 +51,7 @@ from kdray.results import (
     ListReporter,
     Reporter,
     RunResult,
+    write_predictions,
     write_results,
 )
 from kdray.selector import PhaseOutcome, PhaseState, build_selector, measures_reward
@@ -104,6 +106,7 @@ class Run:
             "knowledge": {k: v.detach().clone() for k, v in s.knowledge.state_dict().items()},
         }
         self.log = PhaseLog(self.run_id, sel.kind, s.types)
+        self.prober = Prober(self)
         self.enter_stage(0)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
@@ -137,17 +140,7 @@ class Run:
             self.phase_val = math.nan
         if st.reset_optimizer or restoring:
             params = [*s.student.parameters(), *s.knowledge.parameters()]
-            self.optimizer = torch.optim.AdamW(
-                [
-                    {"params": [p for p in params if p.dim() >= 2],
-                     "weight_decay": tr.weight_decay},
-                    {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-                ],
-                lr=tr.learning_rate,
-                fused=True,  # one kernel for all parameters: ~5x faster steps than the loop on CPU
-            )  # fmt: skip
-            n = st.schedule_steps
-            self.schedule = linear_schedule(self.optimizer, int(tr.warmup_ratio * n), n)
+            self.optimizer, self.schedule = make_optimizer(params, tr, st.schedule_steps)
         self.action: dict[str, float] = {}
         self.phase_sums: dict[str, float] = {}
         self.phase_steps = 0
@@ -160,6 +153,7 @@ class Run:
     def save(self) -> None:
         checkpoint.save_run(self)
         self.log.write(self.out_dir)
+        self.prober.write(self.out_dir)
 
     def restore(self) -> bool:
         return checkpoint.restore_run(self)
@@ -179,20 +173,10 @@ class Run:
         """One optimiser step on this step's batch; the weighted loss (0 if nothing active)."""
         weights = self.weights()  # once per step: losses() would work it out again
         losses = self.s.losses(self.batch(self.step), weights, self.policy, self.step)
-        if not losses:  # a hard action that selects nothing: the phase trains nothing
-            self.schedule.step()
-            self.phase_steps += 1
-            return 0.0
-        total = torch.stack([weights[k] * v for k, v in losses.items()]).sum()
-        value = float(total.detach())
+        value = optimizer_step(losses, weights, self.optimizer, self.schedule,
+                               self.cfg.trainer.max_grad_norm)  # fmt: skip
         if not math.isfinite(value):
             return value
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.trainer.max_grad_norm)
-        self.optimizer.step()
-        self.schedule.step()
         for k, v in losses.items():
             self.phase_sums[k] = self.phase_sums.get(k, 0.0) + float(v.detach())
         self.phase_steps += 1
@@ -239,8 +223,10 @@ class Run:
         if self.measures_reward and self.reward_loss is None:
             self.reward_loss = self.measure_reward_loss()
         self.action = self.selector.start_phase(state)
-        self.policy.start_phase()
         self.phase_sums, self.phase_steps = {}, 0
+        if self.prober.due(self):  # forks of the run, before the policy's phase records start
+            self.prober.probe(self)
+        self.policy.start_phase()
 
     def end_phase(self) -> None:
         losses = {k: v / max(1, self.phase_steps) for k, v in self.phase_sums.items()}
@@ -310,6 +296,7 @@ class Run:
             **self.log.weight_summary(since, self.weights() if self.action else None),
             **{f"selector/{k}": v for k, v in self.selector.diagnostics().items()},
             **self.policy.diagnostics(),
+            **self.prober.report_fields(),
         }
         if not self.best or metrics[main] > self.best["val_metric"]:
             self.best = {"val_metric": metrics[main], "step": float(self.step)}
@@ -330,11 +317,16 @@ class Run:
         }  # fmt: skip
 
     def test(self) -> dict[str, dict[str, float]]:
+        """Metrics per test split; each example's prediction goes to PREDICTIONS."""
         s, tr = self.s, self.cfg.trainer
-        return {
-            name: evaluate(s.student, split, s.spec, s.device, tr.eval_batch_size, tr.bf16)
-            for name, split in s.data.test.items()
-        }
+        metrics, preds = {}, {}
+        for name, split in s.data.test.items():
+            metrics[name], z = scored(
+                s.student, split, s.spec, s.device, tr.eval_batch_size, tr.bf16
+            )
+            preds[name] = (split.labels.numpy(), predictions(s.spec, z))
+        write_predictions(self.out_dir, preds)
+        return metrics
 
     # -------------------------------------------------------------------------------- run
 
@@ -352,6 +344,11 @@ class Run:
             self.end_phase()
         return loss
 
+    def steps_done(self) -> int:
+        """Student steps of every stage so far."""
+        before = sum(st.steps for st in self.stages[: self.stage.index])
+        return before + self.step - self.stage.start
+
     def run(self) -> RunResult:
         self.t0 = time.perf_counter()
         tr = self.cfg.trainer
@@ -359,8 +356,7 @@ class Run:
         self.s.student.train()
         status = "finished"
         total = sum(st.steps for st in self.stages)
-        done = sum(st.steps for st in self.stages[: self.stage.index])
-        done += self.step - self.stage.start
+        done = self.steps_done()
         self.resumed_from = done  # steps done before this attempt (a restart continues there)
         bar = tqdm(total=total, initial=done, disable=not self.progress, dynamic_ncols=True)
         running: list[float] = []
@@ -416,6 +412,7 @@ class Run:
             }  # fmt: skip
             save_model_folder(s.student, s.tokenizer, Path(student_dir), meta)
         self.log.write(self.out_dir)
+        self.prober.write(self.out_dir)
         last = self.history[-1] if self.history else {}
         wall = self.wall_before + (time.perf_counter() - self.t0)
         result = RunResult(
@@ -432,6 +429,7 @@ class Run:
             teacher_cache=s.cache_mode,
             history=self.history,
             teacher_gap=self.teacher_gap,
+            probes=self.prober.summary(self.steps_done(), wall),
         )
         final = {
             **last,
