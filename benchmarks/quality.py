@@ -50,7 +50,7 @@ from kdray.build import shared_teacher_outputs
 from kdray.config import TrialConfig
 from kdray.data import read_glue_tsv
 from kdray.errors import ConfigError
-from kdray.metrics import METRICS, constant_score, paired_metric_bootstrap, verdict
+from kdray.metrics import constant_score, paired_comparison
 from kdray.results import PHASE_LOG, PREDICTIONS
 from kdray.tasks import get_task
 from kdray.teacher import resolve_teachers, teacher_meta
@@ -241,14 +241,15 @@ def paired_table(
             seeds = sorted(set(preds[a]) & set(preds[b]))
             if not seeds:
                 continue
-            pa = [preds[a][s]["prediction"].to_numpy() for s in seeds]
-            pb = [preds[b][s]["prediction"].to_numpy() for s in seeds]
             labels = preds[a][seeds[0]]["label"].to_numpy()
-            boot = paired_metric_bootstrap(metric, np.stack(pa), np.stack(pb), labels)
-            fn = METRICS[metric]
-            per_seed = [fn(x, labels) - fn(y, labels) for x, y in zip(pa, pb, strict=True)]
-            out[f"{a} − {b}"] = {"a": a, "b": b, "mean": boot["mean"], "per_seed": per_seed,
-                                 "ci95": list(boot["ci95"]), "verdict": verdict(boot["ci95"]),
+            for s in seeds:
+                if not np.array_equal(preds[b][s]["label"].to_numpy(), labels):
+                    raise SystemExit(f"{a} and {b} seed {s}: scored on other examples")
+            xa, xb = (np.stack([preds[m][s]["prediction"].to_numpy() for s in seeds])
+                      for m in (a, b))  # fmt: skip
+            c = paired_comparison(metric, xa, xb, labels)
+            out[f"{a} − {b}"] = {"a": a, "b": b, "mean": c["mean"], "per_seed": c["per_seed"],
+                                 "ci95": list(c["ci95"]), "verdict": c["verdict"],
                                  "seeds": len(seeds)}  # fmt: skip
     return out
 

@@ -64,6 +64,8 @@ from kdray.io import storage_fs
 from kdray.results import (
     PHASE_LOG,
     PREDICTIONS,
+    PROBE_CONTROL,
+    PROBE_CURRENT,
     PROBES,
     RESULTS,
     STUDENT_DIR,
@@ -94,6 +96,12 @@ TUNE_STATUS = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending",
 TEACHER_COLUMNS = ("teacher", "bucket", "start", "end", "mean_weight", "top_weight",
                    "bottom_weight", "n_trials", "n_phases")  # fmt: skip
 POLICY_COLUMNS = ("bucket", "start", "end", "reward", "baseline", "n_trials", "n_phases")
+
+
+#: Config paths that name a method, in the order a sweep's method dimension is looked for.
+METHOD_PATHS = ("recipe", "selector.kind", "teacher_policy.kind")
+#: The searched path that pairs trials of different methods.
+SEED_PATH = "trainer.seed"
 
 
 class AnalysisError(KdrayError):
@@ -450,8 +458,6 @@ def probe_effects(
 ) -> pd.DataFrame:
     """knowledge_by_phase's probe estimator (see the module docstring): one row per knowledge
     type with a probe arm × progress bucket; a probe counts in the bucket of its progress."""
-    from kdray.probes import CONTROL, CURRENT
-
     edges = check_buckets(buckets)
     probes = sweep.probes
     if probes.empty:
@@ -459,7 +465,7 @@ def probe_effects(
             f"{sweep.path}: no trial has counterfactual probes ({PROBES}); set probe.every "
             f"(e.g. 4) or probe.at in the trial config, or use the observational estimator"
         )
-    arms = [a for a in dict.fromkeys(probes["arm"]) if a not in (CONTROL, CURRENT)]
+    arms = [a for a in dict.fromkeys(probes["arm"]) if a not in (PROBE_CONTROL, PROBE_CURRENT)]
     phases = _final_phases(sweep) if not sweep.phases.empty else pd.DataFrame()
     metric = sweep.trials.set_index("trial_id")[sweep.metric]
     top, bottom = _top_bottom(metric[metric.index.isin(probes["trial_id"])], sweep.mode, quantile)
@@ -470,7 +476,8 @@ def probe_effects(
         in_phases = phases[_in_bucket(phases, lo, hi)] if len(phases) else phases
         for k in arms:
             arm = cell[cell["arm"] == k]
-            groups = [g["effect"].to_numpy(float) for _, g in arm.groupby("trial_id")]
+            measured = arm.dropna(subset=["effect"])  # an arm that diverged has no effect
+            groups = [g["effect"].to_numpy(float) for _, g in measured.groupby("trial_id")]
             lo_ci, hi_ci = _nested_ci(groups, n_boot, level, rng)
             rows.append({
                 "knowledge": k,
@@ -492,8 +499,8 @@ def _nested_ci(
 ) -> tuple[float, float]:
     """Percentile CI of the mean of group means under a two-stage bootstrap: groups (runs)
     drawn with replacement, then each drawn group's values (its probes). NaN with fewer than
-    two values in all."""
-    if sum(len(g) for g in groups) < 2:
+    two groups: one run's probes share its student, so they alone say nothing about runs."""
+    if len(groups) < 2:
         return np.nan, np.nan
     n = len(groups)
     stats = np.empty(n_boot)
@@ -629,6 +636,11 @@ def export_schedule(table: pd.DataFrame, path: str | Path, source: str = "top_we
     return path
 
 
+def method_path(sweep: Sweep) -> str | None:
+    """The sweep's method dimension: the first of METHOD_PATHS it searches (None: none)."""
+    return next((p for p in METHOD_PATHS if p in sweep.search), None)
+
+
 def compare(
     sweep: Sweep, a: str, b: str, path: str | None = None, n_boot: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
@@ -645,8 +657,7 @@ def compare(
     seeds), constant (the best constant prediction's score), informative (a or b beats it: if
     neither does, the task says nothing about the methods), n_examples.
     """
-    from kdray.compare import SEED_PATH, method_path
-    from kdray.metrics import METRICS, constant_score, paired_metric_bootstrap, verdict
+    from kdray.metrics import constant_score, paired_comparison
     from kdray.tasks import get_task
 
     path = path or method_path(sweep)
@@ -672,9 +683,15 @@ def compare(
 
     def predictions(name: str) -> dict[int, pd.DataFrame]:
         rows = done[done[column].astype(str) == name]
-        out = {}
+        out: dict[int, pd.DataFrame] = {}
         for _, r in rows.iterrows():
             run_dir = f"{r['path']}/{TRIAL_RUN_DIR}"
+            if pd.isna(r[seed_col]) or int(r[seed_col]) in out:
+                raise AnalysisError(
+                    f"{sweep.path}: {name} has several finished trials at {SEED_PATH} = "
+                    f"{r[seed_col]} (the sweep varies more than the method and the seed); "
+                    f"compare a Sweep whose trials are filtered to one config per method and seed"
+                )
             try:
                 out[int(r[seed_col])] = read_table(f"{run_dir}/{PREDICTIONS}", fs)
             except FileNotFoundError:
@@ -704,20 +721,18 @@ def compare(
     xa, xb = stack(pa), stack(pb)
     run_dir = f"{done[done[column].astype(str) == a]['path'].iloc[0]}/{TRIAL_RUN_DIR}"
     metric = str(read_results(run_dir, fs)["main_metric"])
-    fn = METRICS[metric]
-    task = get_task(str(done["config/data.task"].iloc[0]))
-    constant = constant_score(task, labels)
-    score_a = float(np.mean([fn(x, labels) for x in xa]))
-    score_b = float(np.mean([fn(x, labels) for x in xb]))
-    boot = paired_metric_bootstrap(metric, xa, xb, labels, n_boot=n_boot, seed=seed)
-    informative = max(score_a, score_b) > constant
+    if "config/data.task" not in done:
+        raise AnalysisError(f"{sweep.path}: the trials' configs are not known (no sweep file)")
+    constant = constant_score(get_task(str(done["config/data.task"].iloc[0])), labels)
+    c = paired_comparison(metric, xa, xb, labels, n_boot=n_boot, seed=seed)
+    informative = max(c["a_score"], c["b_score"]) > constant
     return {
         "a": a, "b": b, "path": path, "metric": metric, "seeds": seeds,
-        "per_seed": [float(fn(x, labels) - fn(y, labels)) for x, y in zip(xa, xb, strict=True)],
-        "mean": boot["mean"], "ci_low": boot["ci95"][0], "ci_high": boot["ci95"][1],
-        "verdict": verdict(boot["ci95"]) if informative
+        "per_seed": c["per_seed"], "mean": c["mean"], "ci_low": c["ci95"][0],
+        "ci_high": c["ci95"][1],
+        "verdict": c["verdict"] if informative
         else "uninformative (neither beats the constant prediction)",
-        "a_score": score_a, "b_score": score_b, "constant": constant,
+        "a_score": c["a_score"], "b_score": c["b_score"], "constant": constant,
         "informative": informative, "n_examples": len(labels),
     }  # fmt: skip
 

@@ -198,12 +198,13 @@ def module_key(teacher: str) -> str:
 
 def check_selector_data(cfg: TrialConfig, data: TaskData) -> None:
     """A run that measures the reward-split loss needs enough examples there."""
-    if not (measures_reward(cfg.selector) or measures_reward_split(cfg)):
+    if not (measures_reward(cfg.selector) or measures_reward_split(cfg) or cfg.probe.enabled):
         return
     have = len(data.reward)
     need = max(MIN_REWARD_EXAMPLES, cfg.selector.reward_examples or 0)
     who = (f"selector '{cfg.selector.kind}'" if measures_reward(cfg.selector)
-           else "teacher_policy.reward r3")  # fmt: skip
+           else "teacher_policy.reward r3" if measures_reward_split(cfg)
+           else "probe (counterfactual probes)")  # fmt: skip
     if have < MIN_REWARD_EXAMPLES:
         raise ConfigError(
             f"{who} measures the reward split, which has {have} "

@@ -23,17 +23,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from kdray.analysis import DEFAULT_BUCKETS, AnalysisError, Sweep, compare, knowledge_by_phase
-
-#: Config paths that name a method, in the order a sweep's method dimension is looked for.
-METHOD_PATHS = ("recipe", "selector.kind", "teacher_policy.kind")
-#: The searched path that pairs trials of different methods.
-SEED_PATH = "trainer.seed"
-
-
-def method_path(sweep: Sweep) -> str | None:
-    """The sweep's method dimension: the first of METHOD_PATHS it searches (None: none)."""
-    return next((p for p in METHOD_PATHS if p in sweep.search), None)
+from kdray.analysis import (  # noqa: F401 - METHOD_PATHS, SEED_PATH: this module's API too
+    DEFAULT_BUCKETS,
+    METHOD_PATHS,
+    SEED_PATH,
+    AnalysisError,
+    Sweep,
+    compare,
+    knowledge_by_phase,
+    method_path,
+)
 
 
 def methods_table(sweep: Sweep, path: str | None = None) -> pd.DataFrame:
@@ -102,19 +101,24 @@ def _paired(done: pd.DataFrame, reference: str, seed: str) -> pd.DataFrame:
 def knowledge_by_method(
     sweep: Sweep, buckets: Sequence[float] = DEFAULT_BUCKETS, path: str | None = None
 ) -> pd.DataFrame:
-    """`knowledge_by_phase` within each method's trials (a `method` column first); methods
-    whose trials logged no phase rewards are left out. Empty when the sweep searches no
-    method or none of its methods has phase rewards."""
+    """`knowledge_by_phase` within each method's trials (a `method` column first; each
+    method's estimator as knowledge_by_phase picks it: probes where its trials probed); methods
+    whose trials have neither probes nor phase rewards are left out. Empty when the sweep
+    searches no method or none of its methods has either."""
     path = path or method_path(sweep)
     column = f"config/{path}"
-    if path is None or column not in sweep.trials or sweep.phases.empty:
+    if path is None or column not in sweep.trials or (sweep.phases.empty and sweep.probes.empty):
         return pd.DataFrame()
+
+    def of(table: pd.DataFrame, ids: set[str]) -> pd.DataFrame:
+        return table[table["trial_id"].isin(ids)].dropna(axis=1, how="all") if len(table) else table
+
     parts = []
     for name, trials in sweep.trials.groupby(sweep.trials[column].astype(str), sort=False):
         ids = set(trials["trial_id"])
-        phases = sweep.phases[sweep.phases["trial_id"].isin(ids)].dropna(axis=1, how="all")
+        phases, probes = of(sweep.phases, ids), of(sweep.probes, ids)
         sub = Sweep(sweep.path, trials, sweep.history, phases, sweep.metric, sweep.mode,
-                    sweep.search)  # fmt: skip
+                    sweep.search, probes=probes)  # fmt: skip
         try:
             table = knowledge_by_phase(sub, buckets)
         except AnalysisError:  # this method's trials logged no phase rewards

@@ -596,6 +596,11 @@ def _check_probe(cfg: TrialConfig) -> None:
             f"({', '.join(cfg.knowledge.types)}) has no 'hard'; add it, or turn probes off "
             f"(probe.every: 0, probe.at: [])"
         )
+    if pr.enabled and set(cfg.knowledge.types) <= {"hard"}:
+        raise ConfigError(
+            "probes compare knowledge types with hard labels alone, but knowledge.types has "
+            "only 'hard'; add the types to probe (e.g. soft, hidden), or turn probes off"
+        )
 
 
 def validate(cfg: TrialConfig) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -202,6 +202,8 @@ def paired_metric_bootstrap(
             f"predictions must be (S, N) for both methods with N = {len(gold)} labels, got "
             f"{x.shape} and {y.shape}"
         )
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     fn = METRICS[metric]
     if metric == "accuracy":
         return paired_bootstrap((x == gold).mean(0), (y == gold).mean(0), n_boot, seed)
@@ -212,8 +214,26 @@ def paired_metric_bootstrap(
         idx = rng.integers(0, len(gold), len(gold))
         g = gold[idx]
         means[i] = np.mean([fn(xs[idx], g) - fn(ys[idx], g) for xs, ys in zip(x, y, strict=True)])
-    lo, hi = np.percentile(means, [2.5, 97.5])
+    lo, hi = np.nanpercentile(means, [2.5, 97.5])  # a resample may leave a metric undefined
     return {"mean": mean, "ci95": (float(lo), float(hi))}
+
+
+def paired_comparison(
+    metric: str, a: ArrayLike, b: ArrayLike, labels: ArrayLike, n_boot: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Method A against method B on S paired seeds (a, b: (S, N) predictions; labels (N,)):
+    per_seed (metric(a_s) − metric(b_s)), mean, ci95 (`paired_metric_bootstrap`), verdict,
+    a_score and b_score (mean over the seeds). The per-seed differences show the seed-to-seed
+    spread that the interval over examples does not."""
+    fn = METRICS[metric]
+    x, y, gold = _numpy(a), _numpy(b), _numpy(labels).reshape(-1)
+    boot = paired_metric_bootstrap(metric, x, y, gold, n_boot=n_boot, seed=seed)
+    return {
+        "per_seed": [float(fn(xs, gold) - fn(ys, gold)) for xs, ys in zip(x, y, strict=True)],
+        "mean": boot["mean"], "ci95": boot["ci95"], "verdict": verdict(boot["ci95"]),
+        "a_score": float(np.mean([fn(xs, gold) for xs in x])),
+        "b_score": float(np.mean([fn(ys, gold) for ys in y])),
+    }  # fmt: skip
 
 
 def verdict(ci95: tuple[float, float] | list[float]) -> str:

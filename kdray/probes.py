@@ -37,20 +37,19 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 
 from kdray.io import atomic_path
 from kdray.loop import evaluate, make_optimizer, optimizer_step
-from kdray.results import PROBES
+from kdray.results import PROBE_CONTROL as CONTROL
+from kdray.results import PROBE_CURRENT as CURRENT
+from kdray.results import PROBES, WEIGHT_PREFIX
 
-if TYPE_CHECKING:
-    from kdray.trainer import Run
-
-#: The arm every other arm is compared with, and the arm of the run's own weights.
-CONTROL, CURRENT = "control", "current"
+#: A kdray.trainer.Run (not imported: the trainer imports this module).
+Run = Any
 
 
 class Prober:
@@ -73,8 +72,9 @@ class Prober:
             return False
         if self.cfg.every and run.phase % self.cfg.every == 0:
             return True
-        seg = run.stage.segment_steps
-        start, end = run.step / seg, (run.step + run.cfg.selector.phase_length) / seg
+        seg = run.stage.segment_steps  # a phase also ends where its stage does
+        start = run.step / seg
+        end = min(run.step + run.cfg.selector.phase_length, run.stage.end) / seg
         return any(start <= p < end for p in self.cfg.at)
 
     def arms(self, run: Run) -> dict[str, dict[str, float]]:
@@ -83,7 +83,7 @@ class Prober:
         only = {k: 0.0 for k in types}
         arms = {CONTROL: {**only, "hard": static["hard"]}}
         for k in types:
-            if k != "hard":
+            if k != "hard" and static[k] > 0:  # a type at weight 0 would be the control again
                 arms[k] = {**only, "hard": static["hard"], k: static[k]}
         current = run.weights()
         if all(current != w for w in arms.values()):
@@ -95,7 +95,7 @@ class Prober:
     def probe(self, run: Run) -> None:
         """Fork the run, train and measure every arm, record the rows; the run is unchanged."""
         t0 = time.perf_counter()
-        s, tr = run.s, run.cfg.trainer
+        s = run.s
         k = min(self.cfg.steps or run.cfg.selector.phase_length, run.stage.end - run.step)
         if k < 1:
             return
@@ -111,8 +111,7 @@ class Prober:
             if cuda_rng:
                 torch.cuda.set_rng_state_all(cuda_rng)
             student = self._train(run, weights, k)
-            after = evaluate(student, run.reward_split, s.spec, s.device, tr.eval_batch_size,
-                             tr.bf16)["loss"]  # fmt: skip
+            after = run.measure_reward_loss(student)
             val = self._validation(run, student) if self.cfg.validation else math.nan
             run.policy.load_state_dict(policy)
             rows.append({
@@ -129,12 +128,14 @@ class Prober:
                 "loss_drop": before - after,
                 "val_change": val - val_before,
                 "seconds": time.perf_counter() - t_arm,
-                **{f"w_{t}": w for t, w in weights.items()},
+                **{f"{WEIGHT_PREFIX}{t}": w for t, w in weights.items()},
             })  # fmt: skip
             self.steps += k
         torch.set_rng_state(rng)
         if cuda_rng:
             torch.cuda.set_rng_state_all(cuda_rng)
+        for model in self._fork or ():
+            model.zero_grad(set_to_none=True)  # the fork's gradients: not kept between probes
         control = rows[0]
         for r in rows:
             r["effect"] = r["loss_drop"] - control["loss_drop"]
@@ -174,13 +175,14 @@ class Prober:
     # ------------------------------------------------------------------------ records
 
     def report_fields(self) -> dict[str, float]:
-        """The latest probe's effect per arm (probe/<arm>) and the cost so far."""
+        """The latest probe's effect per arm (probe/<arm>) and the probe steps so far (no
+        times: reports of a run stay the same from one attempt to the next)."""
         if not self.rows:
             return {}
         last = self.rows[-1]["step"], self.rows[-1]["episode"]
         out = {f"probe/{r['arm']}": r["effect"] for r in self.rows
                if (r["step"], r["episode"]) == last and r["arm"] != CONTROL}  # fmt: skip
-        return {**out, "probe/steps": float(self.steps), "probe/seconds": self.seconds}
+        return {**out, "probe/steps": float(self.steps)}  # seconds: in results.json only
 
     def summary(self, run_steps: int, wall_s: float) -> dict[str, Any] | None:
         """results.json's `probes`: what the probes cost against the run's own steps and time."""

@@ -75,6 +75,8 @@ RESULTS = "results.json"
 PHASE_LOG = "phases.parquet"
 #: The counterfactual knowledge probes of a run, in its run folder.
 PROBES = "probes.parquet"
+#: The probe arm every other arm is compared with, and the arm of the run's own weights.
+PROBE_CONTROL, PROBE_CURRENT = "control", "current"
 #: The final student's per-example test predictions, in its run folder.
 PREDICTIONS = "predictions.parquet"
 #: The final student (Hugging Face format), in its run folder.

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from kdray import checkpoint
 from kdray.build import Setup, setup
@@ -187,10 +188,11 @@ class Run:
     def progress_frac(self) -> float:
         return self.step / self.stage.segment_steps
 
-    def measure_reward_loss(self) -> float:
+    def measure_reward_loss(self, model: PreTrainedModel | None = None) -> float:
+        """The reward-split loss of the student (or of `model`, a probe's fork of it)."""
         s, tr = self.s, self.cfg.trainer
         return evaluate(
-            s.student, self.reward_split, s.spec, s.device, tr.eval_batch_size, tr.bf16
+            model or s.student, self.reward_split, s.spec, s.device, tr.eval_batch_size, tr.bf16
         )["loss"]
 
     @torch.no_grad()

@@ -130,6 +130,7 @@ def test_killed_between_probes_resumes_exactly(tiny_cfg: dict[str, Any], tmp_pat
         ({"at": [0.2, 1.0]}, None, "'probe.at' holds points of training progress in [0, 1)"),
         ({"every": 2, "steps": 0}, None, "'probe.steps'"),
         ({"every": 2}, ["soft", "hidden"], "has no 'hard'"),
+        ({"every": 2}, ["hard"], "has only 'hard'"),
     ],
 )
 def test_bad_probe_configs_are_refused(tiny_cfg: dict[str, Any], probe: dict[str, Any],
@@ -213,21 +214,22 @@ def test_probes_find_a_planted_early_and_late_effect(
                                                     "schedule_file": str(path)}})  # fmt: skip
 
 
-def test_nested_bootstrap_centre_and_single_probe() -> None:
+def test_nested_bootstrap_centre_and_single_run() -> None:
     """The effect is the mean of run means (runs weigh alike, whatever their probe count);
-    a bucket with one probe in all has no interval."""
+    a bucket that one run alone probed has no interval (its probes share one student)."""
     probes = pd.DataFrame({
-        "trial_id": ["a", "a", "a", "b"], "arm": ["soft"] * 4, "effect": [1.0, 2.0, 3.0, 6.0],
-        "progress": [0.1, 0.2, 0.3, 0.6], "episode": 0, "step": [1, 2, 3, 6]})  # fmt: skip
+        "trial_id": ["a", "a", "a", "b", "b"], "arm": "soft", "effect": [1.0, 2.0, 3.0, 5.0, 6.0],
+        "progress": [0.1, 0.2, 0.3, 0.2, 0.6], "episode": 0, "step": [1, 2, 3, 2, 6]})  # fmt: skip
     trials = pd.DataFrame({"trial_id": ["a", "b"], "status": "finished", "val_metric": [0.5, 0.6]})
     sweep = Sweep("toy", trials, pd.DataFrame(), pd.DataFrame(), probes=probes)
     table = knowledge_by_phase(sweep, [0, 0.5, 1]).set_index("start")
-    assert table.loc[0.0, "effect"] == pytest.approx(2.0) and table.loc[0.0, "n_probes"] == 3
-    assert table.loc[0.0, "ci_low"] >= 1.0 and table.loc[0.0, "ci_high"] <= 3.0
-    assert table.loc[0.5, "effect"] == 6.0 and np.isnan(table.loc[0.5, "ci_low"])
-    assert not table.loc[0.5, "significant"]
+    early, late = table.loc[0.0], table.loc[0.5]
+    assert early["effect"] == pytest.approx((2.0 + 5.0) / 2) and early["n_probes"] == 4
+    assert 1.0 <= early["ci_low"] < early["effect"] < early["ci_high"] <= 5.0
+    assert (early["n_trials"], late["n_trials"]) == (2, 1)
+    assert late["effect"] == 6.0 and np.isnan(late["ci_low"]) and not late["significant"]
     both = knowledge_by_phase(sweep, [0, 1]).iloc[0]
-    assert both["effect"] == pytest.approx((2.0 + 6.0) / 2)  # not the pooled 3.0
+    assert both["effect"] == pytest.approx((2.0 + 5.5) / 2)  # not the pooled 17 / 5
 
 
 # ----------------------------------------------------------------- paired comparisons
@@ -286,6 +288,10 @@ def test_compare_pairs_two_methods_of_a_sweep(tmp_path: Path) -> None:
 
     table = methods_table(sweep).set_index("method")
     assert table.loc["all", "ci_low"] == pytest.approx(-out["ci_high"], abs=0.07)
+    twice = sweep.trials.assign(**{"config/trainer.seed": [0, 0, 0, 1]})
+    with pytest.raises(AnalysisError, match="several finished trials"):
+        compare(Sweep(sweep.path, twice, pd.DataFrame(), pd.DataFrame(), search=search), "acks",
+                "all")  # fmt: skip
     bad = sweep.trials.assign(**{"config/selector.kind": ["acks", "acks", "none", "none"]})
     with pytest.raises(AnalysisError, match=r"no finished trial with selector\.kind = all"):
         compare(Sweep(sweep.path, bad, pd.DataFrame(), pd.DataFrame(), search=search), "acks",
