@@ -17,6 +17,7 @@ analysis (no phase logs, or none with phase rewards: the reason is printed); 2 o
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from pathlib import Path
@@ -39,8 +40,10 @@ from kdray.analysis import (
     teacher_by_phase,
 )
 from kdray.compare import knowledge_by_method, method_path, methods_table
-from kdray.errors import ConfigError
+from kdray.errors import ConfigError, KdrayError
 from kdray.io import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 def _figure(width: float = 6.0, height: float = 4.0, columns: int = 0) -> tuple[Any, Any]:
@@ -168,6 +171,36 @@ OBSERVATIONAL_TEXT = (
     "controlling for the other weights (OLS per bucket, 95% bootstrap CI over trials): a "
     "correlation across what the trials happened to do.\n"
 )
+
+
+def print_knowledge(table: pd.DataFrame) -> None:
+    """The knowledge × phase table as a grid of effects with their CIs, and how many cells
+    have a CI excluding 0."""
+    sig = int(table["significant"].sum())
+    print(f"\nknowledge x phase ({table['estimator'].iloc[0]} estimator): effect [95% CI], "
+          f"{sig} of {len(table)} cells with a CI excluding 0 (*)")  # fmt: skip
+    print(knowledge_grid(table).to_string())
+
+
+def end_of_sweep(experiment: str) -> None:
+    """After a sweep: its report in EXPERIMENT/analysis (a local sweep) and the knowledge ×
+    phase table printed. A report that cannot be made is logged, never a failure of the
+    finished sweep."""
+    try:
+        sweep = load_sweep(experiment)
+        if "://" in sweep.path:
+            return  # a report needs a local folder: `python -m kdray.analyze URI --out DIR`
+        out = Path(sweep.path) / "analysis"
+        summary = write_report(sweep, out, list(DEFAULT_BUCKETS), "md")
+    except (KdrayError, OSError, ValueError) as exc:
+        log.warning("no report of %s: %s", experiment, exc)
+        return
+    if summary["table"] is None:
+        print(f"\nknowledge x phase: not available ({summary['missing']})")
+    else:
+        print_knowledge(summary["table"])
+        print(f"heatmap: {out / 'heatmap.png'}")
+    print(f"report: {out / 'report.md'}")
 
 
 def knowledge_grid(table: pd.DataFrame) -> pd.DataFrame:
@@ -353,10 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nreport (without knowledge by phase): {report}")
         print(f"no knowledge-by-phase analysis: {summary['missing']}", file=sys.stderr)
         return 1
-    sig = table[table["significant"]]
-    print(f"\nknowledge x phase ({table['estimator'].iloc[0]} estimator): effect (CI), "
-          f"{len(sig)} of {len(table)} cells with a CI excluding 0")  # fmt: skip
-    print(knowledge_grid(table).to_string())
+    print_knowledge(table)
     print(f"\nreport: {report}")
     return 0
 

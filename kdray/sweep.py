@@ -30,6 +30,7 @@ from typing import Any
 
 from kdray import ray_start
 from kdray.analysis import print_summary
+from kdray.analyze import end_of_sweep
 from kdray.cli import add_set, parse_override
 from kdray.config import TrialConfig, is_mutable
 from kdray.errors import ConfigError
@@ -444,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     results = tuner.fit()
     print_summary(results.experiment_path)
+    end_of_sweep(results.experiment_path)  # the report: which knowledge helped when
     return 0
 
 

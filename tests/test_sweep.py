@@ -202,8 +202,12 @@ def test_single_node_sweep_end_to_end(tiny_cfg: dict, tmp_path: Path, ray_tmp: P
 
 @pytest.mark.slow
 def test_asha_prunes_and_reused_workers_start_clean(tiny_cfg: dict, tmp_path: Path) -> None:
-    """Pruned trials end at their report; the next trial on that worker starts fresh."""
+    """Pruned trials end at their report; the next trial on that worker starts fresh. Every
+    trial probes at t/T = 0.1 and 0.6, so the sweep ends with a knowledge x phase table whose
+    early cells hold all trials and whose late ones the trials that got there."""
     tiny_cfg["trainer"] = {**tiny_cfg["trainer"], "max_steps": 20}  # 4 evaluations
+    tiny_cfg["probe"] = {"at": [0.1, 0.6], "steps": 2}
+    tiny_cfg["data"] = {**tiny_cfg["data"], "reward_fraction": 0.1}
     search = {"trainer.learning_rate": {"grid": [1e-6, 1e-5, 1e-4, 1e-3]},
               "trainer.seed": {"grid": [0, 1]}}  # fmt: skip
     options = {"grace_period": 1, "reduction_factor": 3}
@@ -228,8 +232,19 @@ def test_asha_prunes_and_reused_workers_start_clean(tiny_cfg: dict, tmp_path: Pa
     assert f"8 trials: {8 - n_pruned} finished, {n_pruned} pruned" in proc.stdout
     from kdray import analyze
 
-    assert analyze.main([str(storage / "asha")]) == 1  # selector all: no phase rewards
+    assert "knowledge x phase (probe estimator)" in proc.stdout  # the sweep's own report
+    assert (
+        "Estimator: **counterfactual probes**"
+        in (storage / "asha" / "analysis" / "report.md").read_text()
+    )
+    assert analyze.main([str(storage / "asha")]) == 0  # selector all, but probes
     assert f"{n_pruned} pruned" in (storage / "asha" / "analysis" / "report.md").read_text()
+    from kdray.analysis import knowledge_by_phase
+
+    table = knowledge_by_phase(load_sweep(storage / "asha")).set_index(["knowledge", "start"])
+    reached = int((trials["steps"] >= 15).sum())  # probed at step 12: past the second rung
+    assert table.loc[("soft", 0.0), "n_trials"] == 8
+    assert table.loc[("soft", 0.5), "n_trials"] == reached
     assert df["pid"].nunique() < len(df), "no worker was reused"
     # every trial trained from its own start: its phase log holds its own rows only
     logs = [pd.read_parquet(p) for p in (storage / "asha").glob("*/run/phases.parquet")]
