@@ -392,7 +392,7 @@ def knowledge_by_phase(
     if estimator not in ("auto", "probe", "observational"):
         raise ConfigError(f"estimator must be auto, probe or observational, got {estimator!r}")
     if estimator == "probe" or (estimator == "auto" and not sweep.probes.empty):
-        return probe_effects(sweep, edges, quantile, n_boot, level, seed)
+        return _probe_effects(sweep, edges, quantile, n_boot, level, seed)
     phases = sweep.phases
     if phases.empty:
         raise AnalysisError(no_phase_logs(sweep))
@@ -448,17 +448,11 @@ def knowledge_by_phase(
     return pd.DataFrame(rows)
 
 
-def probe_effects(
-    sweep: Sweep,
-    buckets: Sequence[float] = DEFAULT_BUCKETS,
-    quantile: float = 0.25,
-    n_boot: int = 500,
-    level: float = 0.95,
-    seed: int = 0,
+def _probe_effects(
+    sweep: Sweep, edges: list[float], quantile: float, n_boot: int, level: float, seed: int
 ) -> pd.DataFrame:
     """knowledge_by_phase's probe estimator (see the module docstring): one row per knowledge
     type with a probe arm × progress bucket; a probe counts in the bucket of its progress."""
-    edges = check_buckets(buckets)
     probes = sweep.probes
     if probes.empty:
         raise AnalysisError(
