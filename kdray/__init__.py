@@ -14,6 +14,7 @@ from kdray.config import (
 from kdray.errors import ConfigError, DataError, KdrayError
 
 if TYPE_CHECKING:
+    from kdray.api import SweepRun, run_sweep, run_trial
     from kdray.checks import check_trial
 
 __version__ = "0.1.0"
@@ -26,19 +27,29 @@ __all__ = [
     "KnowledgeConfig",
     "SelectorConfig",
     "StudentConfig",
+    "SweepRun",
     "TeacherConfig",
     "TrainerConfig",
     "TrialConfig",
     "__version__",
     "check_trial",
+    "run_sweep",
+    "run_trial",
 ]
+
+#: Names imported on first use: they load the registries (torch), which `import kdray`
+#: (configs, tasks) does not need.
+_LAZY = {
+    "check_trial": "kdray.checks",
+    "run_sweep": "kdray.api",
+    "run_trial": "kdray.api",
+    "SweepRun": "kdray.api",
+}
 
 
 def __getattr__(name: str) -> object:
-    """`kdray.check_trial`, imported on first use: it loads the registries (torch), which
-    `import kdray` (configs, tasks) does not need."""
-    if name == "check_trial":
-        from kdray.checks import check_trial
+    if name in _LAZY:
+        import importlib
 
-        return check_trial
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kdray' has no attribute {name!r}")

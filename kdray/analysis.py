@@ -264,11 +264,10 @@ def print_summary(experiment: str) -> None:
         log.warning("no summary of %s: %s", experiment, exc)
         return
     print(f"\n{describe_statuses(sweep.trials)}; results in {experiment}")
-    board = leaderboard(sweep, n=1)
-    if board.empty:
+    best = best_trial(sweep)
+    if best is None:
         print("no trial reported a result")
         return
-    best = sweep.trials.loc[board.index[0]]
     print(
         f"best trial: {Path(best['path']).name}"
         + ("" if best["status"] == "finished" else f" ({best['status']}: no trial finished)")
@@ -279,9 +278,21 @@ def print_summary(experiment: str) -> None:
     test = best["test_metric"]
     print(f"  {sweep.metric}: {best[sweep.metric]:.4f}   test (dev) score: "
           f"{'(not reached)' if pd.isna(test) else f'{test:.4f}'}")  # fmt: skip
-    student = f"{best['path']}/{TRIAL_RUN_DIR}/{STUDENT_DIR}"
-    saved = "://" in student or Path(student).exists()
-    print(f"  student: {student if saved else '(not saved)'}")
+    print(f"  student: {student_path(best) or '(not saved)'}")
+
+
+def best_trial(sweep: Sweep) -> pd.Series | None:
+    """The leaderboard's first trial (finished ones first, then by the sweep's metric), or
+    None when no trial reported the metric."""
+    board = leaderboard(sweep, n=1)
+    return None if board.empty else sweep.trials.loc[board.index[0]]
+
+
+def student_path(trial: pd.Series) -> str | None:
+    """A trial's saved student folder (a Hugging Face model folder), or None when it saved
+    none (pruned, errored, or `trainer.save_student: false`)."""
+    student = f"{trial['path']}/{TRIAL_RUN_DIR}/{STUDENT_DIR}"
+    return student if "://" in student or Path(student).exists() else None
 
 
 # ----------------------------------------------------------------------------------- analysis

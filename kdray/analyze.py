@@ -286,7 +286,7 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
     text = "\n".join(parts) + "\n"
     atomic_write_text(out / "report.md", text)
     if fmt == "html":
-        atomic_write_text(out / "report.html", _html(text))
+        atomic_write_text(out / "report.html", _html(text, out))
     return {"board": board, "table": table, "missing": missing, "importance": importance}
 
 
@@ -329,22 +329,68 @@ def methods_section(sweep: Sweep, out: Path, buckets: list[float]) -> list[str]:
     return parts
 
 
-def _html(markdown: str) -> str:
-    """A plain HTML page of the report (tables as <pre>, figures as <img>)."""
+#: The report page's style: readable tables, figures no wider than the page.
+_CSS = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
+    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+    "img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:0 3px}"
+)
+
+
+def _inline(text: str) -> str:
+    """Escaped text with `code` spans."""
     import html
     import re
 
-    body = []
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _html(markdown: str, folder: Path) -> str:
+    """The report as one self-contained HTML page: tables as <table>, each figure embedded as
+    a data URI, so the page shows everything wherever it is moved or copied, alone or with
+    its folder."""
+    import base64
+    import html
+    import re
+
+    body: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if table:
+            head, rows = table[0], [r for r in table[1:] if not set("".join(r)) <= set("-: ")]
+            body.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head)
+                        + "</tr>" + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r)
+                                            + "</tr>" for r in rows) + "</table>")  # fmt: skip
+            table.clear()
+
     for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(_cells(line))
+            continue
+        flush()
         if m := re.match(r"!\[(.*)\]\((.*)\)", line.strip()):
-            body.append(f'<img alt="{html.escape(m[1])}" src="{html.escape(m[2])}">')
+            image = folder / m[2]
+            kind = "svg+xml" if image.suffix == ".svg" else image.suffix.lstrip(".")
+            data = base64.b64encode(image.read_bytes()).decode("ascii")
+            body.append(f'<img alt="{html.escape(m[1])}" src="data:image/{kind};base64,{data}">')
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        else:
-            body.append(f"<pre>{html.escape(line)}</pre>" if line.startswith("|") else
-                        f"<p>{html.escape(line)}</p>")  # fmt: skip
-    return "<!doctype html><meta charset=utf-8><title>kdray report</title>\n" + "\n".join(body)
+            body.append(f"<h{level}>{_inline(line.lstrip('# '))}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    flush()
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>kdray report</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,7 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `kdray-analyze` console script."""
     from kdray.cli import run_cli
 
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -3,7 +3,8 @@
 `TrialConfig.from_dict` checks only what the config itself can tell (keys, types, ranges,
 structure), so `kdray.config` imports no registry. Everything that needs a registry lives here,
 in `check_trial`, which every entry point calls on the config it is about to run: the command
-lines (`kdray.cli.trial_config`), sweep files (`kdray.search_space`) and the trainer's setup.
+lines and `kdray.run_trial` (`trial_config`), sweep files (`kdray.search_space`) and the
+trainer's setup.
 `check_trial` also reads a schedule file into `selector.schedule` (`resolve_schedule`), so a
 selector never reads files and the config it returns is the one to run, and checks
 data.max_length against every model's positions from config.json alone (`check_models`), so
@@ -13,8 +14,11 @@ a sweep's every edge is checked before Ray starts.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
 
-from kdray.config import TeacherConfig, TrialConfig
+from kdray.config import TeacherConfig, TrialConfig, set_path
 from kdray.errors import ConfigError
 from kdray.knowledge import validate_knowledge
 from kdray.models import check_max_length, config_offline
@@ -22,6 +26,7 @@ from kdray.selector import SELECTORS, validate_selector
 from kdray.selector.baselines import ScheduleSelector, load_schedule
 from kdray.tasks import get_task
 from kdray.teacher_policy import validate_teacher_policy
+from kdray.yamlio import load_yaml, parse_override
 
 __all__ = [
     "check_models",
@@ -29,6 +34,7 @@ __all__ = [
     "model_sources",
     "resolve_schedule",
     "teacher_sources",
+    "trial_config",
 ]
 
 
@@ -131,3 +137,49 @@ def resolve_schedule(cfg: TrialConfig) -> TrialConfig:
         return cfg
     buckets = load_schedule(sel)
     return dataclasses.replace(cfg, selector=dataclasses.replace(sel, schedule=buckets))
+
+
+#: Overrides: {dotted key: value}, or the command lines' "KEY=VALUE" strings (values read as
+#: YAML).
+Overrides: TypeAlias = Mapping[str, Any] | Sequence[str] | None
+
+
+def override_pairs(overrides: Overrides) -> list[tuple[str, Any]]:
+    """(dotted key, value) pairs from a mapping or from "KEY=VALUE" strings."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [(str(k), v) for k, v in overrides.items()]
+    if isinstance(overrides, str):
+        raise ConfigError(
+            f"overrides must be a mapping {{key: value}} or a list of 'KEY=VALUE' strings, got "
+            f"the string {overrides!r}; wrap it in a list"
+        )
+    return [parse_override(str(o)) for o in overrides]
+
+
+def trial_config(
+    config: str | Path | Mapping[str, Any] | TrialConfig | None = None,
+    overrides: Overrides = None,
+    data_dir: str | Path | None = None,
+) -> TrialConfig:
+    """A trial config from a YAML file, a mapping, a TrialConfig or the defaults (None), with
+    `overrides` and `data_dir` set, checked completely (`kdray.checks.check_trial`)."""
+    if isinstance(config, TrialConfig):
+        raw = config.to_dict()
+    elif isinstance(config, Mapping):
+        raw = dict(config)
+    elif config is None:
+        raw = {}
+    elif isinstance(config, str | Path):
+        raw = load_yaml(config)
+    else:
+        raise ConfigError(
+            f"a trial config is a YAML path, a mapping or a kdray.TrialConfig, got "
+            f"{type(config).__name__}"
+        )
+    for key, value in override_pairs(overrides):
+        set_path(raw, key, value)
+    if data_dir is not None:
+        set_path(raw, "data.data_dir", str(Path(data_dir).expanduser().resolve()))
+    return check_trial(TrialConfig.from_dict(raw))

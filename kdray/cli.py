@@ -5,36 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-from kdray.checks import check_trial
-from kdray.config import TrialConfig, set_path
-from kdray.errors import ConfigError, KdrayError
-from kdray.yamlio import load_yaml, read_yaml
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """'trainer.max_steps=100' -> ('trainer.max_steps', 100); the value is read as YAML."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. trainer.max_steps=100), got '{text}'")
-    return key.strip(), read_yaml(value, f"--set {text}")
-
-
-def trial_config(
-    config: str | None, overrides: Sequence[str] = (), data_dir: str | None = None
-) -> TrialConfig:
-    """Config file (or defaults) + --set overrides + --data-dir, checked completely
-    (`kdray.checks.check_trial`: a schedule file is read into selector.schedule)."""
-    raw = load_yaml(config) if config else {}
-    for item in overrides:
-        key, value = parse_override(item)
-        set_path(raw, key, value)
-    if data_dir is not None:
-        set_path(raw, "data.data_dir", str(Path(data_dir).expanduser().resolve()))
-    return check_trial(TrialConfig.from_dict(raw))
+from kdray.checks import trial_config  # noqa: F401 - the command lines' config reader
+from kdray.errors import KdrayError
+from kdray.yamlio import parse_override  # noqa: F401 - read --set values
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

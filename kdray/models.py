@@ -36,6 +36,7 @@ from kdray.config import DEFAULT_BACKBONE, StudentConfig
 from kdray.data import TaskSpec
 from kdray.errors import ConfigError
 from kdray.features import Features, Needs, Shape
+from kdray.tasks import TASKS
 
 TEACHER_META = "kdray_teacher.json"
 
@@ -448,12 +449,18 @@ def encode(model: PreTrainedModel, batch: dict[str, torch.Tensor], needs: Needs)
 def save_model_folder(
     model: PreTrainedModel, tokenizer: Any, folder: Path, meta: dict[str, Any]
 ) -> None:
-    """A complete Hugging Face folder, written atomically: weights, config, tokenizer and
-    kdray's metadata (TEACHER_META: task, scores). A kdray student saved so is a valid
-    `teacher.path`."""
+    """A complete Hugging Face folder, written atomically: weights, config (with the task's
+    `id2label`/`label2id`), tokenizer, a model card (README.md) and kdray's metadata
+    (TEACHER_META: task, scores). `transformers.pipeline` loads it, and a kdray student
+    saved so is a valid `teacher.path`."""
+    from kdray.card import model_card
     from kdray.io import atomic_dir
 
+    id2label = TASKS[meta["task"]].id2label
+    model.config.id2label = id2label
+    model.config.label2id = {name: i for i, name in id2label.items()}
     with atomic_dir(folder) as tmp:  # never a half-written folder
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / TEACHER_META).write_text(json.dumps(meta, indent=2))
+        (tmp / "README.md").write_text(model_card(meta, model.config))

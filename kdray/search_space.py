@@ -48,6 +48,7 @@ from kdray.config import (
 from kdray.errors import ConfigError, suggest
 from kdray.io import atomic_write_text, storage_fs, storage_location, write_error
 from kdray.tasks import TASKS
+from kdray.tracking import check_loggers
 from kdray.yamlio import load_yaml, parse_yaml
 
 #: name -> number of parameters it takes ("list" for a non-empty list of values).
@@ -117,6 +118,10 @@ class SweepConfig:
     max_failures: int = 1
     time_budget_s: float | None = None
     seed: int = 0
+    #: Tune logger callbacks (kdray.tracking): csv, tensorboard, mlflow, wandb.
+    loggers: tuple[Literal["csv", "tensorboard", "mlflow", "wandb"], ...] = ("csv", "tensorboard")
+    #: Per logger, the callback's options (e.g. mlflow: {tracking_uri: ...}).
+    logger_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -287,6 +292,7 @@ def validate_sweep_settings(spec: SweepSpec) -> None:
         )
     if s.scheduler == "pbt":
         validate_pbt(spec)
+    check_loggers(s.loggers, s.logger_options)
     allowed = list(GENERIC_METRICS)
     if "data.task" not in spec.search:  # one task: its own metrics are reported too
         task = spec.fixed("data.task") or DataConfig().task

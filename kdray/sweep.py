@@ -1,317 +1,35 @@
-"""`python -m kdray.sweep`: many distillation trials on Ray Tune, pruned, resumable.
+"""`python -m kdray.sweep` (or `kdray-sweep`): many distillation trials on Ray Tune, pruned,
+resumable.
 
     python -m kdray.sweep --space search_spaces/quickstart.yaml --data-dir ../shared/glue
     python -m kdray.sweep --resume ~/kdray_results/quickstart      # after an interruption
 
-The sweep file is validated completely before Ray starts (kdray.search_space). The driver then
-prepares the teacher once (fine-tuned by kdray.teacher, or taken from its cache) and, when the
-search leaves the data and the teacher alone, computes the teacher outputs once and hands them
-to every trial through Ray's object store (tune.with_parameters). Each trial is one
-kdray.trainer run in its trial folder (`run/`: checkpoint, phases.parquet, results.json, the
-student), reporting once per evaluation; ASHA, median stopping or FIFO decide what to prune.
-Trials hand their checkpoint to Tune at every evaluation: Tune keeps it in the storage path, a
-resumed or retried trial starts from it, and PBT clones it from a strong trial into a weak one
-(then changes the MUTABLE_PATHS knobs). The sweep file is saved beside the results
-(`kdray_sweep.yaml`), so `--resume DIR` needs nothing else. Run it on a cluster with
+A thin wrapper over `kdray.run_sweep` (kdray.api): the sweep file is validated completely
+before Ray starts (kdray.search_space), the teacher is prepared once and the trials run on Ray
+Tune (kdray.tuning). The sweep file is saved beside the results (`kdray_sweep.yaml`), so
+`--resume DIR` needs nothing else. Run it on a cluster with
 `ray submit cluster.yaml kdray/sweep.py -- --space ...` or `ray job submit` (see the README).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import logging
-import math
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any
 
-from kdray import ray_start
-from kdray.analysis import print_summary
-from kdray.analyze import end_of_sweep
-from kdray.cli import add_set, parse_override
-from kdray.config import TrialConfig, is_mutable
-from kdray.errors import ConfigError
-from kdray.results import CHECKPOINT, TRIAL_RUN_DIR
-from kdray.search_space import (
-    SweepSpec,
-    claim_name,
-    load_saved_spec,
-    load_sweep,
-    release_claim,
-    storage_path,
-    sweep_folder,
+from kdray.api import run_sweep
+from kdray.cli import add_set, run_cli
+
+# Re-exported: the pieces scripts and benchmarks build their own Tune runs from.
+from kdray.tuning import (  # noqa: F401
+    ROLES,
+    TuneReporter,
+    build_scheduler,
+    build_searcher,
+    check_resources,
+    prepare_teachers,
+    run_config,
+    train_trial,
+    tune_config,
 )
-from kdray.tasks import TASKS
-from kdray.teacher_cache import TeacherOutputs
-
-log = logging.getLogger(__name__)
-
-#: Search over these paths changes the teachers themselves: each trial resolves its own (a
-#: recipe may name its own teacher: dwt's is smaller than the student).
-TEACHERS = ("teacher.", "teachers", "recipe")
-#: Search over these paths changes which teacher teaches what: the shared outputs cover every
-#: role a teacher could take in any trial.
-ROLES = ("pool", "knowledge.feature_teacher")
-#: Search over these paths changes the teacher outputs, so they cannot be shared up front.
-UNSHAREABLE = ("data.", "teacher.", "student.num_layers", "student.layer_map", "knowledge.types",
-               "cache_dir")  # fmt: skip
-#: Search over these paths (trainer.seed aside: the reference trains with seed 0) changes the
-#: teacher gate's reference student, so each trial checks its own.
-REFERENCE_READS = ("data.", "teacher", "student.", "trainer.", "cache_dir")
-
-
-class TuneReporter:
-    """The trainer's Reporter inside a Tune trial: numbers once per evaluation, with the run's
-    checkpoint, which Tune copies to the storage path (resume and PBT read it from there).
-    """
-
-    STAGE = ".to-tune-"
-
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
-        from ray import tune
-
-        clean = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
-        clean["node_id"] = self.node_id
-        ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
-        if ckpt is None or not ckpt.is_file():
-            tune.report(clean)
-            return
-        self.clear_stages(ckpt.parent)
-        # A folder holding just the checkpoint, hard-linked (no copy here); Tune may stop the
-        # trial inside report, so stale folders are cleared at the next report or start.
-        stage = Path(tempfile.mkdtemp(dir=ckpt.parent, prefix=self.STAGE))
-        os.link(ckpt, stage / CHECKPOINT)
-        try:
-            tune.report(clean, checkpoint=tune.Checkpoint.from_directory(str(stage)))
-        finally:  # also when Tune stops the trial inside report (SystemExit)
-            shutil.rmtree(stage, ignore_errors=True)
-
-    @classmethod
-    def clear_stages(cls, run_dir: Path) -> None:
-        for stale in run_dir.glob(cls.STAGE + "*"):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def trial_run_dir(context: Any) -> Path:
-    """The trainer's folder: in the storage path itself when that is a local or mounted
-    folder (so results.json, phases.parquet and the student land there as they are written),
-    else in the trial's working folder, which Tune syncs to the storage URI."""
-    import pyarrow.fs
-
-    storage = context.get_storage()
-    if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-        return Path(storage.trial_fs_path) / TRIAL_RUN_DIR
-    return Path(storage.trial_working_directory) / TRIAL_RUN_DIR  # the folder Tune syncs
-
-
-def train_trial(
-    config: dict[str, Any],
-    spec: SweepSpec,
-    teacher_paths: dict[str, str] | None = None,
-    shared: dict[str, TeacherOutputs] | None = None,
-) -> None:
-    """One Tune trial: the sampled {path: value} on the base config, run in the trial folder.
-
-    A restarted trial (retry, or the sweep resumed) finds its checkpoint in the same folder
-    and continues from it.
-    """
-    import ray
-    from ray import tune
-
-    from kdray.checkpoint import check_output_dir
-    from kdray.checkpoint import install as install_checkpoint
-    from kdray.teacher import resolve_teachers
-    from kdray.trainer import run_trial
-
-    free_previous_trial()
-    context = tune.get_context()
-    run_dir = trial_run_dir(context)
-    TuneReporter.clear_stages(run_dir)
-    checkpoint = tune.get_checkpoint()  # this trial's last one, or a PBT donor's
-    if checkpoint is not None:  # kept beside the run's own (the last two are kept)
-        with checkpoint.as_directory() as d:
-            install_checkpoint(Path(d) / CHECKPOINT, run_dir)
-    cfg = spec.trial_config({**config, "trainer.output_dir": str(run_dir)})
-    if teacher_paths is None:  # teachers or data searched: this trial's own (cached) teachers
-        check_output_dir(cfg, allow_mutation=spec.sweep.scheduler == "pbt")
-        teacher_paths = resolve_teachers(cfg)
-    reporter = TuneReporter(ray.get_runtime_context().get_node_id())
-    run_trial(cfg, reporter, teacher_outputs=shared, run_id=context.get_trial_id(),
-              allow_mutation=spec.sweep.scheduler == "pbt",
-              teacher_paths=teacher_paths)  # fmt: skip
-
-
-#: Seconds a reused worker waits for a stopped trial's thread to unwind before Tune gives up
-#: reusing it and errors the next trial (Tune's default, 2 s, is short on a busy machine).
-THREAD_TIMEOUT_S = "30"
-
-
-def free_previous_trial() -> None:
-    """Tune reuses trial workers (reuse_actors): a worker keeps its imports, so the next trial
-    starts in well under a second instead of paying a process start and a torch import. A
-    pruned trial ends at its report (Tune stops its thread there); what it held is freed here,
-    before the next trial on this worker allocates, GPU cache included."""
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", THREAD_TIMEOUT_S)  # read by Tune
-    gc.collect()
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def tune_config(spec: SweepSpec, search_alg: Any, scheduler: Any = None) -> Any:
-    """The sweep's TuneConfig (also what benchmarks/sweep.py runs); `scheduler`: one built
-    already (default: build_scheduler)."""
-    from ray import tune
-
-    s = spec.sweep
-    return tune.TuneConfig(
-        metric=s.metric,
-        mode=s.mode,
-        num_samples=s.num_samples,
-        max_concurrent_trials=s.max_concurrent,
-        search_alg=search_alg,
-        scheduler=scheduler or build_scheduler(spec),
-        time_budget_s=s.time_budget_s,
-        reuse_actors=True,  # see free_previous_trial
-    )
-
-
-def run_config(spec: SweepSpec, name: str, storage: str, **overrides: Any) -> Any:
-    """The sweep's RunConfig: storage, retries, checkpoints kept (`overrides`: other
-    RunConfig fields, e.g. verbose)."""
-    from ray import tune
-
-    s = spec.sweep
-    settings: dict[str, Any] = {
-        "name": name,
-        "storage_path": storage,
-        "failure_config": tune.FailureConfig(max_failures=s.max_failures),
-        # PBT clones checkpoints of other trials, which must not be deleted meanwhile
-        "checkpoint_config": tune.CheckpointConfig(
-            num_to_keep=None if s.scheduler == "pbt" else 2  # 1: a state save per report
-        ),
-        # a storage URI gets the trial folders (phase logs, students) by syncing
-        "sync_config": tune.SyncConfig(sync_artifacts="://" in storage),
-    }
-    return tune.RunConfig(**{**settings, **overrides})
-
-
-def evaluations_per_trial(spec: SweepSpec) -> int:
-    """Evaluation rounds of a full trial: the time axis of the schedulers."""
-    cfg = spec.trial_config({})
-    return math.ceil(cfg.trainer.max_steps / cfg.trainer.eval_every)
-
-
-def build_scheduler(spec: SweepSpec) -> Any:
-    from ray.tune.schedulers import (
-        ASHAScheduler,
-        FIFOScheduler,
-        MedianStoppingRule,
-        PopulationBasedTraining,
-    )
-
-    s = spec.sweep
-    opts = dict(s.scheduler_options)
-    try:
-        if s.scheduler == "asha":
-            return ASHAScheduler(
-                time_attr="training_iteration", max_t=evaluations_per_trial(spec), **opts
-            )
-        if s.scheduler == "median":
-            return MedianStoppingRule(time_attr="training_iteration", **opts)
-        if s.scheduler == "pbt":  # explores the searched MUTABLE_PATHS knobs mid-run
-            mutations = {
-                path: list(d.args) if d.kind == "grid" else d.to_tune()
-                for path, d in spec.search.items()
-                if is_mutable(path)
-            }
-            opts.setdefault("perturbation_interval", 1)
-            return PopulationBasedTraining(
-                time_attr="training_iteration", hyperparam_mutations=mutations, **opts
-            )
-        return FIFOScheduler(**opts)
-    except (TypeError, ValueError, AssertionError) as exc:  # an unknown or out-of-range option
-        raise ConfigError(
-            f"'sweep.scheduler_options' for {s.scheduler}: {exc or 'a value out of range'} "
-            f"(given: {opts}); see Ray Tune's {s.scheduler} scheduler for its options"
-        ) from exc
-
-
-def build_searcher(spec: SweepSpec) -> Any:
-    s = spec.sweep
-    if s.searcher != "optuna":
-        return None  # random and grid: Tune's own variant generator
-    if any(d.kind == "grid" for d in spec.search.values()):
-        raise ConfigError(
-            "'sweep.searcher: optuna' samples; give grid dimensions as {choice: [...]} or use "
-            "searcher: random (grid values are then crossed with the samples)"
-        )
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    sampler = optuna.samplers.TPESampler(seed=s.seed)
-    return OptunaSearch(metric=s.metric, mode=s.mode, sampler=sampler)
-
-
-#: Written by `ray up` on the head node: the node types the autoscaler may still start.
-AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"
-
-
-def node_shapes() -> list[dict[str, float]]:
-    """Resources of every live node, and of every node type the autoscaler can add."""
-    import ray
-    import yaml
-
-    shapes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    boot = Path(AUTOSCALING_CONFIG).expanduser()
-    if boot.is_file():
-        types = (yaml.safe_load(boot.read_text()) or {}).get("available_node_types", {})
-        shapes += [t.get("resources", {}) for t in types.values()]
-    return shapes
-
-
-def check_resources(spec: SweepSpec, shapes: list[dict[str, float]], where: str) -> None:
-    """A trial that asks for more than any node has would stay PENDING forever. `where`:
-    what `shapes` are, for the message ("this machine", "the Ray cluster at ...")."""
-    need = spec.sweep.resources
-    if not any(r.get("CPU", 0) >= need.cpu and r.get("GPU", 0) >= need.gpu for r in shapes):
-        have = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in shapes)
-        raise ConfigError(
-            f"each trial asks for {need.cpu:g} CPU and {need.gpu:g} GPU, but no node of "
-            f"{where} has that (checked: {have}); lower sweep.resources"
-        )
-
-
-def prepare_teachers(
-    spec: SweepSpec,
-) -> tuple[dict[str, str] | None, dict[str, TeacherOutputs] | None]:
-    """Fine-tune (or find) every teacher once; compute their shareable outputs once. None
-    where the trials differ in what they would need (their teachers or data are searched):
-    then each trial resolves its own teachers (fine-tuned once per recipe, cached)."""
-    from kdray.build import shared_teacher_outputs
-    from kdray.teacher import resolve_teachers
-    from kdray.teacher_gate import check_teachers
-    from kdray.trainer import run_trial
-
-    base: TrialConfig = spec.base_trial()
-    if base.student.init == "pretrained" or any(p.startswith(TEACHERS) for p in spec.search):
-        return None, None
-    if "data.task" in spec.search:
-        return None, None
-    paths = resolve_teachers(base, progress=True)
-    if not any(p.startswith(REFERENCE_READS) and p != "trainer.seed" for p in spec.search):
-        check_teachers(base, paths, run_trial, progress=True)  # the reference once, up front
-    if any(p.startswith(UNSHAREABLE) for p in spec.search):
-        return paths, None
-    every_role = any(p in spec.search for p in ROLES)
-    return paths, shared_teacher_outputs(base, paths, progress=True, every_role=every_role)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -353,103 +71,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_data(spec: SweepSpec) -> None:
-    """Every task the sweep can run has its GLUE files (when read from a folder, not the hub)."""
-    from kdray.data import glue_files, resolve_data_dir
-
-    base = spec.trial_config({})
-    data_dir = resolve_data_dir(base.data.data_dir)
-    if data_dir is None:
-        return
-    dim = spec.search.get("data.task")
-    for task in dim.candidates() if dim else [base.data.task]:
-        glue_files(TASKS[task], data_dir)
-
-
-def start_tuner(
-    spec: SweepSpec,
-    target: ray_start.RayTarget,
-    resume: str | None,
-    retry_errored: bool,
-    search_alg: Any,
-    scheduler: Any,
-    name: str,
-    storage: str,
-) -> Any:
-    """Start or join Ray, prepare the teachers once, and build (or restore) the Tuner."""
-    import ray
-    from ray import tune
-
-    ray_start.start(target)
-    check_resources(spec, node_shapes(), target.describe())  # the nodes Ray has (and may add)
-    if spec.sweep.resources.gpu > 0:  # fine-tune and run the teacher on a GPU node, not the head
-        gpu_task = ray.remote(num_cpus=spec.sweep.resources.cpu, num_gpus=1)(prepare_teachers)
-        teachers, shared = ray.get(gpu_task.remote(spec))
-    else:
-        teachers, shared = prepare_teachers(spec)
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, spec=spec, teacher_paths=teachers, shared=shared),
-        {"cpu": spec.sweep.resources.cpu, "gpu": spec.sweep.resources.gpu},
-    )
-    if resume:
-        return tune.Tuner.restore(
-            resume, trainable=trainable, resume_errored=not retry_errored,
-            restart_errored=retry_errored,
-        )  # fmt: skip
-    return tune.Tuner(
-        trainable,
-        param_space=spec.param_space(),
-        tune_config=tune_config(spec, search_alg, scheduler),
-        run_config=run_config(spec, name, storage),
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.space and not args.resume:
-        raise ConfigError(
-            "--space FILE is required (the sweep's YAML, e.g. search_spaces/quickstart.yaml)"
-        )
-    if args.retry_errored and not args.resume:
-        raise ConfigError(
-            "--retry-errored reruns the errored trials of an earlier sweep; give its folder "
-            "with --resume STORAGE/NAME"
-        )
-    if args.overrides and args.resume:
-        raise ConfigError(
-            "--set changes the sweep file, and a resumed sweep runs as it was saved; drop --set "
-            "or start a new sweep with --space"
-        )
-    resume = sweep_folder(args.resume, "--resume") if args.resume else None
-    if args.data_dir:
-        os.environ["KDRAY_GLUE_DIR"] = str(Path(args.data_dir).expanduser().resolve())
-    spec = (load_sweep(args.space, [parse_override(o) for o in args.overrides]) if args.space
-            else load_saved_spec(str(resume))).absolute()  # fmt: skip
-    if args.data_dir:
-        spec = spec.with_data_dir(os.environ["KDRAY_GLUE_DIR"])
-    storage = storage_path(spec, args.storage)
-    check_data(spec)
-    search_alg = scheduler = None
-    if not resume:  # what Tune would refuse later, refused before Ray and the teacher start
-        search_alg, scheduler = build_searcher(spec), build_scheduler(spec)
-    target = ray_start.resolve(args.address)  # a cluster that does not answer: refused now
-    if target.local:  # refused before Ray starts: a local Ray gets this machine's resources
-        check_resources(spec, [ray_start.local_resources()], "this machine (a local Ray)")
-    name = claim_name(spec, storage, args.name or spec.name, bool(args.name)) if not resume else ""
-    try:
-        tuner = start_tuner(spec, target, resume, args.retry_errored, search_alg, scheduler,
-                            name, storage)  # fmt: skip
-    except BaseException:
-        if name:
-            release_claim(storage, name)
-        raise
-    results = tuner.fit()
-    print_summary(results.experiment_path)
-    end_of_sweep(results.experiment_path)  # the report: which knowledge helped when
+    run_sweep(args.space, data_dir=args.data_dir, storage=args.storage, name=args.name,
+              overrides=args.overrides, address=args.address, resume=args.resume,
+              retry_errored=args.retry_errored)  # fmt: skip
     return 0
 
 
-if __name__ == "__main__":
-    from kdray.cli import run_cli
-
+def cli() -> None:
+    """The `kdray-sweep` console script."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

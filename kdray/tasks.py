@@ -49,6 +49,14 @@ class TaskSpec:
         return 1 if self.is_regression else len(self.labels)
 
     @property
+    def id2label(self) -> dict[int, str]:
+        """Output index -> readable class name (the hub's ClassLabel names), for a model's
+        config.json: what `transformers.pipeline` prints."""
+        if self.is_regression:
+            return {0: "score"}
+        return dict(enumerate(LABEL_NAMES.get(self.name, self.labels)))
+
+    @property
     def split_files(self) -> dict[str, str]:
         """Every split this loader reads -> TSV file name: "train" then the test split(s)."""
         return {"train": "train.tsv", **self.test_splits}
@@ -58,6 +66,16 @@ _DEV = {"dev": "dev.tsv"}
 _HUB_DEV = {"dev": "validation"}
 _BINARY = ("0", "1")
 _PAIR = ("sentence1", "sentence2")
+
+#: Readable class names in label-id order (the hub's ClassLabel names), where the TSV labels
+#: are bare ids.
+LABEL_NAMES: dict[str, tuple[str, ...]] = {
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "qqp": ("not_duplicate", "duplicate"),
+    "wnli": ("not_entailment", "entailment"),
+}
 
 #: Every GLUE task by its short name.
 TASKS: dict[str, TaskSpec] = {

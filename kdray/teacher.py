@@ -18,8 +18,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
+from kdray.card import model_card
 from kdray.config import TeacherConfig, TrialConfig
 from kdray.data import load_task, resolve_data_dir
 from kdray.io import atomic_dir, cache_root
@@ -128,6 +129,8 @@ def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False
                 "main_metric": result.main_metric,
             }
             (tmp / TEACHER_META).write_text(json.dumps(meta, indent=2))
+            card = model_card({**meta, "role": "teacher"}, AutoConfig.from_pretrained(tmp))
+            (tmp / "README.md").write_text(card)
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
@@ -167,9 +170,9 @@ def space_trial(
     space: str, config: str | None, overrides: list[str], data_dir: str | None
 ) -> TrialConfig:
     """The trial whose teachers a sweep file's trials distil from, with --set overrides."""
-    from kdray.cli import parse_override
     from kdray.errors import ConfigError
     from kdray.search_space import load_sweep
+    from kdray.yamlio import parse_override
 
     if config:
         raise ConfigError("give --config (a trial) or --space (a sweep file), not both")

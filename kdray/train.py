@@ -1,4 +1,5 @@
-"""`python -m kdray.train`: one distillation run with a progress bar; prints val and dev scores.
+"""`python -m kdray.train` (or `kdray-train`): one distillation run with a progress bar;
+prints val and dev scores. A thin wrapper over `kdray.run_trial` (kdray.api).
 
 Rerunning with the same --output-dir resumes from the last checkpoint.
 """
@@ -7,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from kdray.cli import add_common, run_cli, trial_config
+from kdray.api import run_trial
+from kdray.cli import add_common, run_cli
 
 
 def main() -> int:
@@ -23,14 +25,7 @@ def main() -> int:
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"trainer.output_dir={args.output_dir}")
-    cfg = trial_config(args.config, overrides, args.data_dir)
-
-    from kdray.checkpoint import check_output_dir
-    from kdray.teacher import resolve_teachers
-    from kdray.trainer import run_trial
-
-    check_output_dir(cfg)  # before any teacher is fine-tuned
-    result = run_trial(cfg, progress=True, teacher_paths=resolve_teachers(cfg, progress=True))
+    result = run_trial(args.config, overrides, data_dir=args.data_dir, progress=True)
     m = result.main_metric
     print(f"status: {result.status} after {result.steps} steps ({result.wall_s:.1f} s)")
     if len(result.teachers) > 1:
@@ -44,8 +39,15 @@ def main() -> int:
         extras = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in (m, "loss"))
         print(f"test ({split}) {m}: {metrics[m]:.4f}" + (f"  [{extras}]" if extras else ""))
     print(f"run folder: {result.output_dir}")
+    if result.student_dir:
+        print(f"student: {result.student_dir}  (a Hugging Face model folder)")
     return 0 if result.status == "finished" else 1
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `kdray-train` console script."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -35,8 +35,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from kdray import checkpoint
+import kdray.checkpoint as checkpoint
 from kdray.build import Setup, setup
+from kdray.card import selector_name
 from kdray.checks import check_trial
 from kdray.config import TrialConfig
 from kdray.features import Needs
@@ -411,6 +412,9 @@ class Run:
                                if k.startswith("val_")} if self.history else {},
                 "test": test,
                 "main_metric": s.spec.main_metric,
+                "knowledge": list(self.cfg.knowledge.types),
+                "selector": selector_name(self.cfg.selector),
+                "config": self.cfg.to_dict(),
             }  # fmt: skip
             save_model_folder(s.student, s.tokenizer, Path(student_dir), meta)
         self.log.write(self.out_dir)

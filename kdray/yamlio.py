@@ -59,3 +59,11 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"'{source}' must hold a mapping of config sections")
     return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'trainer.max_steps=100' -> ('trainer.max_steps', 100); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. trainer.max_steps=100), got '{text}'")
+    return key.strip(), read_yaml(value, f"--set {text}")
