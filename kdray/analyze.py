@@ -339,11 +339,12 @@ _CSS = (
 
 
 def _inline(text: str) -> str:
-    """Escaped text with `code` spans."""
+    """Escaped text with `code` spans and **bold**."""
     import html
     import re
 
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
 
 
 def _cells(line: str) -> list[str]:

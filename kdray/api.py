@@ -141,8 +141,8 @@ def run_sweep(
     pairs = override_pairs(overrides)
     if pairs and resume:
         raise ConfigError(
-            "--set (overrides) changes the sweep file, and a resumed sweep runs as it was "
-            "saved; drop --set or start a new sweep with --space"
+            "--set changes the sweep file (overrides, from Python), and a resumed sweep runs as "
+            "it was saved; drop --set or start a new sweep with --space"
         )
     folder = sweep_folder(resume, "--resume") if resume else None
     glue = str(Path(data_dir).expanduser().resolve()) if data_dir else None

@@ -71,6 +71,8 @@ CHECKPOINT = "checkpoint.pt"
 PREV_CHECKPOINT = "checkpoint.prev.pt"
 #: The outcome of a run, in its run folder.
 RESULTS = "results.json"
+#: The run's complete trial config (every key, defaults filled in), written when it starts.
+RUN_CONFIG = "config.yaml"
 #: The phase log of a run, in its run folder.
 PHASE_LOG = "phases.parquet"
 #: The counterfactual knowledge probes of a run, in its run folder.
@@ -221,6 +223,15 @@ def write_predictions(run_dir: str | Path, splits: dict[str, tuple[Any, Any]]) -
     ]  # fmt: skip
     with atomic_path(Path(run_dir) / PREDICTIONS) as tmp:
         pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+
+
+def write_run_config(run_dir: str | Path, config: dict[str, Any]) -> None:
+    """`config.yaml`: the run's complete trial config (rerun it with `kdray.train --config`)."""
+    import yaml
+
+    from kdray.io import atomic_write_text
+
+    atomic_write_text(Path(run_dir) / RUN_CONFIG, yaml.safe_dump(config, sort_keys=False))
 
 
 def write_results(run_dir: str | Path, result: RunResult) -> None:

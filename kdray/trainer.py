@@ -55,6 +55,7 @@ from kdray.results import (
     RunResult,
     write_predictions,
     write_results,
+    write_run_config,
 )
 from kdray.selector import PhaseOutcome, PhaseState, build_selector, measures_reward
 from kdray.stages import plan
@@ -90,6 +91,7 @@ class Run:
         tr, sel = s.cfg.trainer, s.cfg.selector
         self.out_dir = Path(tr.output_dir or tempfile.mkdtemp(prefix="kdray-run-")).resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(self.out_dir, s.cfg.to_dict())
         self.run_id = run_id or self.out_dir.name
         self.static = {k: s.cfg.knowledge.weights.get(k, 1.0) for k in s.types}
         self.stages = plan(s.cfg, s.types)

@@ -215,7 +215,12 @@ def test_mlflow_round_trip(tracked_sweep: Any) -> None:
         assert r.data.metrics["val_metric"] == pytest.approx(row["val_metric"])
         assert r.data.metrics["step"] == 10 and "test_metric" in r.data.metrics
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id, "run")}
-        assert {"run/phases.parquet", "run/results.json", "run/student"} <= artifacts
+        assert {
+            "run/config.yaml",
+            "run/phases.parquet",
+            "run/results.json",
+            "run/student",
+        } <= artifacts  # the full config, the phase log, the student
         assert "run/checkpoint.pt" not in artifacts  # the training state stays in the sweep
     acks = next(r for r in trials if r.data.params["selector.kind"] == "acks")
     assert any(k.startswith("selector/") for k in acks.data.metrics)  # the agent's diagnostics

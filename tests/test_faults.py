@@ -118,7 +118,7 @@ def test_resources_this_machine_lacks_are_refused_before_ray(tmp_path: Path) -> 
 
 
 def test_two_sweeps_never_share_a_folder(tmp_path: Path) -> None:
-    from kdray.sweep import claim_name
+    from kdray.search_space import claim_name
 
     spec = parse_sweep({"search": {"trainer.seed": {"choice": [0, 1]}}}, "same")
     storage = str(tmp_path)
@@ -259,11 +259,11 @@ def test_node_loss_trials_continue_on_the_remaining_node(tiny_cfg: dict, tmp_pat
 
 
 def crash_after_first_checkpoint(config: dict[str, Any], spec: Any, marks: str, **kw: Any) -> None:
-    """kdray.sweep.train_trial, raising once per trial right after its first checkpoint
+    """kdray.tuning.train_trial, raising once per trial right after its first checkpoint
     reached Tune (runs in a Ray worker)."""
     from ray import tune
 
-    from kdray import sweep
+    import kdray.tuning as sweep
 
     mark = Path(marks) / tune.get_context().get_trial_id()
     original = sweep.TuneReporter.report
@@ -288,7 +288,7 @@ def test_trial_that_crashes_is_retried_from_its_checkpoint(tiny_cfg: dict, tmp_p
 
     from kdray import ray_start
     from kdray.search_space import load_sweep
-    from kdray.sweep import prepare_teachers, run_config, tune_config
+    from kdray.tuning import prepare_teachers, run_config, tune_config
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import it
     tiny_cfg["trainer"] = {**tiny_cfg["trainer"], "max_steps": 30, "eval_every": 10}
