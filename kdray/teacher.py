@@ -105,7 +105,7 @@ def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False
                 f"fine-tuning teacher{named} ({t.backbone}{layers}) on {cfg.data.task} "
                 f"({trial.trainer.max_steps} steps) -> {final}"
             )
-        result = run_trial(trial, progress=progress)
+        result = run_trial(trial, progress=progress, label="teacher fine-tune")
         if result.status != "finished":
             from kdray.errors import KdrayError
 

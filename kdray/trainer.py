@@ -81,10 +81,12 @@ class Run:
         run_id: str | None = None,
         allow_mutation: bool = False,
         teacher_gap: dict[str, Any] | None = None,
+        label: str | None = None,
     ) -> None:
         self.s, self.cfg = s, s.cfg
         self.reporter = reporter or ListReporter()
         self.progress = progress
+        self.label = label  # the progress bar's description (default: distil / the stage)
         self.allow_mutation = allow_mutation  # resume under other MUTABLE_PATHS values (PBT)
         #: The teacher-quality gate's finding (kdray.teacher_gate), for results.json.
         self.teacher_gap = teacher_gap
@@ -368,10 +370,10 @@ class Run:
         with bar:
             while True:
                 st = self.stage
-                bar.set_description(
+                bar.set_description(self.label or (
                     st.name if len(self.stages) > 1 else "distil"
                     if self.s.teachers else "fine-tune"
-                )  # fmt: skip
+                ))  # fmt: skip
                 while self.step < st.end:
                     loss = self.advance()
                     if not math.isfinite(loss):
@@ -465,17 +467,19 @@ def run_trial(
     run_id: str | None = None,
     allow_mutation: bool = False,
     teacher_paths: Mapping[str, str] | str | None = None,
+    label: str | None = None,
 ) -> RunResult:
     """Run (or resume, when output_dir holds a checkpoint) one distillation trial.
 
     `teacher_paths`: the fine-tuned folder of each teacher without `path` in the config
     (`kdray.teacher.resolve_teachers` gives them); `teacher_outputs`: outputs shared by a
     sweep. `run_id` names the run in its phase log (default: the output folder's name);
-    `allow_mutation` lets the checkpoint come from a run with other MUTABLE_PATHS values.
+    `allow_mutation` lets the checkpoint come from a run with other MUTABLE_PATHS values;
+    `label`: the progress bar's description.
     """
     cfg = check_trial(cfg)
     checkpoint.check_output_dir(cfg, allow_mutation)
     gap = check_teachers(cfg, teacher_paths, run_trial, progress)  # before any distillation
     s = setup(cfg, teacher_paths, progress=progress, teacher_outputs=teacher_outputs)
     return Run(s, reporter, progress, run_id=run_id, allow_mutation=allow_mutation,
-               teacher_gap=gap).run()  # fmt: skip
+               teacher_gap=gap, label=label).run()  # fmt: skip

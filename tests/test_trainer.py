@@ -209,3 +209,15 @@ def test_same_seed_gives_the_same_random_student(tiny_cfg: dict, tmp_path: Path)
         return run_trial(cfg).history[-1]
 
     assert run("a") == run("b")
+
+
+def test_progress_bar_says_what_it_trains(tiny_cfg: dict, capsys: pytest.CaptureFixture) -> None:
+    """A distillation's bar says `distil`; a caller's label replaces it (the teacher's
+    fine-tune says `teacher fine-tune`)."""
+    tiny_cfg["trainer"] = {**tiny_cfg["trainer"], "max_steps": 2, "eval_every": 2}
+    run_trial(TrialConfig.from_dict(tiny_cfg), progress=True)
+    assert "distil" in capsys.readouterr().err
+    tiny_cfg["trainer"]["output_dir"] += "-labelled"
+    run_trial(TrialConfig.from_dict(tiny_cfg), progress=True, label="teacher fine-tune")
+    err = capsys.readouterr().err
+    assert "teacher fine-tune" in err and "distil" not in err

@@ -53,29 +53,38 @@ class Hidden(_Projected):
         return sum(losses[1:], losses[0])
 
 
-def gram_mse(
-    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, mask: torch.Tensor
+def gram_mse_chain(
+    hs: list[torch.Tensor], ht: list[torch.Tensor], mask: torch.Tensor
 ) -> torch.Tensor:
-    """Per example MSE(G(a, b), G(c, d)), G(x, y) = xᵀy / tokens per example over
-    non-padding tokens, without forming the (d × d) Gram matrices.
+    """Σ over consecutive pairs (n, n+1) of the per-example MSE(G(S_n, S_n+1), G(T_n, T_n+1)),
+    G(x, y) = xᵀy / tokens per example over non-padding tokens, without forming the (d × d)
+    Gram matrices.
 
     ‖AᵀB − CᵀD‖²_F = Σ(AAᵀ∘BBᵀ) − 2Σ(ACᵀ∘BDᵀ) + Σ(CCᵀ∘DDᵀ): every product is (T × T), and
     T (tokens) is far below d (width), so this costs O(T²d) instead of O(Td²) time and memory
-    (5x faster than the direct form at T = 30, d = 384). The expansion loses relative
+    (5x faster than the direct form at T = 30, d = 384). Each layer's products (SSᵀ, TTᵀ,
+    STᵀ) are formed once and serve both pairs it belongs to. The expansion loses relative
     precision only when the two Gram matrices nearly coincide (loss ~1e-7 of their norm).
-    a, b, c, d: (B, T, d) ; mask: (B, T) bool -> (B,).
+    hs, ht: per layer (B, T, d) ; mask: (B, T) bool -> (B,).
     """
-    m = mask.to(a.dtype).unsqueeze(-1)  # (B, T, 1)
+    m = mask.to(hs[0].dtype).unsqueeze(-1)  # (B, T, 1)
     tokens = m.sum((1, 2)).clamp_min(1)  # (B,)
-    a, b, c, d = (x * m for x in (a, b, c, d))
+    s = [x * m for x in hs]
+    t = [x * m for x in ht]
 
-    def inner(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """<xᵀy, uᵀv>_F per example = Σ (x uᵀ) ∘ (y vᵀ)."""
-        return (torch.bmm(x, u.transpose(1, 2)) * torch.bmm(y, v.transpose(1, 2))).sum((1, 2))
+    def gram(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(x, y.transpose(1, 2))  # (B, T, T)
 
-    sq = inner(a, b, a, b) - 2 * inner(a, b, c, d) + inner(c, d, c, d)  # (B,)
-    width = a.shape[-1] * b.shape[-1]
-    return sq.clamp_min(0) / (tokens**2 * width)
+    ss = [gram(x, x) for x in s]
+    tt = [gram(x, x) for x in t]
+    st = [gram(x, y) for x, y in zip(s, t, strict=True)]
+    total = tokens.new_zeros(tokens.shape)
+    for i in range(len(hs) - 1):
+        sq = ((ss[i] * ss[i + 1]).sum((1, 2)) - 2 * (st[i] * st[i + 1]).sum((1, 2))
+              + (tt[i] * tt[i + 1]).sum((1, 2)))  # fmt: skip
+        width = s[i].shape[-1] * s[i + 1].shape[-1]
+        total = total + sq.clamp_min(0) / (tokens**2 * width)
+    return total
 
 
 @register
@@ -96,10 +105,7 @@ class Relation(_Projected):
         mask = batch["attention_mask"].bool()
         hs = self.projected(student)
         ht = [teacher.hidden[self.ctx.mapped(n)].float() for n in self.layers]
-        total = student.logits.new_zeros(len(mask), dtype=torch.float32)  # (B,)
-        for i in range(len(self.layers) - 1):
-            total = total + gram_mse(hs[i], hs[i + 1], ht[i], ht[i + 1], mask)
-        return ExampleLoss(total)
+        return ExampleLoss(gram_mse_chain(hs, ht, mask))
 
 
 @register
