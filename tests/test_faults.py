@@ -252,7 +252,9 @@ def test_node_loss_trials_continue_on_the_remaining_node(tiny_cfg: dict, tmp_pat
     assert len(after) == 3 and {t: after[t] for t in before} == before  # finished: untouched
     rows = read_rows(victim)
     steps = [r["step"] for r in rows]
-    assert steps == sorted(set(steps)) and steps[-1] == 100, steps
+    # every evaluation reported, in order; one reported on the lost node after the last
+    # checkpoint Tune kept is reported again by the resumed trial (Tune's at-least-once)
+    assert steps == sorted(steps) and sorted(set(steps)) == list(range(10, 101, 10)), steps
     moved = [r for r in rows if r["node_id"] != worker.node_id]  # on the head, after the loss
     assert moved and all(r["resumed_from_step"] >= 10 for r in moved), rows  # not from step 0
     assert_clean_phase_log(victim / TRIAL_RUN_DIR, 100, 5)
