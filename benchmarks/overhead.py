@@ -13,12 +13,15 @@ Each non-hard type also runs alone beside hard labels with the cache (`per_type`
 step time over fine-tuning's), so a user sees what each type costs. Targets: ratio_cached <=
 1.05, ratio_acks_vs_all <= 1.02. With --profile, torch.profiler then records --profile-steps
 steps of fine-tuning and of the cached distillation and prints (and saves) the operators with
-the most self CPU time of each. Teacher weights do not change step time, so the teacher is the
-backbone with a fresh head unless --teacher names a fine-tuned one.
+the most self CPU time of each. Variants run in a freshly shuffled order at every step
+(seeded). --group-by-length batches every variant by length (trainer.group_by_length). Teacher
+weights do not change step time, so the teacher is the backbone with a fresh head unless
+--teacher names a fine-tuned one.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 
@@ -38,6 +41,11 @@ def main() -> None:
     p.add_argument("--teacher", default="minilm", help="teacher checkpoint (default: backbone)")
     p.add_argument("--phases", type=int, default=None, help="timed phases (of 50 steps)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="every variant batches by length (trainer.group_by_length)",
+    )
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators")
     p.add_argument("--profile-steps", type=int, default=20)
     args = p.parse_args()
@@ -51,7 +59,8 @@ def main() -> None:
         "student": {"num_layers": 2, "init": "remap"},
         "selector": {"phase_length": phase},
         "trainer": {"max_steps": warmup + steps, "batch_size": args.batch_size,
-                    "eval_every": 10**6, "save_student": False},
+                    "eval_every": 10**6, "save_student": False,
+                    **({"group_by_length": True} if args.group_by_length else {})},
         "cache_dir": args.cache_dir,
     }  # fmt: skip
     variants = {
@@ -75,8 +84,12 @@ def main() -> None:
     times: dict[str, list[float]] = {n: [] for n in runs}
     for run in runs.values():
         run.s.student.train()
+    order = list(runs)
+    shuffle = random.Random(0).shuffle
     for step in range(warmup + steps):
-        for name, run in runs.items():
+        shuffle(order)  # no variant always runs right after the same one (caches, clocks)
+        for name in order:
+            run = runs[name]
             t0 = time.perf_counter()
             run.advance()  # starts and ends phases when due, like a real run
             if run.s.device.type == "cuda":
@@ -96,6 +109,7 @@ def main() -> None:
         "timed_steps": steps,
         "phase_length": phase,
         "batch_size": args.batch_size,
+        "group_by_length": args.group_by_length,
         "median_step_s": med,
         "mean_step_s": mean,
         "ratio_live": med["b_live"] / med["a_finetune"],

@@ -124,7 +124,7 @@ def main() -> None:
         type=int,
         default=None,
         help="fine-tune the teacher for this many steps (on the students' training rows) "
-        "instead of its epochs: the quickstart's teacher is --teacher-steps 400",
+        "instead of its epochs (e.g. 400: the quickstart's recipe before it was shortened)",
     )
     p.add_argument(
         "--work", default=None, help="keep the run folders here (default: a temporary folder)"

@@ -88,6 +88,8 @@ class TeacherConfig:
     #: different strength from one backbone). None: all of them. Only with a backbone to
     #: fine-tune (not with `path`).
     num_layers: int | None = None
+    #: The fine-tune's batches grouped by length (`trainer.group_by_length`).
+    group_by_length: bool = False
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,9 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     eval_every: int = 100
     eval_batch_size: int = 128
+    #: Batch rows of similar length together (Hugging Face's group_by_length): far less
+    #: padding, so far fewer FLOPs per step when lengths vary (SST-2: ~3x fewer tokens).
+    group_by_length: bool = False
     seed: int = 0
     #: auto: CUDA when available, else CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"

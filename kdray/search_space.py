@@ -45,8 +45,9 @@ from kdray.config import (
     is_mutable,
     set_path,
 )
-from kdray.errors import ConfigError, suggest
+from kdray.errors import ConfigError, suggest, unknown
 from kdray.io import atomic_write_text, storage_fs, storage_location, write_error
+from kdray.selector import SELECTORS
 from kdray.tasks import TASKS
 from kdray.tracking import check_loggers
 from kdray.yamlio import load_yaml, parse_yaml
@@ -111,6 +112,10 @@ class SweepConfig:
     scheduler: Literal["asha", "median", "pbt", "fifo"] = "asha"
     #: Passed to the scheduler (e.g. grace_period, reduction_factor for ASHA).
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
+    #: ASHA only: selector kind -> evaluation rounds its trials run before a rung may stop
+    #: them (kdray.schedulers; e.g. {acks: 3}: a learning selector is not judged while it
+    #: explores).
+    selector_grace: Mapping[str, int] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     #: Where results and checkpoints go (a folder or a URI every node reaches).
     storage: str = "~/kdray_results"
@@ -184,6 +189,11 @@ class SweepSpec:
                     if not Path(value).expanduser().is_absolute() and local.exists():
                         t[key] = str(local)
         return dataclasses.replace(self, trial=trial)
+
+    def evaluation_rounds(self) -> int:
+        """Evaluation rounds of a full trial: the time axis of the schedulers."""
+        tr = self.trial_config({}).trainer
+        return math.ceil(tr.max_steps / tr.eval_every)
 
     def param_space(self) -> dict[str, Any]:
         """Flat {dotted path: Tune distribution} (Tune passes it back as the trial's config)."""
@@ -293,6 +303,7 @@ def validate_sweep_settings(spec: SweepSpec) -> None:
     if s.scheduler == "pbt":
         validate_pbt(spec)
     check_loggers(s.loggers, s.logger_options)
+    check_selector_grace(spec)
     allowed = list(GENERIC_METRICS)
     if "data.task" not in spec.search:  # one task: its own metrics are reported too
         task = spec.fixed("data.task") or DataConfig().task
@@ -303,6 +314,28 @@ def validate_sweep_settings(spec: SweepSpec) -> None:
             f"'sweep.metric: {s.metric}' is never reported by the trials{hint}; they report "
             f"{', '.join(allowed)}"
         )
+
+
+def check_selector_grace(spec: SweepSpec) -> None:
+    """`sweep.selector_grace`: selector kinds -> evaluation rounds in 1..rounds, asha only."""
+    s = spec.sweep
+    if not s.selector_grace:
+        return
+    if s.scheduler != "asha":
+        raise ConfigError(
+            f"'sweep.selector_grace' delays ASHA's rungs; it needs 'sweep.scheduler: asha' "
+            f"(got {s.scheduler}); remove it or switch the scheduler"
+        )
+    rounds = spec.evaluation_rounds()
+    for kind, value in s.selector_grace.items():
+        if kind not in SELECTORS:
+            raise unknown("selector kind", kind, SELECTORS, "sweep.selector_grace")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= rounds:
+            raise ConfigError(
+                f"'sweep.selector_grace.{kind}' must be a whole number of evaluation rounds in "
+                f"1..{rounds} (a trial has {rounds}: trainer.max_steps / trainer.eval_every), "
+                f"got {value!r}"
+            )
 
 
 def validate_pbt(spec: SweepSpec) -> None:

@@ -138,7 +138,8 @@ class Run:
                 s.student.load_state_dict(self.initial["student"])
                 s.knowledge.load_state_dict(self.initial["knowledge"])
             seed = tr.seed if st.final else tr.seed + 1000 * (st.segment + 1)
-            self.order = BatchOrder(len(s.data.train), tr.batch_size, seed)
+            lengths = s.data.train.lengths if tr.group_by_length else None
+            self.order = BatchOrder(len(s.data.train), tr.batch_size, seed, lengths)
             self.step = 0
             self.phase = 0
             self.last_losses: dict[str, float] = {}

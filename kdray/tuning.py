@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,22 @@ class TuneReporter:
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
+        #: Seconds spent in tune.report so far (handing over and persisting checkpoints).
+        self.report_s = 0.0
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._report(metrics, checkpoint_dir)
+        finally:
+            self.report_s += time.perf_counter() - t0
+
+    def _report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         from ray import tune
 
         clean = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
         clean["node_id"] = self.node_id
+        clean["time_report_s"] = self.report_s  # up to the previous report
         ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
         if ckpt is None or not ckpt.is_file():
             tune.report(clean)
@@ -188,12 +198,6 @@ def run_config(spec: SweepSpec, name: str, storage: str, **overrides: Any) -> An
     return tune.RunConfig(**{**settings, **overrides})
 
 
-def evaluations_per_trial(spec: SweepSpec) -> int:
-    """Evaluation rounds of a full trial: the time axis of the schedulers."""
-    cfg = spec.trial_config({})
-    return math.ceil(cfg.trainer.max_steps / cfg.trainer.eval_every)
-
-
 def build_scheduler(spec: SweepSpec) -> Any:
     from ray.tune.schedulers import (
         ASHAScheduler,
@@ -205,9 +209,16 @@ def build_scheduler(spec: SweepSpec) -> Any:
     s = spec.sweep
     opts = dict(s.scheduler_options)
     try:
+        if s.scheduler == "asha" and s.selector_grace:
+            from kdray.schedulers import SelectorGraceASHA
+
+            return SelectorGraceASHA(
+                s.selector_grace, spec.base_trial().selector.kind,
+                time_attr="training_iteration", max_t=spec.evaluation_rounds(), **opts,
+            )  # fmt: skip
         if s.scheduler == "asha":
             return ASHAScheduler(
-                time_attr="training_iteration", max_t=evaluations_per_trial(spec), **opts
+                time_attr="training_iteration", max_t=spec.evaluation_rounds(), **opts
             )
         if s.scheduler == "median":
             return MedianStoppingRule(time_attr="training_iteration", **opts)

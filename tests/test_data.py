@@ -590,3 +590,24 @@ def test_hub_missing_split(monkeypatch) -> None:
     )
     with pytest.raises(DataError, match="split 'validation' is missing"):
         load_hub(TASKS["sst2"])
+
+
+def test_group_by_length_batches_are_a_shuffled_partition_of_similar_lengths() -> None:
+    from kdray.loop import BatchOrder
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 64, (1000,), generator=gen)
+    plain, grouped = BatchOrder(1000, 32, 7), BatchOrder(1000, 32, 7, lengths)
+    per_epoch = 1000 // 32
+    for epoch in range(2):
+        steps = range(epoch * per_epoch, (epoch + 1) * per_epoch)
+        rows = torch.cat([grouped(s) for s in steps])
+        assert len(rows) == len(set(rows.tolist())) == per_epoch * 32  # each row at most once
+        padded = {name: sum(int(lengths[o(s)].max()) for s in steps) for name, o in
+                  (("plain", plain), ("grouped", grouped))}  # fmt: skip
+        assert padded["grouped"] < 0.6 * padded["plain"]
+        longest = [int(lengths[grouped(s)].max()) for s in steps]
+        assert longest != sorted(longest, reverse=True)  # the order of batches is shuffled
+    again = BatchOrder(1000, 32, 7, lengths)
+    assert all(torch.equal(again(s), grouped(s)) for s in (40, 3, 0))  # any step, any order
+    assert not torch.equal(BatchOrder(1000, 32, 8, lengths)(0), grouped(0))

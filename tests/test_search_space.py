@@ -75,6 +75,10 @@ def test_param_space_distributions() -> None:
              "search": {"trainer.learning_rate": {"uniform": [0.1, 1]}}},
             "{grid: [...]}",
         ),
+        ({"sweep": {"scheduler": "fifo", "selector_grace": {"acks": 2}}}, "scheduler: asha"),
+        ({"sweep": {"selector_grace": {"akcs": 2}}}, "did you mean 'acks'"),
+        ({"sweep": {"selector_grace": {"acks": 0}}}, "evaluation rounds in 1..3"),
+        ({"sweep": {"selector_grace": {"acks": 1.5}}}, "selector_grace.acks' must be an integer"),
         ({"serach": {}}, "did you mean 'search'"),
         ({"trial": {"trainer": {"max_step": 3}}}, "did you mean 'max_steps'"),
     ],
@@ -134,3 +138,41 @@ def test_a_pool_search_prepares_every_teacher_of_the_pool() -> None:
     raw["search"].pop("pool")
     fixed = parse_sweep(raw, "fixed")
     assert [t.name for t in fixed.base_trial().teacher_list()] == ["full", "weak"]
+
+
+def test_selector_grace_keeps_graced_trials_out_of_the_rungs_below_it() -> None:
+    from ray.tune.schedulers import TrialScheduler
+
+    from kdray.schedulers import SelectorGraceASHA
+    from kdray.tuning import build_scheduler
+
+    class Trial:
+        def __init__(self, i: int, kind: str | None) -> None:
+            self.trial_id = str(i)
+            self.config = {"selector.kind": kind} if kind else {}
+
+    raw = {
+        "trial": {"trainer": {"max_steps": 90, "eval_every": 10}},
+        "search": {"selector.kind": {"choice": ["all", "acks"]}},
+        "sweep": {
+            "scheduler_options": {"grace_period": 1, "reduction_factor": 3},
+            "selector_grace": {"acks": 3},
+            "metric": "val_metric",
+            "mode": "max",
+        },
+    }
+    sched = build_scheduler(parse_sweep(raw, "g"))  # fmt: skip
+    assert isinstance(sched, SelectorGraceASHA) and sched.grace == {"acks": 3}
+    bracket = sched._brackets[0]
+    rungs = lambda: {m: dict(r) for m, r in bracket._rungs}  # noqa: E731
+    assert list(rungs()) == [9, 3, 1]
+    for i, value in enumerate([0.5, 0.6, 0.7]):  # base selector (all): judged at round 1
+        bracket.on_result(Trial(i, None), 1, value)
+    assert bracket.on_result(Trial(3, "all"), 1, 0.1) == TrialScheduler.STOP
+    acks = Trial(9, "acks")
+    for round_ in (1, 2):  # far below the cut-off, but inside its grace: not judged, not kept
+        assert bracket.on_result(acks, round_, 0.1) == TrialScheduler.CONTINUE
+    assert rungs()[1] == {"0": 0.5, "1": 0.6, "2": 0.7, "3": 0.1}
+    assert bracket.on_result(acks, 3, 0.8) == TrialScheduler.CONTINUE  # its first rung
+    assert bracket.on_result(acks, 4, 0.8) == TrialScheduler.CONTINUE
+    assert rungs()[3] == {"9": 0.8} and "9" not in rungs()[1]  # never in the rung below

@@ -221,6 +221,9 @@ def test_asha_prunes_and_reused_workers_start_clean(tiny_cfg: dict, tmp_path: Pa
 
     df = ExperimentAnalysis(str(storage / "asha")).dataframe()
     assert (df["training_iteration"] < 4).any(), "ASHA pruned nothing"
+    # each report says how long the trial spent handing results and checkpoints to Tune before
+    later = df[df["training_iteration"] > 1]
+    assert (later["time_report_s"] > 0).all() and (df["time_report_s"] < df["time_total_s"]).all()
     # pruned trials are not counted as finished: not at the end, nor by the analysis
     from kdray.analysis import load_sweep
 

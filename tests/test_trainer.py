@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -221,3 +222,23 @@ def test_progress_bar_says_what_it_trains(tiny_cfg: dict, capsys: pytest.Capture
     run_trial(TrialConfig.from_dict(tiny_cfg), progress=True, label="teacher fine-tune")
     err = capsys.readouterr().err
     assert "teacher fine-tune" in err and "distil" not in err
+
+
+def test_eval_batches_cover_every_row_with_little_padding(tiny_cfg: dict) -> None:
+    from kdray.loop import EVAL_PADDING_SLACK, eval_batches, predict
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(2, 64, (1000,), generator=gen).sort(descending=True).values
+    batches = eval_batches(lengths, 128)
+    assert batches[0][0] == 0 and batches[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(batches))
+    for start, end in batches:
+        rows = end - start
+        assert 1 <= rows <= 128
+        assert rows == 1 or rows * lengths[start] <= EVAL_PADDING_SLACK * lengths[start:end].sum()
+    assert max(end - start for start, end in batches) == 128  # short rows fill whole batches
+    # the batching changes no prediction: every row as its own batch gives the same logits
+    s = setup(cfg_of(tiny_cfg))
+    split = s.data.validation
+    batched, one_by_one = (predict(s.student, split, s.device, n) for n in (128, 1))
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-6)
