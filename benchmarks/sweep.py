@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -167,6 +168,9 @@ def run(spec: SweepSpec, samples: list[dict[str, Any]], storage: str, name: str,
          "steps": int(df["step"].iloc[-1])}
         for r, df in zip(grid, dfs, strict=True)
     ]  # fmt: skip
+    # a trial keeps ~4 checkpoints of ~190 MB (2 in Tune, its own and the previous one): 40
+    # trials of them would fill a small disk
+    shutil.rmtree(Path(storage) / name, ignore_errors=True)
     return {
         "wall_s": wall,
         "busy_s": busy,
@@ -248,9 +252,13 @@ def main() -> None:
     prep_s = time.perf_counter() - t0
     print(f"teacher and shared outputs ready in {prep_s:.0f} s; storage {storage}")
 
+    done: dict[str, Any] = {}
+
     def bench(spec: SweepSpec, samples: list[dict[str, Any]], name: str,
               outputs: Any = shared) -> dict[str, Any]:  # fmt: skip
         out = run(spec, samples, storage, name, teacher, outputs, slots)
+        done[name] = out
+        write_json(args.out and f"{args.out}.partial", {"runs": done})  # kept if a later one fails
         print(f"{name}: {out['trials']} trials, wall {out['wall_s']:.0f} s, {out['steps']} steps, "
               f"best val {out['best_val']:.4f}")  # fmt: skip
         return out
@@ -323,9 +331,7 @@ def main() -> None:
         "asha_metric_gap_le_0.3": out["asha_metric_gap"] <= 0.3,
     }
     write_json(args.out, out)
-    import shutil
-
-    shutil.rmtree(storage, ignore_errors=True)  # checkpoints of ~80 trials: not worth keeping
+    shutil.rmtree(storage, ignore_errors=True)
 
 
 if __name__ == "__main__":
