@@ -13,12 +13,15 @@ full: 100 steps, 6000). Trials run as the sweep runs them: Tune's reuse_actors o
 
     efficiency               8 trials (selector all, seeds 0-7), teacher outputs shared:
                              Σ trial busy time (Tune's time_total_s) / (wall × slots); >= 0.95.
-                             `breakdown` splits wall × slots into: busy (of which in
-                             tune.report: checkpoint hand-over and persisting), in the trainable
-                             but untimed (set-up before the first iteration, wrap-up after the
-                             last report), worker start (fit start to each slot's first trial)
-                             and idle slots (between trials and at the end), with the CPU
-                             seconds of the driver and of Ray's daemons during the run
+                             `breakdown` splits wall × slots into: in the trial function
+                             (kdray's trainable), worker start (fit start to each slot's first
+                             trial) and between functions (Tune switching trials on a worker,
+                             fetching the shared parameters, the idle tail); busy (Tune's
+                             clock) is in_function plus busy_outside_function (time Tune
+                             counts outside the function, e.g. tune.with_parameters' fetch),
+                             of which busy_in_tune_report is inside tune.report (checkpoint
+                             hand-over and persisting); plus the CPU seconds of the driver and
+                             of Ray's daemons during the run
     teacher_sharing_speedup  the same 8 trials, each computing its own teacher outputs (and data)
                              in a fresh cache, against the shared run: wall ratio
     per benchmark seed (--seeds): 12 configs (learning rate, temperature; selectors none,
@@ -181,9 +184,10 @@ def run(spec: SweepSpec, samples: list[dict[str, Any]], storage: str, name: str,
             "total": wall * slots,
             "busy": busy,
             "busy_in_tune_report": sum(float(df["time_report_s"].iloc[-1]) for df in dfs),
-            "in_trainable_untimed": inside - busy,
+            "busy_outside_function": busy - inside,
+            "in_function": inside,
             "worker_start": worker_start,
-            "idle_slots": wall * slots - inside - worker_start,
+            "between_functions": wall * slots - inside - worker_start,
             "driver_cpu": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
             "ray_daemons_cpu": daemons1 - daemons0,
         },
