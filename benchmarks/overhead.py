@@ -7,16 +7,17 @@ MiniLM teacher): (a) plain fine-tuning, hard labels only; (b) hard+soft+hidden+r
 live teacher forwards; (c) the same with the teacher cache; (d) the same as (c) with the `acks`
 selector (online, soft, default phase length), whose reward-split loss, [CLS] state and agent
 update happen once per phase. Steps are interleaved a, b, c, d, a, ... so machine noise hits
-all alike. ratio_live = b/a and ratio_cached = c/a compare median step times; ratio_acks_vs_all
-= d/c compares mean step times over whole phases (the per-phase work is part of the cost).
-Each non-hard type also runs alone beside hard labels with the cache (`per_type`: its median
-step time over fine-tuning's), so a user sees what each type costs. Targets: ratio_cached <=
-1.05, ratio_acks_vs_all <= 1.02. With --profile, torch.profiler then records --profile-steps
-steps of fine-tuning and of the cached distillation and prints (and saves) the operators with
-the most self CPU time of each. Variants run in a freshly shuffled order at every step
-(seeded). --group-by-length batches every variant by length (trainer.group_by_length). Teacher
-weights do not change step time, so the teacher is the backbone with a fresh head unless
---teacher names a fine-tuned one.
+all alike. ratio_live = b/a, ratio_cached = c/a and ratio_acks_vs_all = d/c compare total
+time over the same timed steps (whole phases: the per-phase work is part of the cost), each
+with its paired 95% bootstrap interval over steps (`ci95`), so run-to-run drift of the machine
+cancels; `median_ratios` are the older median-step ratios. Each non-hard type also runs alone
+beside hard labels with the cache (`per_type`: its total time over fine-tuning's), so a user
+sees what each type costs. Targets: ratio_cached <= 1.05, ratio_acks_vs_all <= 1.02. With
+--profile, torch.profiler then records --profile-steps steps of fine-tuning and of the cached
+distillation and prints (and saves) the operators with the most self CPU time of each.
+Variants run in a freshly shuffled order at every step (seeded). --group-by-length batches
+every variant by length (trainer.group_by_length). Teacher weights do not change step time,
+so the teacher is the backbone with a fresh head unless --teacher names a fine-tuned one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from typing import Any
 
+import numpy as np
 import torch
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
@@ -98,12 +101,16 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
     med = {n: statistics.median(t) for n, t in times.items()}
     mean = {n: statistics.mean(t) for n, t in times.items()}
+    paired = {n: ratio_ci(times[n], times["a_finetune"]) for n in runs}
     rows = [
         {"variant": n, "median_step_ms": 1000 * med[n], "mean_step_ms": 1000 * mean[n],
-         "median_vs_finetune": med[n] / med["a_finetune"]}
+         "median_vs_finetune": med[n] / med["a_finetune"],
+         "total_vs_finetune": paired[n]["ratio"],
+         "ci95": "[{:.3f}, {:.3f}]".format(*paired[n]["ci95"])}
         for n in runs
     ]  # fmt: skip
-    print_table(rows, ["variant", "median_step_ms", "mean_step_ms", "median_vs_finetune"])
+    print_table(rows, list(rows[0]))
+    acks = ratio_ci(times["d_acks"], times["c_cached"])
     result = {
         "benchmark": "overhead",
         "timed_steps": steps,
@@ -112,22 +119,43 @@ def main() -> None:
         "group_by_length": args.group_by_length,
         "median_step_s": med,
         "mean_step_s": mean,
-        "ratio_live": med["b_live"] / med["a_finetune"],
-        "ratio_cached": med["c_cached"] / med["a_finetune"],
-        "ratio_acks_vs_all": mean["d_acks"] / mean["c_cached"],
-        "per_type": {k: med[f"e_{k}"] / med["a_finetune"] for k in DISTIL[1:]},
+        "ratio_live": paired["b_live"]["ratio"],
+        "ratio_cached": paired["c_cached"]["ratio"],
+        "ratio_acks_vs_all": acks["ratio"],
+        "ci95": {
+            "ratio_live": paired["b_live"]["ci95"],
+            "ratio_cached": paired["c_cached"]["ci95"],
+            "ratio_acks_vs_all": acks["ci95"],
+            **{f"per_type.{k}": paired[f"e_{k}"]["ci95"] for k in DISTIL[1:]},
+        },
+        "per_type": {k: paired[f"e_{k}"]["ratio"] for k in DISTIL[1:]},
+        "median_ratios": {n: med[n] / med["a_finetune"] for n in runs},
         "targets": {"ratio_cached": 1.05, "ratio_acks_vs_all": 1.02},
         "machine": machine(),
     }
-    print(f"ratio_live = {result['ratio_live']:.3f}   ratio_cached = {result['ratio_cached']:.3f}"
-          f" (target <= 1.05)   ratio_acks_vs_all = {result['ratio_acks_vs_all']:.3f}"
-          f" (target <= 1.02)")  # fmt: skip
+    ci = {k: "[{:.3f}, {:.3f}]".format(*v) for k, v in result["ci95"].items()}
+    print(f"ratio_live = {result['ratio_live']:.3f} {ci['ratio_live']}   ratio_cached = "
+          f"{result['ratio_cached']:.3f} {ci['ratio_cached']} (target <= 1.05)   "
+          f"ratio_acks_vs_all = {result['ratio_acks_vs_all']:.3f} {ci['ratio_acks_vs_all']} "
+          f"(target <= 1.02)")  # fmt: skip
     print("per type (hard + it, cached, over fine-tuning): "
           + "  ".join(f"{k} {v:.3f}" for k, v in result["per_type"].items()))  # fmt: skip
     if args.profile:
         result["profile"] = {n: profile(n, runs[n], args.profile_steps)
                              for n in ("a_finetune", "c_cached")}  # fmt: skip
     write_json(args.out, result)
+
+
+def ratio_ci(num: list[float], den: list[float], n_boot: int = 4000) -> dict[str, Any]:
+    """Σ num / Σ den over the same steps (the variants' total time on identical batches) and
+    its paired 95% bootstrap interval: each resample draws steps with replacement, the same
+    steps for both, so what a step's batch and the machine's state at that moment cost both
+    cancels."""
+    x, y = np.asarray(num), np.asarray(den)
+    idx = np.random.default_rng(0).integers(0, len(x), size=(n_boot, len(x)))
+    ratios = x[idx].sum(1) / y[idx].sum(1)
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return {"ratio": float(x.sum() / y.sum()), "ci95": (float(lo), float(hi))}
 
 
 def profile(name: str, run: Run, steps: int, top: int = 15) -> list[dict[str, object]]:

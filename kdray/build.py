@@ -27,7 +27,7 @@ from kdray.features import Features, Needs, Shape
 from kdray.io import cache_root
 from kdray.knowledge import build_knowledge, needs_of
 from kdray.knowledge.base import Knowledge, KnowledgeContext
-from kdray.loop import autocast
+from kdray.loop import autocast, reuse_freed_cpu_memory
 from kdray.models import (
     build_student,
     encode,
@@ -229,16 +229,18 @@ def setup(
     torch.manual_seed(cfg.trainer.seed)  # student init and projections follow trainer.seed
     spec = TASKS[cfg.data.task]
     device = pick_device(cfg.trainer.device)
+    if device.type == "cpu":
+        reuse_freed_cpu_memory()
     if cfg.student.init == "pretrained":  # fine-tuning the backbone itself: no teacher
         return _setup_pretrained(cfg, spec, device, progress)
     _, data, tokenizer, s_shape, teachers, knowledge = _pool(cfg, teacher_paths, progress)
-    s = Setup(cfg, spec, data, device, None, tokenizer, s_shape, knowledge, teachers, "off")  # type: ignore[arg-type]
+    s = Setup(cfg, spec, data, device, None, tokenizer, s_shape, knowledge, teachers, "off")
     kinds = s.types
     first = teachers[0]
     t0_needs = s.teacher_needs(0, kinds)
     if cfg.student.init == "remap":
         first.model = load_classifier(first.path, eager=bool(t0_needs.attn_probs))
-        first.model.to(device).eval().requires_grad_(False)  # type: ignore[arg-type]
+        first.model.to(device).eval().requires_grad_(False)
     s.student = build_student(
         cfg.student,
         first.config,
@@ -246,7 +248,7 @@ def setup(
         teacher=first.model,
         eager=bool(s.student_needs(kinds).attn_probs),
     )
-    s.student.to(device)  # type: ignore[arg-type]
+    s.student.to(device)
     knowledge.to(device)
     s.cache_mode = _teacher_outputs(s, progress, teacher_outputs)
     return s
@@ -290,7 +292,7 @@ def shared_teacher_outputs(
     cfg = check_trial(cfg)
     spec, data, tokenizer, s_shape, teachers, knowledge = _pool(cfg, teacher_paths, progress)
     device = pick_device(cfg.trainer.device)
-    s = Setup(cfg, spec, data, device, None, tokenizer, s_shape, knowledge, teachers, "off")  # type: ignore[arg-type]
+    s = Setup(cfg, spec, data, device, None, tokenizer, s_shape, knowledge, teachers, "off")
     out = {}
     fits = CacheBudget(cfg, data)
     for i, t in enumerate(teachers):
@@ -388,7 +390,7 @@ def _teacher_outputs(
                 )
             if t.model is None:
                 t.model = load_classifier(t.path, eager=bool(needs.attn_probs))
-                t.model.to(s.device).eval().requires_grad_(False)  # type: ignore[arg-type]
+                t.model.to(s.device).eval().requires_grad_(False)
             modes.append("live (over budget)" if tr.teacher_cache else "off")
         if t.outputs is not None or not reads:
             t.model = None  # remap is done and every output is cached: free its memory
@@ -415,5 +417,5 @@ def _setup_pretrained(
     ctx = KnowledgeContext(cfg.knowledge, spec.is_regression, s_shape, s_shape, ())
     knowledge = nn.ModuleDict({"student": build_knowledge(ctx)})
     student = build_student(cfg.student, load_config(source), spec, backbone=source)
-    student.to(device)  # type: ignore[arg-type]
+    student.to(device)
     return Setup(cfg, spec, data, device, student, tokenizer, s_shape, knowledge, [], "off")

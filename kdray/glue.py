@@ -14,12 +14,15 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from kdray.errors import DataError
 from kdray.tasks import TaskSpec
+
+if TYPE_CHECKING:  # pandas loads only to read a TSV: a trial on cached data never does
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,8 @@ def glue_files(spec: TaskSpec, data_dir: Path) -> dict[str, Path]:
 
 def _read_frame(spec: TaskSpec, path: Path) -> pd.DataFrame:
     """One GLUE TSV as strings; rows pandas cannot parse are skipped with a logged count."""
+    import pandas as pd
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
@@ -127,6 +132,8 @@ def _read_frame(spec: TaskSpec, path: Path) -> pd.DataFrame:
 
 def _labels_from_column(spec: TaskSpec, values: pd.Series, path: Path) -> np.ndarray:
     """Label strings -> (n,) int64 ids (float32 scores for regression); DataError if unknown."""
+    import pandas as pd
+
     if spec.is_regression:
         scores = pd.to_numeric(values, errors="coerce")
         bad = scores.isna()

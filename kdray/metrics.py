@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
-from scipy import stats
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 if TYPE_CHECKING:
     from kdray.tasks import TaskSpec
@@ -32,40 +30,48 @@ ArrayLike = np.ndarray | torch.Tensor
 
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of predictions equal to the labels."""
-    return float(accuracy_score(labels, preds))
+    """Fraction of predictions equal to the labels (scikit-learn's accuracy_score)."""
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    return float((preds == labels).mean()) if len(labels) else 0.0
 
 
 def f1(preds: np.ndarray, labels: np.ndarray) -> float:
     """Binary F1 of the positive class 1 (MRPC, QQP); 0.0 when there is no positive at all."""
+    from sklearn.metrics import f1_score  # here: a trial on an accuracy task never loads it
+
     return float(f1_score(labels, preds, pos_label=1, average="binary", zero_division=0))
 
 
 def matthews(preds: np.ndarray, labels: np.ndarray) -> float:
     """Matthews correlation coefficient (CoLA); 0.0 for constant predictions (sklearn's rule)."""
+    from sklearn.metrics import matthews_corrcoef
+
     return float(matthews_corrcoef(labels, preds))
 
 
-def _correlation(fn: Callable[..., object], preds: np.ndarray, labels: np.ndarray) -> float:
-    """A scipy correlation, with 0.0 where it is undefined (constant input, < 2 examples)."""
+def _correlation(name: str, preds: np.ndarray, labels: np.ndarray) -> float:
+    """scipy.stats' correlation `name`, with 0.0 where it is undefined (constant input, < 2
+    examples)."""
+    from scipy import stats  # here: a trial on a classification task never loads it
+
     preds = np.asarray(preds, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
     if len(preds) < 2:
         return 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        value = float(fn(preds, labels)[0])  # type: ignore[index]
+        value = float(getattr(stats, name)(preds, labels)[0])
     return 0.0 if np.isnan(value) else value
 
 
 def pearson(preds: np.ndarray, labels: np.ndarray) -> float:
     """Pearson correlation (STS-B); 0.0 where undefined (constant predictions or labels)."""
-    return _correlation(stats.pearsonr, preds, labels)
+    return _correlation("pearsonr", preds, labels)
 
 
 def spearman(preds: np.ndarray, labels: np.ndarray) -> float:
     """Spearman rank correlation (STS-B); 0.0 where undefined (constant predictions or labels)."""
-    return _correlation(stats.spearmanr, preds, labels)
+    return _correlation("spearmanr", preds, labels)
 
 
 #: Metric name -> fn(preds, labels) -> float. `TaskSpec.metrics` names keys of this table.

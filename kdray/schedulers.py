@@ -21,6 +21,8 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 class _GraceBracket(_Bracket):
     """ASHA's bracket, with the rungs below a trial's grace period left out for that trial."""
 
+    _rungs: list[tuple[int, dict[str, float | None]]]  # Ray's: (milestone, trial id -> result)
+
     def __init__(self, grace_of: Callable[[Any], int], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.grace_of = grace_of
@@ -43,6 +45,8 @@ class SelectorGraceASHA(AsyncHyperBandScheduler):
     """`AsyncHyperBandScheduler` whose trials of the selector kinds in `grace` run that many
     evaluation rounds before a rung may stop them (others: the scheduler's grace_period).
     `base_kind`: the selector of trials whose config does not search `selector.kind`."""
+
+    _brackets: list[Any]  # Ray's
 
     def __init__(self, grace: Mapping[str, int], base_kind: str, **options: Any) -> None:
         super().__init__(**options)

@@ -15,10 +15,13 @@ import contextlib
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
@@ -97,6 +100,14 @@ class TeacherOutputs:
                 state[f"{name}.{layer}"] = t
         return state
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as raw byte arrays, which pickle 5 hands over out of band: Ray's object
+        store (a sweep's tune.with_parameters) then keeps one copy in the node's shared memory
+        and every trial reads it in place, where pickled tensors would be copied and unpacked
+        again by every trial (seconds each, and a private copy each). torch.save goes through
+        to_state and is unaffected."""
+        return _from_buffers, ({k: _as_buffer(t) for k, t in self.to_state().items()},)
+
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> TeacherOutputs:
         fingerprint = bytes(state["fingerprint"].tolist()).decode()
@@ -108,6 +119,24 @@ class TeacherOutputs:
             if layer:
                 getattr(out, name)[int(layer)] = t
         return out
+
+
+def _as_buffer(t: torch.Tensor) -> tuple[np.ndarray, torch.dtype, tuple[int, ...]]:
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy(), t.dtype, tuple(t.shape)
+
+
+def _from_buffers(
+    buffers: dict[str, tuple[np.ndarray, torch.dtype, tuple[int, ...]]],
+) -> TeacherOutputs:
+    """TeacherOutputs.__reduce__'s inverse: tensors over the arrays, not copies of them (from
+    Ray's object store the arrays are read-only, and nothing writes to teacher outputs)."""
+    with warnings.catch_warnings():  # "the given NumPy array is not writable"
+        warnings.simplefilter("ignore", UserWarning)
+        state = {
+            k: torch.from_numpy(a).view(dtype).reshape(shape)
+            for k, (a, dtype, shape) in buffers.items()
+        }
+    return TeacherOutputs.from_state(state)
 
 
 def _square_offsets(offsets: torch.Tensor, heads: int) -> torch.Tensor:
@@ -287,7 +316,7 @@ def prepare_outputs(
         teacher = model
         if teacher is None:
             teacher = load_classifier(path, eager=bool(needs.attn_probs))
-            teacher.to(device)  # type: ignore[arg-type]
+            teacher.to(device)
         return compute_teacher_outputs(
             teacher,
             split,

@@ -149,7 +149,7 @@ def teacher_validation(
     device = pick_device(tr.device)
     out = {}
     for name in names:
-        model = load_classifier(paths[name]).to(device).eval()  # type: ignore[arg-type]
+        model = load_classifier(paths[name]).to(device).eval()
         metrics = evaluate(model, split, spec, device, tr.eval_batch_size, tr.bf16)
         out[name] = metrics[spec.main_metric]
     return out

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from kdray.analysis import (
 from kdray.analyze import write_report
 from kdray.config import TrialConfig
 from kdray.errors import ConfigError
-from kdray.results import PHASE_LOG, TRIAL_RUN_DIR
+from kdray.results import PHASE_LOG
 from kdray.trainer import run_trial
 
 TYPES = ["hard", "soft", "hidden"]
@@ -228,51 +226,6 @@ def test_report_has_teachers_only_when_logged(tmp_path: Path) -> None:
     assert "Teachers by phase" not in report and "teacher weight" not in report
     assert not (tmp_path / "single" / "teacher_weights.png").exists()
     assert not (tmp_path / "single" / "teacher_by_phase.csv").exists()
-
-
-@pytest.mark.slow
-def test_load_and_report_a_real_tiny_sweep(tiny_cfg: dict, tmp_path: Path) -> None:
-    from tests.test_sweep import sweep_cli, tiny_space
-
-    tiny_cfg["trainer"] = {**tiny_cfg["trainer"], "max_steps": 20}
-    space = tiny_space(tiny_cfg, tmp_path / "tiny.yaml",
-                       {"selector.kind": {"grid": ["all", "acks"]},
-                        "trainer.learning_rate": {"grid": [1e-4, 3e-4]}},
-                       num_samples=1, max_concurrent=2)  # fmt: skip
-    proc = sweep_cli("--space", str(space), "--storage", str(tmp_path), cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep = load_sweep(tmp_path / "tiny")
-    assert len(sweep.trials) == 4 and set(sweep.trials["status"]) == {"finished"}
-    for col in ("trial_id", "status", "config/selector.kind", "config/trainer.learning_rate",
-                "config/knowledge.temperature", "val_metric", "best_val_metric",
-                "test_metric", "steps", "wall_s"):  # fmt: skip
-        assert col in sweep.trials, col
-    assert {"trial_id", "val_metric", "step", "training_iteration"} <= set(sweep.history)
-    assert len(sweep.history) == 4 * 4  # 4 evaluations per trial (+ the final report)
-    assert {"trial_id", "phase", "progress_start", "reward_drop", "w_soft"} <= set(sweep.phases)
-    assert len(sweep.phases) == 4 * 4  # every trial logs its 4 phases
-    by_uri = load_sweep(f"file://{tmp_path / 'tiny'}")  # a storage URI, through pyarrow
-    pd.testing.assert_frame_equal(by_uri.phases, sweep.phases)
-    assert list(by_uri.trials["val_metric"]) == list(sweep.trials["val_metric"])
-
-    # a corrupt phase log is named and skipped; the rest is analysed
-    victim = Path(sweep.trials["path"].iloc[0]) / TRIAL_RUN_DIR / PHASE_LOG
-    victim.write_bytes(b"not parquet")
-    again = load_sweep(tmp_path / "tiny")
-    assert len(again.skipped) == 1 and str(victim) in again.skipped[0]
-    assert again.phases["trial_id"].nunique() == 3
-
-    report = subprocess.run(
-        [sys.executable, "-m", "kdray.analyze", str(tmp_path / "tiny"), "--buckets", "0,0.5,1",
-         "--format", "html"], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert report.returncode == 0, report.stderr[-3000:]
-    out = tmp_path / "tiny" / "analysis"
-    for name in ("report.md", "report.html", "heatmap.png", "trajectories.png", "cost.png",
-                 "leaderboard.png", "schedule.yaml", "knowledge_by_phase.csv"):  # fmt: skip
-        assert (out / name).is_file(), name
-    assert "Knowledge by phase" in (out / "report.md").read_text()
-    assert "Hyperparameter importance" in (out / "report.md").read_text()
 
 
 def recipes_sweep() -> Sweep:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -202,6 +203,50 @@ def test_run_sweep_returns_results_best_trial_and_analysis(tracked_sweep: Any) -
         files = {p.name for p in Path(trial).iterdir()}
         assert {"progress.csv", "result.json"} <= files  # csv and Tune's JSON
         assert any(f.startswith("events.out.tfevents") for f in files)  # tensorboard
+
+
+@pytest.mark.slow
+def test_load_and_report_a_real_sweep(tracked_sweep: Any, tmp_path: Path) -> None:
+    """pandas on a real sweep's folder (by path and by storage URI), a corrupt phase log named
+    and skipped, and `python -m kdray.analyze` writing every report file."""
+    from kdray.analysis import load_sweep
+    from kdray.results import PHASE_LOG, TRIAL_RUN_DIR
+
+    run, _ = tracked_sweep
+    folder = tmp_path / "tracked"  # a copy: the other tests read the original
+    shutil.copytree(run.path, folder)
+    sweep = load_sweep(folder)
+    assert len(sweep.trials) == 2 and set(sweep.trials["status"]) == {"finished"}
+    for col in ("trial_id", "status", "config/selector.kind", "config/trainer.learning_rate",
+                "config/knowledge.temperature", "val_metric", "best_val_metric",
+                "test_metric", "steps", "wall_s"):  # fmt: skip
+        assert col in sweep.trials, col
+    assert {"trial_id", "val_metric", "step", "training_iteration"} <= set(sweep.history)
+    assert len(sweep.history) == 2 * 2  # 2 evaluations per trial (+ the final report)
+    assert {"trial_id", "phase", "progress_start", "reward_drop", "w_soft"} <= set(sweep.phases)
+    assert len(sweep.phases) == 2 * 2  # every trial logs its 2 phases
+    by_uri = load_sweep(f"file://{folder}")  # a storage URI, through pyarrow
+    pd.testing.assert_frame_equal(by_uri.phases, sweep.phases)
+    assert list(by_uri.trials["val_metric"]) == list(sweep.trials["val_metric"])
+
+    report = subprocess.run(
+        [sys.executable, "-m", "kdray.analyze", str(folder), "--buckets", "0,0.5,1",
+         "--format", "html"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    out = folder / "analysis"
+    for name in ("report.md", "report.html", "heatmap.png", "trajectories.png", "cost.png",
+                 "leaderboard.png", "schedule.yaml", "knowledge_by_phase.csv"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert "Knowledge by phase" in (out / "report.md").read_text()
+    assert "Hyperparameter importance" in (out / "report.md").read_text()
+
+    # a corrupt phase log is named and skipped; the other trial is still read
+    victim = folder / Path(sweep.trials["path"].iloc[0]).name / TRIAL_RUN_DIR / PHASE_LOG
+    victim.write_bytes(b"not parquet")
+    again = load_sweep(folder)
+    assert len(again.skipped) == 1 and str(victim) in again.skipped[0]
+    assert again.phases["trial_id"].nunique() == 1
 
 
 @pytest.mark.slow

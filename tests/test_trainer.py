@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,6 +126,28 @@ def test_teacher_outputs_gather_equals_live_forward(tiny_cfg: dict) -> None:
     pairs = (mask[:, :, None] & mask[:, None, :]).unsqueeze(1).expand_as(live.attn_probs[1])
     for layer, p in live.attn_probs.items():
         torch.testing.assert_close(got.attn_probs[layer][pairs], p[pairs], rtol=2e-3, atol=2e-3)
+
+
+def test_teacher_outputs_pickle_out_of_band_and_are_read_in_place(tiny_cfg: dict) -> None:
+    """Ray's object store pickles a sweep's shared outputs with protocol 5: every tensor goes
+    out of band, and the unpickled tensors are views of those buffers (no copy per trial)."""
+    cfg = cfg_of(tiny_cfg, **{"knowledge.types": sorted(REGISTRY), "student.num_layers": 2})
+    out = setup(cfg).teachers[0].outputs
+    assert out is not None and out.hidden and out.attn_probs
+    buffers: list[pickle.PickleBuffer] = []
+    blob = pickle.dumps(out, protocol=5, buffer_callback=buffers.append)
+    assert len(blob) < 2000 and sum(b.raw().nbytes for b in buffers) >= out.nbytes
+    back = pickle.loads(blob, buffers=buffers)
+    state, state_back = out.to_state(), back.to_state()
+    assert state.keys() == state_back.keys()
+    for key in state:
+        assert torch.equal(state[key], state_back[key]), key
+        assert state[key].dtype == state_back[key].dtype, key
+    in_buffers = {np.frombuffer(b.raw(), dtype=np.uint8).ctypes.data for b in buffers}
+    stored = [t for k, t in state_back.items() if k not in ("heads", "fingerprint")]
+    assert {t.data_ptr() for t in stored} <= in_buffers  # (both rebuilt by to_state)
+    idx = torch.tensor([3, 0, 17])
+    assert torch.equal(back.features(idx).logits, out.features(idx).logits)
 
 
 def test_over_budget_falls_back_to_live_teacher(tiny_cfg: dict) -> None:
@@ -242,3 +266,27 @@ def test_eval_batches_cover_every_row_with_little_padding(tiny_cfg: dict) -> Non
     split = s.data.validation
     batched, one_by_one = (predict(s.student, split, s.device, n) for n in (128, 1))
     torch.testing.assert_close(batched, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_large_step_buffers_reuse_freed_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 47 MB buffer allocated at every step (a BERT student's word-embedding gradient) no
+    longer page-faults all its pages again each time: glibc would mmap and unmap it."""
+    import resource
+
+    from kdray.loop import reuse_freed_cpu_memory
+
+    monkeypatch.setenv("KDRAY_MALLOC", "system")
+    reuse_freed_cpu_memory.cache_clear()
+    assert reuse_freed_cpu_memory() is False  # left alone when asked
+    monkeypatch.delenv("KDRAY_MALLOC")
+    reuse_freed_cpu_memory.cache_clear()
+    assert reuse_freed_cpu_memory() is True
+    for _ in range(4):  # the heap grows to hold it (its pages are mapped once or twice)
+        torch.zeros(30522, 384).add_(1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(8):
+        torch.zeros(30522, 384).add_(1)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    pages = 30522 * 384 * 4 // 4096  # mmap'd blocks fault on every 4 KiB page, every time
+    assert faults < 2 * pages, f"{faults} page faults for 8 allocations of {pages} pages"

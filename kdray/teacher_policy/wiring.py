@@ -26,7 +26,7 @@ def teacher_scores(s: Setup, split: TokenizedSplit) -> dict[str, float]:
     tr = s.cfg.trainer
     out = {}
     for t in s.teachers:
-        model = t.model or load_classifier(t.path).to(s.device).eval()  # type: ignore[arg-type]
+        model = t.model or load_classifier(t.path).to(s.device).eval()
         metrics = evaluate(model, split, s.spec, s.device, tr.eval_batch_size, tr.bf16)
         out[t.name] = metrics[s.spec.main_metric]
     return out
