@@ -104,8 +104,8 @@ class TeacherOutputs:
         """Pickled as raw byte arrays, which pickle 5 hands over out of band: Ray's object
         store (a sweep's tune.with_parameters) then keeps one copy in the node's shared memory
         and every trial reads it in place, where pickled tensors would be copied and unpacked
-        again by every trial (seconds each, and a private copy each). torch.save goes through
-        to_state and is unaffected."""
+        again by every trial (a private copy each). torch.save goes through to_state and is
+        unaffected."""
         return _from_buffers, ({k: _as_buffer(t) for k, t in self.to_state().items()},)
 
     @classmethod
