@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
-from kdray.checks import trial_config  # noqa: F401 - the command lines' config reader
 from kdray.errors import KdrayError
-from kdray.yamlio import parse_override  # noqa: F401 - read --set values
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +37,7 @@ def run_cli(main: Callable[[], int | None]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # weight-init notices for a new student head are expected
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     try:
         code = main()
     except KdrayError as exc:
@@ -54,3 +50,18 @@ def run_cli(main: Callable[[], int | None]) -> None:
         )
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def quiet_transformers() -> None:
+    """transformers' errors only (weight-init notices for a new student head are expected) and
+    no progress bars of its own. Through the environment when transformers is not imported
+    yet (so a command that never needs it, or fails on bad input, does not import it for
+    this; Ray workers started from here inherit it), else through its logging module."""
+    if "transformers" not in sys.modules:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
 from kdray.errors import WriteError
 
 #: Environment variable naming the cache folder when `cache_dir` is not set.
@@ -146,6 +144,8 @@ def atomic_torch_save(obj: object, path: Path, keep: Path | None = None) -> None
 
     torch writes through a Python file object: given a path its C++ writer turns a full disk
     into a RuntimeError ("unexpected pos"), while Python's write raises OSError(ENOSPC)."""
+    import torch  # here: the analysis and export command lines import this module, not torch
+
     with atomic_path(path, keep) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
 

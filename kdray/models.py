@@ -17,20 +17,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    BertConfig,
-    BertForSequenceClassification,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
-    PretrainedConfig,
-    PreTrainedModel,
-)
+
+if TYPE_CHECKING:  # the model classes are imported where they are built: a command line
+    # checking a config reads config.json alone (AutoConfig), and the modelling code of
+    # transformers takes seconds to import
+    from transformers import PretrainedConfig, PreTrainedModel
 
 from kdray.config import DEFAULT_BACKBONE, StudentConfig
 from kdray.data import TaskSpec
@@ -165,6 +160,8 @@ def model_folder(name: str, what: str = "model", fix: str = MODEL_FIX) -> Path |
 def load_config(name_or_path: str, what: str = "model", fix: str = MODEL_FIX) -> PretrainedConfig:
     """The HF config alone (cheap): shapes are checked before any weights are read. A bad
     folder or an unreachable hub id is a one-line ConfigError naming `what` and `fix`."""
+    from transformers import AutoConfig
+
     folder = model_folder(name_or_path, what, fix)
     try:
         return AutoConfig.from_pretrained(str(folder) if folder else name_or_path)
@@ -185,6 +182,8 @@ def config_offline(name: str, what: str = "model", fix: str = MODEL_FIX) -> Pret
     the hub cache), for checks cheap enough to run on every config (`kdray.checks`); None
     when it does not. A local-looking path that is not there is "not found" at once; every
     other problem is left to `load_config`, which says what it is."""
+    from transformers import AutoConfig
+
     source = resolve_backbone(name)
     if not Path(source).expanduser().exists():
         model_folder(name, what, fix)  # raises for a missing local path
@@ -249,6 +248,8 @@ def load_classifier(
 ) -> PreTrainedModel:
     """A sequence classifier. `eager` when attention probabilities must be returned; `layers`
     keeps only the first encoder layers of the checkpoint."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
     # float32 weights whatever dtype the checkpoint was saved in (autocast handles bf16)
     kwargs: dict[str, Any] = {
         "attn_implementation": "eager" if eager else "sdpa",
@@ -288,6 +289,13 @@ def build_student(
     eager: bool = False,
 ) -> PreTrainedModel:
     """A student classifier; `remap` copies from `teacher`, `pretrained` loads `backbone`."""
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+    )
+
     t_shape = Shape.of(teacher_config)
     s = student_shape(cfg, t_shape)
     attn = "eager" if eager else "sdpa"

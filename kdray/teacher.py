@@ -18,8 +18,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig, AutoTokenizer
-
 from kdray.card import model_card
 from kdray.config import TeacherConfig, TrialConfig
 from kdray.data import load_task, resolve_data_dir
@@ -90,6 +88,8 @@ def teacher_trial(cfg: TrialConfig, n_train: int, output_dir: Path) -> TrialConf
 
 def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False) -> str:
     """The fine-tuned teacher's folder, fine-tuning it first when it is not cached."""
+    from transformers import AutoConfig, AutoTokenizer
+
     from kdray.trainer import run_trial
 
     final = teacher_dir(cfg)
@@ -189,7 +189,8 @@ def space_trial(
 
 
 def main() -> int:
-    from kdray.cli import add_common, trial_config
+    from kdray.checks import trial_config
+    from kdray.cli import add_common
 
     parser = argparse.ArgumentParser(
         prog="python -m kdray.teacher",

@@ -19,17 +19,19 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
 
 from kdray.data import TokenizedSplit
 from kdray.io import atomic_torch_save
 from kdray.models import Features, Needs, encode
 from kdray.tensors import offsets_from_lengths, padded_index
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 

@@ -184,3 +184,16 @@ def test_tasks_and_config_are_light() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_command_lines_start_without_model_code() -> None:
+    """Every command answers --help and refuses bad input before transformers' modelling code
+    is imported (seconds on 2 cores); the analysis and export ones import no torch at all."""
+    code = (
+        "import sys, kdray.cli, kdray.analyze, kdray.export; "
+        "assert 'torch' not in sys.modules, 'torch'; "
+        "import kdray.train, kdray.sweep, kdray.teacher; "
+        "assert 'transformers' not in sys.modules, 'transformers'"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

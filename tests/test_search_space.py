@@ -98,7 +98,8 @@ def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
 
 def test_exponent_floats_read_as_numbers(tmp_path: Path) -> None:
     """`1e-4` (no dot) is a float in files and in --set, not YAML 1.1's string."""
-    from kdray.cli import parse_override, trial_config
+    from kdray.checks import trial_config
+    from kdray.yamlio import parse_override
 
     path = tmp_path / "sweep.yaml"
     path.write_text(
