@@ -2,22 +2,22 @@
 
     python benchmarks/overhead.py --data-dir ../shared/glue --out overhead.json [--quick]
 
-Four runs step in lockstep over identical batches (SST-2, 2-layer `remap` student of the
-MiniLM teacher): (a) plain fine-tuning, hard labels only; (b) hard+soft+hidden+relation with
-live teacher forwards; (c) the same with the teacher cache; (d) the same as (c) with the `acks`
+Four runs step in lockstep over identical batches (SST-2, 2-layer `remap` student of the MiniLM
+teacher): (a) plain fine-tuning, hard labels only; (b) hard+soft+hidden+relation with live
+teacher forwards; (c) the same with the teacher cache; (d) the same as (c) with the `acks`
 selector (online, soft, default phase length), whose reward-split loss, [CLS] state and agent
-update happen once per phase. Steps are interleaved a, b, c, d, a, ... so machine noise hits
-all alike. ratio_live = b/a, ratio_cached = c/a and ratio_acks_vs_all = d/c compare total
-time over the same timed steps (whole phases: the per-phase work is part of the cost), each
-with its paired 95% bootstrap interval over steps (`ci95`), so run-to-run drift of the machine
-cancels; `median_ratios` are the older median-step ratios. Each non-hard type also runs alone
-beside hard labels with the cache (`per_type`: its total time over fine-tuning's), so a user
-sees what each type costs. Targets: ratio_cached <= 1.05, ratio_acks_vs_all <= 1.02. With
---profile, torch.profiler then records --profile-steps steps of fine-tuning and of the cached
-distillation and prints (and saves) the operators with the most self CPU time of each.
-Variants run in a freshly shuffled order at every step (seeded). --group-by-length batches
-every variant by length (trainer.group_by_length). Teacher weights do not change step time,
-so the teacher is the backbone with a fresh head unless --teacher names a fine-tuned one.
+update happen once per phase. Every variant takes each step before any takes the next, in a
+freshly shuffled order at every step (seeded), so machine noise hits all alike. ratio_live =
+b/a, ratio_cached = c/a and ratio_acks_vs_all = d/c compare total time over the same timed
+steps (whole phases: the per-phase work is part of the cost), each with its paired 95%
+bootstrap interval over steps (`ci95`), so run-to-run drift of the machine cancels;
+`median_ratios` are the older median-step ratios. Each non-hard type also runs alone beside
+hard labels with the cache (`per_type`: its total time over fine-tuning's), so a user sees what
+each type costs. Targets: ratio_cached <= 1.05, ratio_acks_vs_all <= 1.02. With --profile,
+torch.profiler then records --profile-steps steps of fine-tuning and of the cached distillation
+and prints (and saves) the operators with the most self CPU time of each. --group-by-length
+batches every variant by length (trainer.group_by_length). Teacher weights do not change step
+time, so the teacher is the backbone with a fresh head unless --teacher names a fine-tuned one.
 """
 
 from __future__ import annotations
