@@ -1,4 +1,4 @@
-"""Shared command-line plumbing: YAML configs, --set overrides, and clean exits on user errors."""
+"""Shared command-line plumbing: --config and --set arguments, and clean exits on user errors."""
 
 from __future__ import annotations
 
