@@ -30,7 +30,12 @@ examples; full: 100 steps, 6000). Trials run as the sweep runs them: Tune's reus
     vanilla, all, acks three times each) under FIFO, ASHA (grace 1, --reduction-factor) and
     ASHA with `selector_grace: {acks: 3}` (kdray.schedulers):
     asha_compute_fraction    student steps ASHA used / FIFO's (<= 0.35)
-    asha_metric_gap          FIFO's best validation metric minus ASHA's, in points (<= 0.3)
+    asha_metric_gap          the final validation metric of the trial kdray picks (its
+                             leaderboard's first: finished trials first, then by the final
+                             metric) under FIFO minus under ASHA, in points (<= 0.3); also
+                             asha_test_gap (the picked trial's GLUE dev score, held out from
+                             the selection), asha_metric_gap_any_round (best validation at any
+                             round, the noisier reading of earlier releases) and same_pick
     pruning_bias             from FIFO: per selector, mean rank (1 = best) at the first rung
                              and at the end, and the share of its trials the first rung would
                              stop (below the top 1/rf) against the share below it at the end;
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -74,7 +80,7 @@ def base_spec(args: Any, steps: int, examples: int, scheduler: str,
             "trial": {
                 "data": {"task": "sst2", "data_dir": args.data_dir, "max_length": 64,
                          "max_train_examples": examples, "validation_fraction": 0.1,
-                         "max_test_examples": 128},  # no metric here reads the test score
+                         "max_test_examples": None},  # the picked trial's held-out score
                 "teacher": {"backbone": "minilm", "max_steps": 200, "learning_rate": 1.0e-4,
                             "max_train_examples": 20000, "group_by_length": True},
                 "student": {"num_layers": 2, "init": "remap"},
@@ -180,9 +186,11 @@ def run(spec: SweepSpec, samples: list[dict[str, Any]], storage: str, name: str,
     switches = [b[0] - a[1] for runs in by_worker.values() for a, b in itertools.pairwise(runs)]
     curves = [
         {"config": r.config["sample"], "val": [float(v) for v in df["val_metric"]],
-         "steps": int(df["step"].iloc[-1])}
+         "steps": int(df["step"].iloc[-1]),
+         "test": float(df["test_metric"].iloc[-1]) if "test_metric" in df else None}
         for r, df in zip(grid, dfs, strict=True)
     ]  # fmt: skip
+    picked = pick(curves, spec.base_trial().trainer.max_steps)
     # a trial keeps ~4 checkpoints of ~190 MB (2 in Tune, its own and the previous one): 40
     # trials of them would fill a small disk
     shutil.rmtree(Path(storage) / name, ignore_errors=True)
@@ -190,7 +198,10 @@ def run(spec: SweepSpec, samples: list[dict[str, Any]], storage: str, name: str,
         "wall_s": wall,
         "busy_s": busy,
         "steps": sum(c["steps"] for c in curves),
-        "best_val": max(max(c["val"]) for c in curves),
+        "best_val": picked["val"][-1],  # the final metric of the trial kdray picks
+        "best_test": picked["test"],  # its held-out (GLUE dev) score
+        "best_config": picked["config"],
+        "best_val_any_round": max(max(c["val"]) for c in curves),
         "trials": len(dfs),
         "timing_records": len(spans),
         "workers": len(by_worker),
@@ -209,6 +220,17 @@ def run(spec: SweepSpec, samples: list[dict[str, Any]], storage: str, name: str,
         },
         "curves": curves,
     }
+
+
+def points(a: float | None, b: float | None) -> float:
+    """a - b in points (NaN when either is missing, e.g. no held-out score)."""
+    return math.nan if a is None or b is None else 100 * (a - b)
+
+
+def pick(curves: list[dict[str, Any]], max_steps: int) -> dict[str, Any]:
+    """The trial kdray's leaderboard puts first (`kdray.analysis.leaderboard`): finished
+    trials first, then by the final validation metric."""
+    return max(curves, key=lambda c: (c["steps"] >= max_steps, c["val"][-1]))
 
 
 def pruning_bias(fifo: dict[str, Any], rf: int) -> dict[str, Any]:
@@ -299,8 +321,12 @@ def main() -> None:
             "seed": seed,
             **{f"{k}_compute_fraction": runs[k]["steps"] / runs["fifo"]["steps"]
                for k in ("asha", "asha_grace")},
-            **{f"{k}_metric_gap": 100 * (runs["fifo"]["best_val"] - runs[k]["best_val"])
-               for k in ("asha", "asha_grace")},
+            **{f"{k}_{gap}": points(runs["fifo"][key], runs[k][key])
+               for k in ("asha", "asha_grace")
+               for gap, key in (("metric_gap", "best_val"), ("test_gap", "best_test"),
+                                ("metric_gap_any_round", "best_val_any_round"))},
+            "same_pick": {k: runs[k]["best_config"] == runs["fifo"]["best_config"]
+                          for k in ("asha", "asha_grace")},
             "acks_steps": {k: sum(c["steps"] for c in r["curves"]
                                   if c["config"]["selector.kind"] == "acks")
                            for k, r in runs.items()},
@@ -328,6 +354,8 @@ def main() -> None:
         "asha_metric_gap": mean("asha_metric_gap"),
         "asha_grace_compute_fraction": mean("asha_grace_compute_fraction"),
         "asha_grace_metric_gap": mean("asha_grace_metric_gap"),
+        **{f"{k}_{gap}": mean(f"{k}_{gap}") for k in ("asha", "asha_grace")
+           for gap in ("test_gap", "metric_gap_any_round")},
         "comparisons": comparisons,
         "runs": {"shared": shared_run, "own": own_run},
         "machine": machine(),
@@ -335,9 +363,10 @@ def main() -> None:
     print_table([{"part": k, "slot_s": v, "share": out["breakdown_share"][k]}
                  for k, v in breakdown.items()], ["part", "slot_s", "share"])  # fmt: skip
     rows = [{"seed": c["seed"], "run": k, "wall_s": r["wall_s"], "steps": r["steps"],
-             "best_val": r["best_val"], "acks_steps": c["acks_steps"][k]}
+             "best_val": r["best_val"], "best_test": r["best_test"],
+             "best_val_any_round": r["best_val_any_round"], "acks_steps": c["acks_steps"][k]}
             for c in comparisons for k, r in c["runs"].items()]  # fmt: skip
-    print_table(rows, ["seed", "run", "wall_s", "steps", "acks_steps", "best_val"])
+    print_table(rows, list(rows[0]) if rows else [])
     for c in comparisons:
         b = c["pruning_bias"]
         print(f"seed {c['seed']}: Spearman first rung vs end {b['spearman_first_final']:+.2f}, "
@@ -354,6 +383,11 @@ def main() -> None:
             f"{out['asha_metric_gap']:.2f} points (<= 0.3); with selector_grace "
             f"{out['asha_grace_compute_fraction']:.3f}, gap {out['asha_grace_metric_gap']:.2f}"
         )
+        print(f"held-out (dev) score of the picked trial, FIFO minus ASHA: "
+              f"{out['asha_test_gap']:.2f} points (with selector_grace "
+              f"{out['asha_grace_test_gap']:.2f}); best validation at any round: "
+              f"{out['asha_metric_gap_any_round']:.2f} "
+              f"({out['asha_grace_metric_gap_any_round']:.2f})")  # fmt: skip
         out["targets"]["asha_compute_fraction_le_0.35"] = out["asha_compute_fraction"] <= 0.35
         out["targets"]["asha_metric_gap_le_0.3"] = out["asha_metric_gap"] <= 0.3
     write_json(args.out, out)

@@ -141,6 +141,9 @@ def train_trial(
               teacher_paths=teacher_paths)  # fmt: skip
 
 
+#: Tune warns when it snapshots the experiment state more often than this many seconds.
+SNAPSHOT_WARNING = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+
 #: Seconds a reused worker waits for a stopped trial's thread to unwind before Tune gives up
 #: reusing it and errors the next trial (Tune's default, 2 s, is short on a busy machine).
 THREAD_TIMEOUT_S = "30"
@@ -182,6 +185,10 @@ def run_config(spec: SweepSpec, name: str, storage: str, **overrides: Any) -> An
     RunConfig fields, e.g. verbose)."""
     from ray import tune
 
+    # Every report is a checkpoint (resume, PBT) and Tune keeps 2, so it snapshots the
+    # experiment state at most once a report, by design; its "snapshotting ... may become a
+    # bottleneck" warning advises against that every few seconds. A user's setting wins.
+    os.environ.setdefault(SNAPSHOT_WARNING, "0")
     s = spec.sweep
     settings: dict[str, Any] = {
         "name": name,
