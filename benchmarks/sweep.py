@@ -36,6 +36,8 @@ examples; full: 100 steps, 6000). Trials run as the sweep runs them: Tune's reus
                              asha_test_gap (the picked trial's GLUE dev score, held out from
                              the selection), asha_metric_gap_any_round (best validation at any
                              round, the noisier reading of earlier releases) and same_pick
+    ci95_over_seeds          Student-t 95% interval of each mean over the benchmark seeds
+                             (compute fractions, gaps, dev gaps; two seeds or more)
     pruning_bias             from FIFO: per selector, mean rank (1 = best) at the first rung
                              and at the end, and the share of its trials the first rung would
                              stop (below the top 1/rf) against the share below it at the end;
@@ -51,6 +53,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
@@ -227,6 +230,17 @@ def points(a: float | None, b: float | None) -> float:
     return math.nan if a is None or b is None else 100 * (a - b)
 
 
+def seed_interval(values: list[float]) -> list[float] | None:
+    """Student-t 95% interval of the mean over benchmark seeds (None below two seeds)."""
+    from scipy import stats
+
+    x = [v for v in values if not math.isnan(v)]
+    if len(x) < 2:
+        return None
+    m, half = statistics.mean(x), stats.t.ppf(0.975, len(x) - 1) * statistics.stdev(x)
+    return [float(m - half / math.sqrt(len(x))), float(m + half / math.sqrt(len(x)))]
+
+
 def pick(curves: list[dict[str, Any]], max_steps: int) -> dict[str, Any]:
     """The trial kdray's leaderboard puts first (`kdray.analysis.leaderboard`): finished
     trials first, then by the final validation metric."""
@@ -337,6 +351,9 @@ def main() -> None:
     def mean(key: str) -> float | None:  # None with --seeds 0 (no ASHA comparison)
         return sum(c[key] for c in comparisons) / len(comparisons) if comparisons else None
 
+    seed_keys = [f"{k}_{m}" for k in ("asha", "asha_grace")
+                 for m in ("compute_fraction", "metric_gap", "test_gap")]  # fmt: skip
+
     breakdown = shared_run["breakdown_slot_s"]
     out = {
         "benchmark": "sweep",
@@ -356,6 +373,8 @@ def main() -> None:
         "asha_grace_metric_gap": mean("asha_grace_metric_gap"),
         **{f"{k}_{gap}": mean(f"{k}_{gap}") for k in ("asha", "asha_grace")
            for gap in ("test_gap", "metric_gap_any_round")},
+        # over the benchmark seeds (paired: FIFO and ASHA run the same configs per seed)
+        "ci95_over_seeds": {k: seed_interval([c[k] for c in comparisons]) for k in seed_keys},
         "comparisons": comparisons,
         "runs": {"shared": shared_run, "own": own_run},
         "machine": machine(),
@@ -388,6 +407,12 @@ def main() -> None:
               f"{out['asha_grace_test_gap']:.2f}); best validation at any round: "
               f"{out['asha_metric_gap_any_round']:.2f} "
               f"({out['asha_grace_metric_gap_any_round']:.2f})")  # fmt: skip
+        for k, ci in out["ci95_over_seeds"].items():
+            if ci is not None:
+                print(
+                    f"{k}: mean {mean(k):.3f}, 95% interval over {len(comparisons)} seeds "
+                    f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+                )
         out["targets"]["asha_compute_fraction_le_0.35"] = out["asha_compute_fraction"] <= 0.35
         out["targets"]["asha_metric_gap_le_0.3"] = out["asha_metric_gap"] <= 0.3
     write_json(args.out, out)
