@@ -32,7 +32,8 @@ from bench_common import machine, parser, print_table, quiet_hf, write_json
 from transformers import AutoConfig
 
 from kdray.config import DEFAULT_BACKBONE, StudentConfig
-from kdray.models import build_student, resolve_backbone
+from kdray.model_source import resolve_backbone
+from kdray.models import build_student
 from kdray.tasks import TASKS
 
 HEADS = (12, 6, 4, 3, 2, 1)

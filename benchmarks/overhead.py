@@ -32,7 +32,7 @@ import torch
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
 from kdray.config import TrialConfig
-from kdray.models import resolve_backbone
+from kdray.model_source import resolve_backbone
 from kdray.trainer import Run, setup
 
 DISTIL = ["hard", "soft", "hidden", "relation"]

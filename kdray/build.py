@@ -28,14 +28,8 @@ from kdray.io import cache_root
 from kdray.knowledge import build_knowledge, needs_of
 from kdray.knowledge.base import Knowledge, KnowledgeContext
 from kdray.loop import autocast, reuse_freed_cpu_memory
-from kdray.models import (
-    build_student,
-    encode,
-    layer_map,
-    load_classifier,
-    load_config,
-    resolve_backbone,
-)
+from kdray.model_source import load_config, resolve_backbone
+from kdray.models import build_student, encode, layer_map, load_classifier
 from kdray.selector import MIN_REWARD_EXAMPLES, SELECTORS, measures_reward
 from kdray.tasks import TASKS, TaskSpec
 from kdray.teacher_cache import TeacherOutputs, estimate_bytes, prepare_outputs
@@ -404,7 +398,8 @@ def _setup_pretrained(
 ) -> Setup:
     """`student.init: pretrained`: the backbone fine-tuned on hard labels, no teacher."""
     from kdray.checks import model_sources
-    from kdray.models import check_max_length, student_shape
+    from kdray.model_source import check_max_length
+    from kdray.models import student_shape
 
     source = resolve_backbone(cfg.teacher_list()[0].backbone)
     (src,) = model_sources(cfg)  # the backbone, now perhaps from the hub: checked before data

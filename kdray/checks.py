@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 from kdray.config import TeacherConfig, TrialConfig, set_path
 from kdray.errors import ConfigError
 from kdray.knowledge import validate_knowledge
-from kdray.models import check_max_length, config_offline
+from kdray.model_source import check_max_length, config_offline
 from kdray.selector import SELECTORS, validate_selector
 from kdray.selector.baselines import ScheduleSelector, load_schedule
 from kdray.tasks import get_task

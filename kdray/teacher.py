@@ -22,7 +22,8 @@ from kdray.card import model_card
 from kdray.config import TeacherConfig, TrialConfig
 from kdray.data import load_task, resolve_data_dir
 from kdray.io import atomic_dir, cache_root
-from kdray.models import TEACHER_META, Shape, load_config, resolve_backbone
+from kdray.model_source import TEACHER_META, load_config, resolve_backbone
+from kdray.models import Shape
 from kdray.teacher_cache import cache_lock
 
 

@@ -28,7 +28,8 @@ from kdray.data import resolve_data_dir
 from kdray.errors import KdrayError
 from kdray.features import Shape
 from kdray.io import atomic_write_text, cache_root
-from kdray.models import load_config, student_shape
+from kdray.model_source import load_config
+from kdray.models import student_shape
 from kdray.teacher_cache import cache_lock
 from kdray.teachers import named_paths
 

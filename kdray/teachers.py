@@ -20,16 +20,14 @@ from kdray.config import TeacherConfig, TrialConfig
 from kdray.errors import ConfigError
 from kdray.features import Features, Needs, Shape
 from kdray.loop import autocast
-from kdray.models import (
+from kdray.model_source import (
     MODEL_FIX,
     check_max_length,
     check_teacher_task,
-    encode,
-    layer_map,
     load_config,
     resolve_backbone,
-    student_shape,
 )
+from kdray.models import encode, layer_map, student_shape
 from kdray.tasks import TaskSpec
 from kdray.teacher_cache import TeacherOutputs
 

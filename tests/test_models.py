@@ -9,14 +9,13 @@ import torch
 
 from kdray.config import StudentConfig
 from kdray.errors import ConfigError
+from kdray.model_source import check_teacher_task, load_config
 from kdray.models import (
     Needs,
     Shape,
     build_student,
-    check_teacher_task,
     encode,
     load_classifier,
-    load_config,
     remap_sources,
     uniform_layer_map,
 )
