@@ -35,6 +35,7 @@ from kdray.tasks import TASKS, TaskSpec
 from kdray.teacher_cache import TeacherOutputs, estimate_bytes, prepare_outputs
 from kdray.teacher_policy import BatchView, TeacherPolicy, measures_reward_split
 from kdray.teachers import Teacher, named_paths, preflight
+from kdray.tensors import default_float
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class Setup:
             return w
         i = self.feature_index
         top = w.argmax(1) if i is None else torch.full((len(w),), i)
-        return torch.nn.functional.one_hot(top, len(self.teachers)).float()
+        return default_float(torch.nn.functional.one_hot(top, len(self.teachers)))
 
 
 def module_key(teacher: str) -> str:

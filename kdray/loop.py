@@ -22,6 +22,7 @@ from kdray.features import Needs
 from kdray.metrics import compute_metrics
 from kdray.models import encode
 from kdray.tasks import TaskSpec
+from kdray.tensors import default_float
 
 #: glibc's mallopt parameters (malloc.h) and how much freed heap memory is kept for reuse.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
@@ -176,7 +177,8 @@ def _sorted_logits(
     bf16: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of `model` on `split` in longest-first order (eval mode, restored after):
-    (logits (N, C) float32 on CPU, order (N,)), row i of the logits being example order[i]."""
+    (logits (N, C) on CPU in torch's default dtype, order (N,)), row i of the logits being
+    example order[i]."""
     was_training = model.training
     model.eval()
     order = torch.argsort(split.lengths, descending=True)  # (N,)
@@ -185,7 +187,7 @@ def _sorted_logits(
         idx = order[start:end]
         batch = {k: v.to(device) for k, v in split.batch(idx).items()}
         with autocast(device, bf16):
-            logits.append(encode(model, batch, Needs()).logits.float().cpu())
+            logits.append(default_float(encode(model, batch, Needs()).logits).cpu())
     model.train(was_training)
     return torch.cat(logits), order  # (N, C), (N,)
 
@@ -198,8 +200,9 @@ def predict(
     batch_size: int,
     bf16: bool = False,
 ) -> torch.Tensor:
-    """Logits (N, C) float32 on CPU of `model` on `split`, row i for example i of the split
-    (computed in the same longest-first batches as `evaluate`, so the values are its own)."""
+    """Logits (N, C) on CPU (torch's default dtype) of `model` on `split`, row i for example i
+    of the split (computed in the same longest-first batches as `evaluate`, so the values are
+    its own)."""
     return _split_order(*_sorted_logits(model, split, device, batch_size, bf16))
 
 
@@ -219,12 +222,12 @@ def scored(
     batch_size: int,
     bf16: bool = False,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """`evaluate`'s metrics and the logits (N, C) float32 on CPU they came from, row i for
-    example i of the split."""
+    """`evaluate`'s metrics and the logits (N, C) on CPU (torch's default dtype) they came
+    from, row i for example i of the split."""
     z, order = _sorted_logits(model, split, device, batch_size, bf16)  # (N, C), (N,)
     labels = split.labels[order]
     if spec.is_regression:
-        loss = torch.nn.functional.mse_loss(z.squeeze(-1), labels.float())
+        loss = torch.nn.functional.mse_loss(z.squeeze(-1), default_float(labels))
     else:
         loss = torch.nn.functional.cross_entropy(z, labels)
     return {**compute_metrics(spec, z, labels), "loss": float(loss)}, _split_order(z, order)

@@ -85,10 +85,10 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 
 
 def _numpy(x: ArrayLike | list[float] | list[int]) -> np.ndarray:
-    """A CPU numpy copy of a tensor (bf16 promoted to float32), array or list."""
+    """A CPU numpy copy of a tensor (half precision promoted to float32), array or list."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
-        if x.is_floating_point():
+        if x.dtype in (torch.bfloat16, torch.float16):
             x = x.float()
         return x.numpy()
     return np.asarray(x)

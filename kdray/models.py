@@ -111,10 +111,11 @@ def load_classifier(
     keeps only the first encoder layers of the checkpoint."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    # float32 weights whatever dtype the checkpoint was saved in (autocast handles bf16)
+    # torch's default dtype (float32 unless changed) whatever dtype the checkpoint was saved
+    # in (autocast handles bf16)
     kwargs: dict[str, Any] = {
         "attn_implementation": "eager" if eager else "sdpa",
-        "dtype": torch.float32,
+        "dtype": torch.get_default_dtype(),
     }
     if num_labels is not None:
         kwargs["num_labels"] = num_labels

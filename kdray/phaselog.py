@@ -11,6 +11,7 @@ import torch
 
 from kdray.io import atomic_path
 from kdray.results import PHASE_LOG
+from kdray.tensors import default_float
 
 
 class PhaseLog:
@@ -84,7 +85,7 @@ class PhaseLog:
         w = torch.tensor(rows)  # (P, K)
         out = {f"selector/weight_{k}": float(v) for k, v in zip(self.types, w.mean(0), strict=True)}
         out["selector/action_spread"] = float(w.std(0, unbiased=False).mean())
-        out["selector/action_saturation"] = float(((w < 0.05) | (w > 0.95)).float().mean())
+        out["selector/action_saturation"] = float(default_float((w < 0.05) | (w > 0.95)).mean())
         return out
 
     def write(self, out_dir: Path) -> None:

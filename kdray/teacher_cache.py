@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from kdray.data import TokenizedSplit
 from kdray.io import atomic_torch_save
 from kdray.models import Features, Needs, encode
-from kdray.tensors import offsets_from_lengths, padded_index
+from kdray.tensors import default_float, offsets_from_lengths, padded_index
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -64,9 +64,9 @@ class TeacherOutputs:
     def features(
         self, idx: torch.Tensor, device: torch.device | str = "cpu", needs: Needs | None = None
     ) -> Features:
-        """The batch of rows `idx` (only `needs`, when given), padded to its longest row, as
-        float32 on `device`. Padding positions hold arbitrary values, as a live forward pass
-        gives there too; every loss masks them."""
+        """The batch of rows `idx` (only `needs`, when given), padded to its longest row, in
+        torch's default dtype (float32 unless set) on `device`. Padding positions hold
+        arbitrary values, as a live forward pass gives there too; every loss masks them."""
         idx = idx.cpu()  # the store lives in host memory
         feats = Features(logits=self.logits[idx].to(device))
         where, _ = padded_index(self.offsets, idx)  # (B, L) token positions
@@ -79,7 +79,7 @@ class TeacherOutputs:
                 if name == "attn_probs" and square is None:
                     square, _ = _square_index(self.offsets, idx, self.heads)
                 index = square if name == "attn_probs" else where
-                getattr(feats, name)[layer] = flat[index].to(device).float()
+                getattr(feats, name)[layer] = default_float(flat[index].to(device))
         return feats
 
     def covers(self, needs: Needs) -> bool:
@@ -200,8 +200,8 @@ def compute_teacher_outputs(
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             feats = encode(teacher, batch, needs)
         if logits is None:
-            logits = torch.empty(n, feats.logits.shape[-1], dtype=torch.float32)
-        logits[idx] = feats.logits.float().cpu()
+            logits = torch.empty(n, feats.logits.shape[-1], dtype=torch.get_default_dtype())
+        logits[idx] = default_float(feats.logits).cpu()
         where, mask = padded_index(offsets, idx)
         dest = where[mask]
         for name in ("hidden", "attn_context"):
@@ -234,8 +234,11 @@ def model_fingerprint(path: str) -> str:
     )
 
 
-def cache_key(teacher_id: str, data_fingerprint: str, split: str, needs: Needs) -> str:
-    """Stable key over everything that determines the stored outputs."""
+def cache_key(
+    teacher_id: str, data_fingerprint: str, split: str, needs: Needs, precision: str
+) -> str:
+    """Stable key over everything that determines the stored outputs, the precision the
+    teacher ran in among them (`bf16` autocast, or torch's default dtype)."""
     payload = json.dumps(
         {
             "teacher": teacher_id,
@@ -244,6 +247,7 @@ def cache_key(teacher_id: str, data_fingerprint: str, split: str, needs: Needs) 
             "hidden": sorted(needs.hidden),
             "attn_context": sorted(needs.attn_context),
             "attn_probs": sorted(needs.attn_probs),
+            "precision": precision,
         },
         sort_keys=True,
     )
@@ -330,5 +334,6 @@ def prepare_outputs(
             fingerprint=fingerprint,
         )
 
-    key = cache_key(model_fingerprint(path), fingerprint, "train", needs)
+    precision = "bf16" if autocast else str(torch.get_default_dtype()).removeprefix("torch.")
+    key = cache_key(model_fingerprint(path), fingerprint, "train", needs, precision)
     return load_or_compute(cache_dir, key, split, fingerprint, compute)

@@ -44,3 +44,11 @@ def gather_padded(
     fill = ~mask.view(*mask.shape, *([1] * (out.dim() - 2)))
     out = out & ~fill if out.dtype == torch.bool else out.masked_fill(fill, pad_value)
     return out, mask
+
+
+def default_float(x: torch.Tensor) -> torch.Tensor:
+    """`x` in torch's default floating dtype: float32 unless the caller set another. Losses,
+    evaluation and the agents compute in it whatever the features came in (bf16 under autocast,
+    float16 from the teacher cache); `torch.set_default_dtype(torch.float64)` runs a whole
+    trial in float64, which the golden-run tests use to pin behaviour on any CPU."""
+    return x.to(torch.get_default_dtype())

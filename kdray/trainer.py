@@ -63,6 +63,7 @@ from kdray.teacher_cache import TeacherOutputs
 from kdray.teacher_gate import check_teachers
 from kdray.teacher_policy import build_policy, measures_reward_split
 from kdray.teacher_policy.wiring import policy_context, rescorer
+from kdray.tensors import default_float
 
 __all__ = ["CHECKPOINT", "RESULTS", "ListReporter", "Reporter", "Run", "RunResult", "Setup",
            "run_trial", "setup"]  # fmt: skip
@@ -215,8 +216,8 @@ class Run:
         s.student.train(was_training)
         t0 = s.teachers[0]
         teacher = t0.features(batch, s.teacher_needs(0, ()), s.device, self.cfg.trainer.bf16)
-        cls_s = hs.hidden[last][:, 0].float().mean(0)  # (d_S,)
-        cls_t = teacher.hidden[t0.shape.layers][:, 0].float().mean(0)  # (d_T,)
+        cls_s = default_float(hs.hidden[last][:, 0]).mean(0)  # (d_S,)
+        cls_t = default_float(teacher.hidden[t0.shape.layers][:, 0]).mean(0)  # (d_T,)
         return cls_s.cpu(), cls_t.cpu()
 
     def start_phase(self) -> None:

@@ -108,12 +108,10 @@ def test_resources_this_machine_lacks_are_refused_before_ray(tmp_path: Path) -> 
     space = tmp_path / "big.yaml"
     space.write_text(yaml.safe_dump({"search": {"trainer.seed": {"choice": [0, 1]}},
                                      "sweep": {"resources": {"cpu": 512}}}))  # fmt: skip
-    t0 = time.monotonic()
     proc = sweep_cli("--space", str(space), "--storage", str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "512 CPU" in proc.stderr and "this machine" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
-    assert time.monotonic() - t0 < 60
     assert not (tmp_path / "out" / "big").exists()  # no folder claimed either
 
 

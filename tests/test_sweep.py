@@ -44,6 +44,19 @@ def tiny_space(tiny_cfg: dict[str, Any], path: Path, search: dict[str, Any], **s
     return path
 
 
+def trial_outcomes(experiment: Path, proc: subprocess.CompletedProcess[str]) -> str:
+    """Why trials did not finish: each trial's results.json status (or none) and Tune's
+    error.txt, then the end of the sweep's output (its summary counts trials by status)."""
+    lines = []
+    for trial in sorted(p for p in experiment.iterdir() if p.is_dir()):
+        results = trial / "run" / "results.json"
+        status = json.loads(results.read_text())["status"] if results.is_file() else "none"
+        error = trial / "error.txt"
+        why = error.read_text()[-1500:] if error.is_file() else ""
+        lines.append(f"{trial.name}: results.json {status}{' ' + why if why else ''}")
+    return "\n".join([*lines, proc.stdout[-1500:], proc.stderr[-1500:]])
+
+
 def finished_trials(experiment: Path) -> dict[str, float]:
     """Trial folder -> mtime of its results.json, for trials that finished."""
     out = {}
@@ -268,7 +281,7 @@ def test_pbt_sweep_mutates_knobs_from_checkpoints(tiny_cfg: dict, tmp_path: Path
     storage = tmp_path / "results"
     proc = sweep_cli("--space", str(path), "--storage", str(storage), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(finished_trials(storage / "pbt")) == 2
+    assert len(finished_trials(storage / "pbt")) == 2, trial_outcomes(storage / "pbt", proc)
 
     # an exploited trial continues a donor's run: its phase log starts with the donor's rows
     logs = [pd.read_parquet(p) for p in (storage / "pbt").glob("*/run/phases.parquet")]

@@ -75,6 +75,27 @@ def test_resume_under_changed_knobs_only_for_mutable_paths(tiny_cfg: dict, tmp_p
     assert run.run().status == "finished"
 
 
+def test_a_clone_of_a_finished_run_ends_with_results(tiny_cfg: dict, tmp_path: Path) -> None:
+    """PBT may clone a donor's last checkpoint (its final step) into another trial's folder
+    and change its knobs: that trial has nothing left to train, and still ends with its own
+    test score, results.json and final report, continuing the donor's phase log."""
+    from kdray.checkpoint import install
+
+    donor = run_trial(cfg_of(tiny_cfg, **{"trainer.output_dir": str(tmp_path / "donor")}))
+    clone_dir = tmp_path / "clone"
+    clone_dir.mkdir()
+    install(tmp_path / "donor" / CHECKPOINT, clone_dir)
+    rep = ListReporter()
+    clone = run_trial(cfg_of(tiny_cfg, **{"trainer.output_dir": str(clone_dir),
+                                          "knowledge.temperature": 3.0}),
+                      rep, allow_mutation=True)  # fmt: skip
+    assert clone.status == "finished" and clone.steps == donor.steps
+    assert clone.test == donor.test  # the donor's student, evaluated again
+    assert json.loads((clone_dir / RESULTS).read_text())["status"] == "finished"
+    assert [r["done"] for r in rep.results] == [True]
+    assert rep.results[0]["resumed_from_step"] == donor.steps
+
+
 def test_non_finite_loss_ends_run_as_diverged(
     tiny_cfg: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:

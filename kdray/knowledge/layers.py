@@ -8,6 +8,7 @@ from torch import nn
 from kdray.features import Features, Needs
 from kdray.knowledge.base import ExampleLoss, Knowledge, KnowledgeContext, projection, register
 from kdray.knowledge.masked import masked_mse
+from kdray.tensors import default_float
 
 
 class _Projected(Knowledge):
@@ -25,7 +26,9 @@ class _Projected(Knowledge):
 
     def projected(self, student: Features) -> list[torch.Tensor]:
         """H^S_n W_n for each layer, (B, T, d_T)."""
-        return [w(student.hidden[n].float()) for w, n in zip(self.proj, self.layers, strict=True)]
+        return [
+            w(default_float(student.hidden[n])) for w, n in zip(self.proj, self.layers, strict=True)
+        ]
 
 
 @register
@@ -47,7 +50,7 @@ class Hidden(_Projected):
         assert teacher is not None
         mask = batch["attention_mask"].bool()  # (B, T)
         losses = [
-            masked_mse(hs, teacher.hidden[self.ctx.mapped(n)].float(), mask)
+            masked_mse(hs, default_float(teacher.hidden[self.ctx.mapped(n)]), mask)
             for hs, n in zip(self.projected(student), self.layers, strict=True)
         ]
         return sum(losses[1:], losses[0])
@@ -104,7 +107,7 @@ class Relation(_Projected):
         assert teacher is not None
         mask = batch["attention_mask"].bool()
         hs = self.projected(student)
-        ht = [teacher.hidden[self.ctx.mapped(n)].float() for n in self.layers]
+        ht = [default_float(teacher.hidden[self.ctx.mapped(n)]) for n in self.layers]
         return ExampleLoss(gram_mse_chain(hs, ht, mask))
 
 
@@ -135,7 +138,7 @@ class Attention(Knowledge):
         pairs = (m[:, :, None] & m[:, None, :]).unsqueeze(1)  # (B, 1, T, T)
         losses = []
         for n in self.layers:
-            a_s = student.attn_probs[n].float()  # (B, H, T, T)
-            a_t = teacher.attn_probs[self.ctx.mapped(n)].float()
+            a_s = default_float(student.attn_probs[n])  # (B, H, T, T)
+            a_t = default_float(teacher.attn_probs[self.ctx.mapped(n)])
             losses.append(masked_mse(a_s, a_t, pairs.expand_as(a_s)))
         return sum(losses[1:], losses[0])

@@ -9,6 +9,7 @@ from kdray.config import KnowledgeConfig
 from kdray.errors import ConfigError
 from kdray.features import Features
 from kdray.knowledge.base import ExampleLoss, Knowledge, register
+from kdray.tensors import default_float
 
 
 @register
@@ -23,9 +24,9 @@ class Hard(Knowledge):
     def loss(
         self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
     ) -> ExampleLoss:
-        z = student.logits.float()  # (B, C)
+        z = default_float(student.logits)  # (B, C)
         if self.ctx.is_regression:
-            return ExampleLoss((z.squeeze(-1) - batch["labels"].float()).pow(2))  # (B,)
+            return ExampleLoss((z.squeeze(-1) - default_float(batch["labels"])).pow(2))  # (B,)
         return ExampleLoss(F.cross_entropy(z, batch["labels"], reduction="none"))  # (B,)
 
 
@@ -49,7 +50,7 @@ class Soft(Knowledge):
         self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
     ) -> ExampleLoss:
         assert teacher is not None
-        zs, zt = student.logits.float(), teacher.logits.float()  # (B, C)
+        zs, zt = default_float(student.logits), default_float(teacher.logits)  # (B, C)
         if self.ctx.is_regression:
             return ExampleLoss((zs - zt).pow(2).mean(-1))  # (B,)
         tau = self.ctx.cfg.temperature

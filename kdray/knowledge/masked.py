@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kdray.knowledge.base import ExampleLoss
+from kdray.tensors import default_float
 
 NEG = -1e9  # a finite -inf: masked logits vanish in softmax without producing NaN
 
@@ -39,8 +40,8 @@ def row_kl(
         km = key_mask.unsqueeze(-2)  # (B, ..., 1, R')
         t_logits = t_logits.masked_fill(~km, NEG)
         s_logits = s_logits.masked_fill(~km, NEG)
-    log_pt = F.log_softmax(t_logits.float(), dim=-1)
-    log_ps = F.log_softmax(s_logits.float(), dim=-1)
+    log_pt = F.log_softmax(default_float(t_logits), dim=-1)
+    log_ps = F.log_softmax(default_float(s_logits), dim=-1)
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1).clamp_min(0)  # (B, ..., R); >= 0 up to rounding
     dims = tuple(range(1, kl.dim()))
     if key_mask is None:

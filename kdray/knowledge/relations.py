@@ -12,6 +12,7 @@ from kdray.errors import ConfigError
 from kdray.features import Features, Needs
 from kdray.knowledge.base import ExampleLoss, Knowledge, KnowledgeContext, projection, register
 from kdray.knowledge.masked import row_kl
+from kdray.tensors import default_float
 
 
 def self_similarity(x: torch.Tensor) -> torch.Tensor:
@@ -37,8 +38,8 @@ class EmbeddingRelation(Knowledge):
     ) -> ExampleLoss:
         assert teacher is not None
         mask = batch["attention_mask"].bool()  # (B, T)
-        r_s = self_similarity(student.hidden[0].float())  # (B, T, T)
-        r_t = self_similarity(teacher.hidden[0].float())
+        r_s = self_similarity(default_float(student.hidden[0]))  # (B, T, T)
+        r_t = self_similarity(default_float(teacher.hidden[0]))
         return row_kl(r_t, r_s, mask)
 
 
@@ -73,8 +74,10 @@ class AttentionRelation(Knowledge):
         key_mask = batch["attention_mask"].bool().unsqueeze(1)  # (B, 1, T)
         losses = []
         for n in self.layers:
-            r_s = self_similarity(split_heads(student.attn_context[n].float(), a))  # (B, A, T, T)
-            o_t = teacher.attn_context[self.ctx.mapped(n)].float()
+            r_s = self_similarity(
+                split_heads(default_float(student.attn_context[n]), a)
+            )  # (B, A, T, T)
+            o_t = default_float(teacher.attn_context[self.ctx.mapped(n)])
             r_t = self_similarity(split_heads(o_t, a))
             losses.append(row_kl(r_t, r_s, key_mask))
         return sum(losses[1:], losses[0])
@@ -82,7 +85,7 @@ class AttentionRelation(Knowledge):
 
 def cls_vectors(features: Features, layer: int) -> torch.Tensor:
     """[CLS] of the last layer: (B, d)."""
-    return features.hidden[layer][:, 0].float()
+    return default_float(features.hidden[layer][:, 0])
 
 
 class _LastCls(Knowledge):

@@ -30,6 +30,7 @@ from torch import nn
 
 from kdray.config import KnowledgeConfig, SelectorConfig
 from kdray.selector.base import PhaseOutcome, PhaseState, Selector, check_option
+from kdray.tensors import default_float
 
 #: The agent's latest losses and Q(s, a) (logged and reported; checkpointed with it).
 STATS = ("critic_loss", "actor_loss", "q")
@@ -217,7 +218,10 @@ class ACKSSelector(Selector):
     def encode_state(self, st: PhaseState) -> torch.Tensor:
         """The raw state vector: [cls_S, cls_T (, t/T, last losses / first losses)]."""
         assert st.student_cls is not None and st.teacher_cls is not None
-        parts = [st.student_cls.detach().float().cpu(), st.teacher_cls.detach().float().cpu()]
+        parts = [
+            default_float(st.student_cls.detach()).cpu(),
+            default_float(st.teacher_cls.detach()).cpu(),
+        ]
         if self.cfg.state_features:
             for k, v in st.last_losses.items():
                 if math.isfinite(v):
@@ -248,7 +252,7 @@ class ACKSSelector(Selector):
                 noise = torch.randn(self.k, generator=self.gen) * self.cfg.exploration_noise
                 raw = (mu + noise).clamp(0.0, 1.0)
             self.stats["q"] = float(self.critic(s[None], raw[None])[0])  # of the action taken
-        action = (raw > self.cfg.threshold).float() if self.cfg.action == "hard" else raw
+        action = default_float(raw > self.cfg.threshold) if self.cfg.action == "hard" else raw
         if self.cfg.action == "hard":
             same = self.prev_action is not None and torch.equal(action, self.prev_action)
             self.repeats = self.repeats + 1 if same else 0

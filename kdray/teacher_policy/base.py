@@ -38,6 +38,7 @@ from kdray.config import TeacherPolicyConfig, TrialConfig
 from kdray.features import Features
 from kdray.results import TEACHER_PREFIX
 from kdray.selector.base import PhaseOutcome
+from kdray.tensors import default_float
 
 #: (student logits, teacher name -> logits, labels) of the examples with these train indices,
 #: the student in eval mode at the end of a phase (what r1 / r2 are measured on).
@@ -71,9 +72,9 @@ class PolicyContext:
 
 def gold_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
     """(B,) loss of each example's output against its gold label: CE, or squared error."""
-    z = logits.float()
+    z = default_float(logits)
     if regression:
-        return (z.squeeze(-1) - labels.float()).pow(2)
+        return (z.squeeze(-1) - default_float(labels)).pow(2)
     return F.cross_entropy(z, labels, reduction="none")
 
 
@@ -82,7 +83,7 @@ def kd_loss(
 ) -> torch.Tensor:
     """(B,) τ²·KL(p_T^τ ‖ p_S^τ) per example (regression: mean squared difference), as the soft
     knowledge type computes it."""
-    zs, zt = student.float(), teacher.float()
+    zs, zt = default_float(student), default_float(teacher)
     if regression:
         return (zs - zt).pow(2).mean(-1)
     kl = F.kl_div(F.log_softmax(zs / tau, -1), F.log_softmax(zt / tau, -1), log_target=True,
@@ -139,7 +140,7 @@ class TeacherPolicy(ABC):
         """(B, n) weights of this step's batch (rows sum to 1); None for one teacher."""
         if not self.active:
             return None
-        w = self.batch_weights(view).float().cpu()
+        w = default_float(self.batch_weights(view)).cpu()
         self._phase_sum += w.sum(0).double()
         self._phase_count += len(w)
         self._eval_sum += w.sum(0).double()
@@ -237,4 +238,4 @@ def batch_size(view: BatchView) -> int:
 
 
 def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
-    return F.one_hot(index, n).float()
+    return default_float(F.one_hot(index, n))

@@ -72,6 +72,7 @@ from kdray.teacher_policy.base import (
     kd_loss,
     one_hot,
 )
+from kdray.tensors import default_float
 
 #: The default warm-up: this fraction of the segment's phases (teacher_policy.warmup_phases).
 WARMUP_FRACTION = 0.25
@@ -118,12 +119,12 @@ class RL(TeacherPolicy):
 
     def states(self, view: BatchView) -> torch.Tensor:
         """(B, n, d) s_jk = [student [CLS]; teacher k's probabilities; its gold loss]."""
-        cls = view.student.hidden[max(view.student.hidden)][:, 0].float().cpu()  # (B, d_S)
+        cls = default_float(view.student.hidden[max(view.student.hidden)][:, 0]).cpu()  # (B, d_S)
         cls = F.normalize(cls, dim=-1)  # unit length: its d_S dims do not drown the teacher's
         labels = view.batch["labels"].cpu()
         parts = []
         for k in self.ctx.names:
-            z = view.teachers[k].logits.float().cpu()
+            z = default_float(view.teachers[k].logits).cpu()
             p = z if self.ctx.is_regression else z.softmax(-1)
             loss = gold_loss(z, labels, self.ctx.is_regression)
             parts.append(torch.cat([cls, p, loss[:, None]], 1))
@@ -146,7 +147,7 @@ class RL(TeacherPolicy):
             self._buffer.append((view.batch["index"].cpu(), s, a, before))
             chosen = a if self.cfg.weights == "hard" else p
         else:
-            chosen = (p > 0.5).float() if self.cfg.weights == "hard" else p
+            chosen = default_float(p > 0.5) if self.cfg.weights == "hard" else p
         if self.cfg.weights == "hard":  # none selected: the most probable teacher teaches
             empty = chosen.sum(1) == 0
             chosen[empty] = one_hot(p[empty].argmax(1), self.n)

@@ -11,6 +11,7 @@ import torch
 
 from kdray.features import Needs
 from kdray.teacher_policy.base import PolicyContext, Rescore
+from kdray.tensors import default_float
 
 if TYPE_CHECKING:
     from kdray.build import Setup
@@ -61,9 +62,9 @@ def rescorer(s: Setup) -> Rescore:
             chunk = idx[start : start + tr.eval_batch_size]
             batch = {k: v.to(s.device) for k, v in s.data.train.batch(chunk).items()}
             with autocast(s.device, tr.bf16):
-                zs.append(encode(s.student, batch, Needs()).logits.float().cpu())
-            zt.append({t.name: t.features(batch, Needs(), s.device, tr.bf16).logits.float().cpu()
-                       for t in s.teachers})  # fmt: skip
+                zs.append(default_float(encode(s.student, batch, Needs()).logits).cpu())
+            feats = {t.name: t.features(batch, Needs(), s.device, tr.bf16) for t in s.teachers}
+            zt.append({name: default_float(f.logits).cpu() for name, f in feats.items()})
         s.student.train(was_training)
         teachers = {t.name: torch.cat([z[t.name] for z in zt]) for t in s.teachers}
         return torch.cat(zs), teachers, s.data.train.labels[idx]
