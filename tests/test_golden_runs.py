@@ -193,10 +193,10 @@ def kernel_paths() -> list[dict[str, str]]:
 
     paths = [{"ATEN_CPU_CAPABILITY": "default"}]
     if platform.machine().lower() in ("x86_64", "amd64"):
-        levels = ["AVX2", "AVX512"]
-        native = torch.backends.cpu.get_cpu_capability()
-        paths += [{"ATEN_CPU_CAPABILITY": c.lower()} for c in levels[: levels.index(native) + 1]
-                  if native in levels]  # fmt: skip
+        levels = ["DEFAULT", "AVX2", "AVX512"]
+        native = torch.backends.cpu.get_cpu_capability()  # as ATEN_CPU_CAPABILITY allows
+        top = levels.index(native) if native in levels else 0
+        paths += [{"ATEN_CPU_CAPABILITY": c.lower()} for c in levels[1 : top + 1]]
         if torch.backends.mkl.is_available():
             paths.append({"MKL_CBWR": "COMPATIBLE"})
     return paths
