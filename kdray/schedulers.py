@@ -1,4 +1,5 @@
-"""ASHA with a grace period per selector kind (`sweep.selector_grace`).
+"""Ray Tune's schedulers as kdray runs them: ASHA with a grace period per selector kind
+(`sweep.selector_grace`), and PBT without a race of its synchronous mode (`ExploitingPBT`).
 
 ASHA compares trials at rungs (evaluation rounds 1, rf, rf², ... with grace period 1) and
 stops those below the rung's top 1/rf. A learning selector (acks) explores in its first phases
@@ -14,7 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.schedulers import (
+    AsyncHyperBandScheduler,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
 from ray.tune.schedulers.async_hyperband import _Bracket
 
 
@@ -62,3 +67,23 @@ class SelectorGraceASHA(AsyncHyperBandScheduler):
 
     def trial_grace(self, trial: Any) -> int:
         return self.grace.get(trial.config.get("selector.kind", self.base_kind), 0)
+
+
+class ExploitingPBT(PopulationBasedTraining):
+    """`PopulationBasedTraining` whose exploited trials always run on to their end.
+
+    In synchronous mode the first trials at a perturbation point are paused, and Tune saves
+    each before it stops it. When the last trial's result completes the round while such a
+    save is still in flight (trials that report together, a busy machine), and the paused
+    trial is in the lower quantile, PBT stops it again to clone another trial into it. Tune
+    then drops the save but keeps a STOP for when that save resolves (Ray 2.60's
+    `_schedule_trial_stop`); the next save of the trial after it restarts, at its next report
+    (kdray checkpoints at every report), fires it. The trial is terminated mid-run, without an
+    error and without its results. Here any decision Tune still holds for a trial is dropped
+    once the trial is exploited: it restarts from the clone and runs on.
+    """
+
+    def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        controller = getattr(tune_controller, "_tune_controller", tune_controller)
+        getattr(controller, "_cached_trial_decisions", {}).pop(trial.trial_id, None)

@@ -206,12 +206,7 @@ def run_config(spec: SweepSpec, name: str, storage: str, **overrides: Any) -> An
 
 
 def build_scheduler(spec: SweepSpec) -> Any:
-    from ray.tune.schedulers import (
-        ASHAScheduler,
-        FIFOScheduler,
-        MedianStoppingRule,
-        PopulationBasedTraining,
-    )
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     s = spec.sweep
     opts = dict(s.scheduler_options)
@@ -236,7 +231,9 @@ def build_scheduler(spec: SweepSpec) -> Any:
                 if is_mutable(path)
             }
             opts.setdefault("perturbation_interval", 1)
-            return PopulationBasedTraining(
+            from kdray.schedulers import ExploitingPBT
+
+            return ExploitingPBT(
                 time_attr="training_iteration", hyperparam_mutations=mutations, **opts
             )
         return FIFOScheduler(**opts)

@@ -271,11 +271,17 @@ def test_asha_prunes_and_reused_workers_start_clean(tiny_cfg: dict, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_pbt_sweep_mutates_knobs_from_checkpoints(tiny_cfg: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("interval", [2, 3])
+def test_pbt_sweep_mutates_knobs_from_checkpoints(
+    tiny_cfg: dict, tmp_path: Path, interval: int
+) -> None:
+    """Two trials of four evaluations under synchronous PBT: at every perturbation the weaker
+    one clones the stronger one's checkpoint. Interval 2 exploits mid-run; interval 3 at the
+    last evaluation before the final one, so the clone trains only the last 5 steps."""
     tiny_cfg["trainer"] = {**tiny_cfg["trainer"], "max_steps": 20}
     search = {"knowledge.temperature": {"uniform": [1.0, 4.0]},
               "knowledge.weights.hidden": {"uniform": [0.0, 2.0]}}  # fmt: skip
-    options = {"quantile_fraction": 0.5, "synch": True, "perturbation_interval": 2}
+    options = {"quantile_fraction": 0.5, "synch": True, "perturbation_interval": interval}
     path = tiny_space(tiny_cfg, tmp_path / "pbt.yaml", search, scheduler="pbt", num_samples=2,
                       metric="val_loss", mode="min", scheduler_options=options)  # fmt: skip
     storage = tmp_path / "results"

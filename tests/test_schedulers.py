@@ -1,0 +1,78 @@
+"""kdray's Tune schedulers on a real local Ray (the ASHA grace period is covered by the sweeps)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: How long the first trial's save at the perturbation point takes: the window in which the
+#: second trial's result completes the round.
+SAVE_S = 5.0
+
+
+def paced_trainable(marker: Path) -> Any:
+    """A Tune Trainable whose two trials reach PBT's first perturbation point in a fixed
+    order: the weaker one (a=0) reports first and is paused; while Tune saves it (SAVE_S),
+    the stronger one (a=1) reports and completes the round, so the weaker one is exploited
+    during its save."""
+    from ray import tune
+
+    class Trainable(tune.Trainable):
+        def setup(self, config: dict[str, Any]) -> None:
+            self.it = 0
+            self.a = config["a"]
+
+        def step(self) -> dict[str, Any]:
+            self.it += 1
+            if self.it == 2 and self.a == 1:  # report once the weaker one's save is under way
+                deadline = time.monotonic() + 120
+                while not marker.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            return {"score": float(self.a * self.it), "done": self.it >= 4}
+
+        def save_checkpoint(self, checkpoint_dir: str) -> None:
+            if self.it == 2 and self.a == 0 and not marker.exists():
+                marker.touch()
+                time.sleep(SAVE_S)
+            (Path(checkpoint_dir) / "it").write_text(str(self.it))
+
+        def load_checkpoint(self, checkpoint_dir: str) -> None:
+            self.it = int((Path(checkpoint_dir) / "it").read_text())
+
+    return Trainable
+
+
+@pytest.mark.slow
+def test_a_trial_exploited_while_it_saves_runs_to_its_end(tmp_path: Path, ray_tmp: Path) -> None:
+    """Ray Tune's own PBT terminates the weaker trial at its next save (iteration 3 of 4);
+    ExploitingPBT lets it run its 4 iterations from the clone."""
+    import ray
+    from ray import tune
+
+    from kdray.schedulers import ExploitingPBT
+
+    scheduler = ExploitingPBT(
+        time_attr="training_iteration", perturbation_interval=2, synch=True,
+        quantile_fraction=0.5, hyperparam_mutations={"b": [0, 1]},
+    )  # fmt: skip
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        tuner = tune.Tuner(
+            paced_trainable(tmp_path / "saving"),
+            param_space={"a": tune.grid_search([0, 1]), "b": 0},
+            tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=scheduler),
+            run_config=tune.RunConfig(
+                storage_path=str(tmp_path / "results"), verbose=0,
+                checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1),
+            ),
+        )  # fmt: skip
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "saving").exists(), "the weaker trial was never saved at the round"
+    assert not results.errors
+    frame = results.get_dataframe()
+    assert sorted(frame["training_iteration"]) == [4, 4], frame[["training_iteration"]]
