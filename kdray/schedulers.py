@@ -15,11 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ray.tune.schedulers import (
-    AsyncHyperBandScheduler,
-    PopulationBasedTraining,
-    TrialScheduler,
-)
+from ray.tune.schedulers import AsyncHyperBandScheduler, PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
 
@@ -72,15 +68,11 @@ class SelectorGraceASHA(AsyncHyperBandScheduler):
 class ExploitingPBT(PopulationBasedTraining):
     """`PopulationBasedTraining` whose exploited trials always run on to their end.
 
-    In synchronous mode the first trials at a perturbation point are paused, and Tune saves
-    each before it stops it. When the last trial's result completes the round while such a
-    save is still in flight (trials that report together, a busy machine), and the paused
-    trial is in the lower quantile, PBT stops it again to clone another trial into it. Tune
-    then drops the save but keeps a STOP for when that save resolves (Ray 2.60's
-    `_schedule_trial_stop`); the next save of the trial after it restarts, at its next report
-    (kdray checkpoints at every report), fires it. The trial is terminated mid-run, without an
-    error and without its results. Here any decision Tune still holds for a trial is dropped
-    once the trial is exploited: it restarts from the clone and runs on.
+    Synchronous PBT pauses the first trials at a perturbation point, Tune saving each first.
+    A trial exploited while that save is in flight is stopped again; Tune drops the save but
+    keeps a STOP for when it resolves (Ray 2.60), which the trial's next save (its next
+    report) fires: terminated mid-run, with no error and no results. Here the decisions Tune
+    still holds for an exploited trial are dropped (tests/test_schedulers.py recreates it).
     """
 
     def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:

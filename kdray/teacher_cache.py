@@ -334,6 +334,7 @@ def prepare_outputs(
             fingerprint=fingerprint,
         )
 
-    precision = "bf16" if autocast else str(torch.get_default_dtype()).removeprefix("torch.")
+    precision = str(torch.get_default_dtype()).removeprefix("torch.")
+    precision = f"bf16-{precision}" if autocast else precision
     key = cache_key(model_fingerprint(path), fingerprint, "train", needs, precision)
     return load_or_compute(cache_dir, key, split, fingerprint, compute)

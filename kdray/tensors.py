@@ -50,5 +50,6 @@ def default_float(x: torch.Tensor) -> torch.Tensor:
     """`x` in torch's default floating dtype: float32 unless the caller set another. Losses,
     evaluation and the agents compute in it whatever the features came in (bf16 under autocast,
     float16 from the teacher cache); `torch.set_default_dtype(torch.float64)` runs a whole
-    trial in float64, which the golden-run tests use to pin behaviour on any CPU."""
+    trial in float64 (the regression scores aside, read as float32), which the golden-run
+    tests use to pin behaviour on any CPU."""
     return x.to(torch.get_default_dtype())

@@ -189,8 +189,6 @@ def test_a_small_change_is_caught(tiny_cfg: dict) -> None:
 def kernel_paths() -> list[dict[str, str]]:
     """Settings that change which float kernels this machine runs: each ATen CPU capability
     up to the machine's own (x86: default, avx2, avx512), and MKL's reproducible mode."""
-    import torch
-
     paths = [{"ATEN_CPU_CAPABILITY": "default"}]
     if platform.machine().lower() in ("x86_64", "amd64"):
         levels = ["DEFAULT", "AVX2", "AVX512"]

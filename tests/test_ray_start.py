@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -70,7 +71,7 @@ def test_an_address_that_does_not_answer_is_refused(
     assert "\n" not in message
 
 
-def test_sweep_with_an_unreachable_address_exits_2_within_30_s(tmp_path: Path) -> None:
+def test_sweep_with_an_unreachable_address_exits_2(tmp_path: Path) -> None:
     """The whole command, on a closed port (a listener that is not Ray: the next test)."""
     space = tmp_path / "ok.yaml"
     space.write_text(yaml.safe_dump({"search": {"trainer.seed": {"choice": [0, 1]}}}))
@@ -81,14 +82,22 @@ def test_a_listener_that_is_not_ray_is_refused_within_the_probe_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(ray_start, "PROBE_TIMEOUT_S", 4.0)  # 15 s by default
+    timeouts = []
+    run = subprocess.run
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        timeouts.append(kwargs.get("timeout"))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(ray_start.subprocess, "run", spy)
     with socket.socket() as foreign:
         foreign.bind(("127.0.0.1", 0))
         foreign.listen()
         t0 = time.monotonic()
         why = ray_start.why_not(f"127.0.0.1:{foreign.getsockname()[1]}")
     assert why is not None and "something answers there" in why
-    # the 4 s probe given up on, not the default 15 s (the rest: room for a busy machine)
-    assert time.monotonic() - t0 < 15
+    assert timeouts == [4.0]  # the probe is given up on after PROBE_TIMEOUT_S
+    assert time.monotonic() - t0 < 30  # not waited on for ever (room for a busy machine)
 
 
 def check_refused(space: Path, tmp_path: Path, address: str, why: str) -> None:

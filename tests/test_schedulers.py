@@ -8,16 +8,19 @@ from typing import Any
 
 import pytest
 
-#: How long the first trial's save at the perturbation point takes: the window in which the
-#: second trial's result completes the round.
-SAVE_S = 5.0
+
+def wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
 
 
-def paced_trainable(marker: Path) -> Any:
-    """A Tune Trainable whose two trials reach PBT's first perturbation point in a fixed
-    order: the weaker one (a=0) reports first and is paused; while Tune saves it (SAVE_S),
-    the stronger one (a=1) reports and completes the round, so the weaker one is exploited
-    during its save."""
+def paced_trainable(marks: Path) -> Any:
+    """A Tune Trainable whose two trials meet PBT's first perturbation point (iteration 2) in a
+    fixed order, whatever the machine's speed: the weaker one (a=0) reports first and is
+    paused; its save then waits until the stronger one (a=1) reported, completed the round and
+    was saved for cloning. So the weaker one is exploited while Tune still saves it."""
     from ray import tune
 
     class Trainable(tune.Trainable):
@@ -27,17 +30,17 @@ def paced_trainable(marker: Path) -> Any:
 
         def step(self) -> dict[str, Any]:
             self.it += 1
-            if self.it == 2 and self.a == 1:  # report once the weaker one's save is under way
-                deadline = time.monotonic() + 120
-                while not marker.exists() and time.monotonic() < deadline:
-                    time.sleep(0.05)
+            if self.it == 2 and self.a == 1:
+                wait_for(marks / "weaker-saving")
             return {"score": float(self.a * self.it), "done": self.it >= 4}
 
         def save_checkpoint(self, checkpoint_dir: str) -> None:
-            if self.it == 2 and self.a == 0 and not marker.exists():
-                marker.touch()
-                time.sleep(SAVE_S)
+            if self.it == 2 and self.a == 0 and not (marks / "weaker-saving").exists():
+                (marks / "weaker-saving").touch()
+                wait_for(marks / "stronger-saved")
             (Path(checkpoint_dir) / "it").write_text(str(self.it))
+            if self.it == 2 and self.a == 1:
+                (marks / "stronger-saved").touch()
 
         def load_checkpoint(self, checkpoint_dir: str) -> None:
             self.it = int((Path(checkpoint_dir) / "it").read_text())
@@ -61,7 +64,7 @@ def test_a_trial_exploited_while_it_saves_runs_to_its_end(tmp_path: Path, ray_tm
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         tuner = tune.Tuner(
-            paced_trainable(tmp_path / "saving"),
+            paced_trainable(tmp_path),
             param_space={"a": tune.grid_search([0, 1]), "b": 0},
             tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=scheduler),
             run_config=tune.RunConfig(
@@ -72,7 +75,7 @@ def test_a_trial_exploited_while_it_saves_runs_to_its_end(tmp_path: Path, ray_tm
         results = tuner.fit()
     finally:
         ray.shutdown()
-    assert (tmp_path / "saving").exists(), "the weaker trial was never saved at the round"
     assert not results.errors
     frame = results.get_dataframe()
-    assert sorted(frame["training_iteration"]) == [4, 4], frame[["training_iteration"]]
+    assert list(frame["config/a"]) == [1, 1], "the weaker trial was not exploited"
+    assert list(frame["training_iteration"]) == [4, 4], frame[["training_iteration"]]

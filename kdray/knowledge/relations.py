@@ -74,9 +74,8 @@ class AttentionRelation(Knowledge):
         key_mask = batch["attention_mask"].bool().unsqueeze(1)  # (B, 1, T)
         losses = []
         for n in self.layers:
-            r_s = self_similarity(
-                split_heads(default_float(student.attn_context[n]), a)
-            )  # (B, A, T, T)
+            o_s = default_float(student.attn_context[n])
+            r_s = self_similarity(split_heads(o_s, a))  # (B, A, T, T)
             o_t = default_float(teacher.attn_context[self.ctx.mapped(n)])
             r_t = self_similarity(split_heads(o_t, a))
             losses.append(row_kl(r_t, r_s, key_mask))
