@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -186,3 +187,19 @@ def ray_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
         (Path(d) / "ray").mkdir()
         yield Path(d)
+
+
+@contextlib.contextmanager
+def ray_in_this_process() -> Iterator[None]:
+    """Around a Ray started in the test process: shut it down after, and leave RAY_AUTH_MODE
+    as it was. A new local Ray turns token authentication on in this process's environment
+    (Ray's default since 2.5x), and later tests start clusters for subprocesses without it."""
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
+    try:
+        yield
+    finally:
+        import ray
+
+        ray.shutdown()
+        if auth_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)

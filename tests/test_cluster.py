@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,16 @@ def test_readme_job_submit_runs_on_a_token_protected_head(tiny_cfg: dict, tmp_pa
                                num_samples=1)  # fmt: skip
             storage = tmp_path / "results"
             client = {**env, "RAY_ADDRESS": f"http://127.0.0.1:{dashboard}"}
-            job = _ray("job", "submit", "--working-dir", ".", "--", "python", "-m", "kdray.sweep",
-                       "--space", str(space), "--storage", str(storage), env=client,
-                       timeout=900)  # fmt: skip
+            submit = ("job", "submit", "--working-dir", ".", "--", "python", "-m", "kdray.sweep",
+                      "--space", str(space), "--storage", str(storage))  # fmt: skip
+            job = _ray(*submit, env=client, timeout=900)
+            # a head that has just started may have no job agent yet ("try again later", Ray
+            # says; how long that takes depends on the machine): a refused submission made no
+            # job, so it is submitted again
+            deadline = time.monotonic() + 120
+            while "No available agent" in job.stdout + job.stderr and time.monotonic() < deadline:
+                time.sleep(2)
+                job = _ray(*submit, env=client, timeout=900)
             out = job.stdout + job.stderr
             assert job.returncode == 0 and "succeeded" in out, out[-4000:]
             assert "2 trials: 2 finished" in out  # the sweep's own summary, in the job's log

@@ -20,6 +20,7 @@ import yaml
 
 import kdray
 from kdray.errors import ConfigError
+from tests.conftest import ray_in_this_process
 
 SCRIPTS = ("kdray-sweep", "kdray-train", "kdray-analyze", "kdray-export")
 
@@ -154,7 +155,6 @@ def tracked_sweep(
 ) -> Iterator[tuple[Any, Path]]:
     """Two trials (ACKS and all) run through `kdray.run_sweep` with csv, tensorboard, MLflow
     (its default here: a local SQLite store in the sweep's folder) and W&B (offline)."""
-    import ray
 
     tmp = tmp_path_factory.mktemp("tracked")
     trial = tiny_trial(tiny_teacher, glue_dir, cache_dir, tmp / "unused")
@@ -174,15 +174,8 @@ def tracked_sweep(
         mp.delenv("RAY_ADDRESS", raising=False)
         mp.setenv("WANDB_SILENT", "true")
         (Path(ray_dir) / "ray").mkdir()
-        auth_mode = os.environ.get("RAY_AUTH_MODE")
-        try:
+        with ray_in_this_process():
             run = kdray.run_sweep(space, storage=str(tmp / "results"))
-        finally:
-            ray.shutdown()
-            # a new local Ray turns token authentication on in this process's environment
-            # (Ray's default since 2.5x); later tests start clusters for subprocesses without it
-            if auth_mode is None:
-                os.environ.pop("RAY_AUTH_MODE", None)
         yield run, tmp
 
 

@@ -23,6 +23,7 @@ from kdray.analysis import Sweep, describe_statuses, leaderboard, trial_status
 from kdray.errors import ConfigError
 from kdray.results import PHASE_LOG, RESULTS, TRIAL_RUN_DIR
 from kdray.search_space import SPEC_FILE, parse_sweep
+from tests.conftest import ray_in_this_process
 from tests.test_sweep import ENV, finished_trials, sweep_cli, tiny_space
 
 # --------------------------------------------------------------------------- trial status
@@ -297,9 +298,8 @@ def test_trial_that_crashes_is_retried_from_its_checkpoint(tiny_cfg: dict, tmp_p
     spec = load_sweep(str(path))
     marks = tmp_path / "marks"
     marks.mkdir()
-    auth_mode = os.environ.get("RAY_AUTH_MODE")
-    ray_start.start(ray_start.resolve("local"), num_cpus=2)
-    try:
+    with ray_in_this_process():
+        ray_start.start(ray_start.resolve("local"), num_cpus=2)
         teachers, shared = prepare_teachers(spec)
         trainable = tune.with_resources(
             tune.with_parameters(crash_after_first_checkpoint, spec=spec, marks=str(marks),
@@ -309,14 +309,6 @@ def test_trial_that_crashes_is_retried_from_its_checkpoint(tiny_cfg: dict, tmp_p
             trainable, param_space=spec.param_space(), tune_config=tune_config(spec, None),
             run_config=run_config(spec, "crash", str(tmp_path / "results"), verbose=0),
         ).fit()  # fmt: skip
-    finally:
-        import ray
-
-        ray.shutdown()
-        # a new local Ray turns token authentication on in this process's environment (Ray's
-        # default since 2.5x); later tests start clusters for subprocesses without it
-        if auth_mode is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
     assert results.num_errors == 0 and len(list(marks.iterdir())) == 1  # it crashed once
     for result in results:
         trial = Path(result.path)

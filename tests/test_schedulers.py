@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ray_in_this_process
+
 
 def wait_for(path: Path) -> None:
     deadline = time.monotonic() + 120
@@ -61,8 +63,8 @@ def test_a_trial_exploited_while_it_saves_runs_to_its_end(tmp_path: Path, ray_tm
         time_attr="training_iteration", perturbation_interval=2, synch=True,
         quantile_fraction=0.5, hyperparam_mutations={"b": [0, 1]},
     )  # fmt: skip
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
+    with ray_in_this_process():
+        ray.init(num_cpus=2, include_dashboard=False)
         tuner = tune.Tuner(
             paced_trainable(tmp_path),
             param_space={"a": tune.grid_search([0, 1]), "b": 0},
@@ -73,8 +75,6 @@ def test_a_trial_exploited_while_it_saves_runs_to_its_end(tmp_path: Path, ray_tm
             ),
         )  # fmt: skip
         results = tuner.fit()
-    finally:
-        ray.shutdown()
     assert not results.errors
     frame = results.get_dataframe()
     assert list(frame["config/a"]) == [1, 1], "the weaker trial was not exploited"
