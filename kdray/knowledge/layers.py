@@ -26,9 +26,8 @@ class _Projected(Knowledge):
 
     def projected(self, student: Features) -> list[torch.Tensor]:
         """H^S_n W_n for each layer, (B, T, d_T)."""
-        return [
-            w(default_float(student.hidden[n])) for w, n in zip(self.proj, self.layers, strict=True)
-        ]
+        hs = [default_float(student.hidden[n]) for n in self.layers]
+        return [w(h) for w, h in zip(self.proj, hs, strict=True)]
 
 
 @register
