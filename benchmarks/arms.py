@@ -17,18 +17,18 @@ from typing import Any
 import numpy as np
 from bench_common import print_table
 
-from kdray.build import pick_device
-from kdray.checks import check_trial
+from kdray.analysis.stats import paired_bootstrap, verdict
+from kdray.base.io import cache_root
+from kdray.base.results import RunResult
 from kdray.config import TrialConfig
-from kdray.data import TaskData, TokenizedSplit, load_task
-from kdray.io import cache_root
-from kdray.loop import predict
-from kdray.metrics import paired_bootstrap, verdict
-from kdray.models import load_classifier
-from kdray.recipes import merged
-from kdray.results import RunResult
-from kdray.teacher import resolve_teachers
-from kdray.trainer import run_trial
+from kdray.config.recipes import merged
+from kdray.data.dataset import TaskData, TokenizedSplit, load_task
+from kdray.models.classifier import load_classifier
+from kdray.models.device import pick_device
+from kdray.training.checks import check_trial
+from kdray.training.fine_tune import resolve_teachers
+from kdray.training.loop import predict
+from kdray.training.trainer import distil
 
 
 @dataclass
@@ -76,7 +76,7 @@ def run_arm(
     folders (None: this arm's own, resolved and cached)."""
     cfg = arm_config(raw, over, {"seed": seed, "save_student": True,
                                  "output_dir": str(work / f"{name}-s{seed}")})  # fmt: skip
-    result = run_trial(cfg, teacher_paths=paths or resolve_teachers(cfg, progress=True))
+    result = distil(cfg, teacher_paths=paths or resolve_teachers(cfg, progress=True))
     if result.status != "finished" or result.student_dir is None:
         raise SystemExit(f"{name} seed {seed}: run {result.status} at step {result.steps}")
     right = correctness(load_classifier(result.student_dir), dev, cfg)

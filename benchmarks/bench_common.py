@@ -57,7 +57,7 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
-        from kdray.io import atomic_write_text
+        from kdray.base.io import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(payload, indent=2) + "\n")
         print(f"wrote {path}")

@@ -1,4 +1,4 @@
-"""Student forward latency and throughput by attention-head count (issue 15, MLKD-BERT).
+"""Student forward latency and throughput by attention-head count (MLKD-BERT).
 
     python benchmarks/latency.py --out latency.json [--quick] [--threads N] [--device cuda]
 
@@ -32,9 +32,9 @@ from bench_common import machine, parser, print_table, quiet_hf, write_json
 from transformers import AutoConfig
 
 from kdray.config import DEFAULT_BACKBONE, StudentConfig
-from kdray.model_source import resolve_backbone
-from kdray.models import build_student
-from kdray.tasks import TASKS
+from kdray.data.tasks import TASKS
+from kdray.models.classifier import build_student
+from kdray.models.source import resolve_backbone
 
 HEADS = (12, 6, 4, 3, 2, 1)
 BATCHES = (1, 8, 32, 64)

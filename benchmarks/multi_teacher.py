@@ -1,14 +1,14 @@
-"""Multi-teacher distillation (issue 14): teacher policies on a pool of unequal teachers.
+"""Multi-teacher distillation: teacher policies on a pool of unequal teachers.
 
     python benchmarks/multi_teacher.py --data-dir ../shared/glue --out multi_teacher.json
     python benchmarks/multi_teacher.py --data-dir ../shared/glue --quick    # under 10 min
     python benchmarks/multi_teacher.py ... --seeds 3 --work runs/      # every arm 3 seeds
     python benchmarks/multi_teacher.py ... --arms single_T1 average rl_soft   # a subset
 
-What it measures. SST-2 (max length 64), one data carving for every run, so every student
-trains on the same examples and is scored on the same GLUE dev examples. A pool of four
-MiniLM teachers fine-tuned by kdray (`kdray.teacher.resolve_teachers`, cached after the first
-run) of deliberately unequal quality:
+What it measures. SST-2 (max length 64), one data carving for every run, so every student trains on
+the same examples and is scored on the same GLUE dev examples. A pool of four MiniLM teachers
+fine-tuned by kdray (`kdray.training.fine_tune.resolve_teachers`, cached after the first run) of
+deliberately unequal quality:
 
     T1  all 6 layers, the most steps and examples          (the strong teacher)
     T2  the first 3 layers only, same recipe as T1          (a weaker architecture)
@@ -91,18 +91,19 @@ from arms import (
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 from transformers import AutoTokenizer
 
-from kdray.build import pick_device, setup, shared_teacher_outputs
-from kdray.checks import check_trial
+from kdray.base.io import cache_root
+from kdray.base.results import RunResult, read_phase_log
 from kdray.config import TrialConfig
-from kdray.data import TaskData, load_task
-from kdray.io import cache_root
-from kdray.loop import evaluate
-from kdray.metrics import constant_score
-from kdray.models import load_classifier
-from kdray.results import RunResult, read_phase_log
-from kdray.tasks import TASKS
-from kdray.teacher import resolve_teachers
-from kdray.trainer import Run, run_trial
+from kdray.data.dataset import TaskData, load_task
+from kdray.data.metrics import constant_score
+from kdray.data.tasks import TASKS
+from kdray.models.classifier import load_classifier
+from kdray.models.device import pick_device
+from kdray.training.build import setup, shared_teacher_outputs
+from kdray.training.checks import check_trial
+from kdray.training.fine_tune import resolve_teachers
+from kdray.training.loop import evaluate
+from kdray.training.trainer import Run, distil
 
 TEACHERS = ["T1", "T2", "T3", "T4"]
 NEAR_CHANCE = "T4"
@@ -315,7 +316,7 @@ def run_benchmark(
         folder = str(work / f"{name}-s{seed}")
         cfg = arm_config(raw, ARMS[name], {"seed": seed, "save_student": keep,
                                            "output_dir": folder})  # fmt: skip
-        result = run_trial(cfg, teacher_outputs=shared, teacher_paths=paths)
+        result = distil(cfg, teacher_outputs=shared, teacher_paths=paths)
         if result.status != "finished":
             raise SystemExit(f"{name} seed {seed}: run {result.status} at step {result.steps}")
         d = done[name][seed] = Done(result, cfg, result.validation.get(spec.main_metric, math.nan))

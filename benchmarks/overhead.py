@@ -32,8 +32,8 @@ import torch
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
 from kdray.config import TrialConfig
-from kdray.model_source import resolve_backbone
-from kdray.trainer import Run, setup
+from kdray.models.source import resolve_backbone
+from kdray.training.trainer import Run, setup
 
 DISTIL = ["hard", "soft", "hidden", "relation"]
 

@@ -7,9 +7,9 @@ Per task (default SST-2, MRPC, RTE from the GLUE folder): the MiniLM teacher fin
 kdray (`kdray.teacher`, cached after the first run); a 2-layer `remap` student; knowledge
 hard+soft+hidden+relation; the same number of final-student steps for every method:
 
-    none              hard labels only (fine-tuning; issue 2's method a)
-    vanilla           (1 - α)·hard + α·soft, α = 0.5 (issue 2's method b)
-    all               every type at weight 1 (issue 2's method c)
+    none              hard labels only (fine-tuning)
+    vanilla           (1 - α)·hard + α·soft, α = 0.5
+    all               every type at weight 1
     random_soft       a_k ~ U[0, 1] per phase
     acks_online_soft  ACKS learning during the run (soft actions)
     acks_two_stage    ACKS: E stage-A episodes, then the final run with the frozen actor
@@ -46,15 +46,17 @@ import pandas as pd
 from arms import work_folder
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
-from kdray.build import shared_teacher_outputs
+from kdray.analysis.stats import paired_comparison
+from kdray.base.errors import ConfigError
+from kdray.base.results import PHASE_LOG, PREDICTIONS
 from kdray.config import TrialConfig
-from kdray.data import read_glue_tsv
-from kdray.errors import ConfigError
-from kdray.metrics import constant_score, paired_comparison
-from kdray.results import PHASE_LOG, PREDICTIONS
-from kdray.tasks import get_task
-from kdray.teacher import resolve_teachers, teacher_meta
-from kdray.trainer import run_trial, setup
+from kdray.data.glue import read_glue_tsv
+from kdray.data.metrics import constant_score
+from kdray.data.tasks import get_task
+from kdray.models.card import read_model_meta
+from kdray.training.build import shared_teacher_outputs
+from kdray.training.fine_tune import resolve_teachers
+from kdray.training.trainer import distil, setup
 
 TYPES = ["hard", "soft", "hidden", "relation"]
 METHODS: dict[str, dict[str, Any]] = {
@@ -191,7 +193,7 @@ def run_task(
     t0 = time.perf_counter()
     teachers = resolve_teachers(base, progress=True)
     teacher = teachers["teacher"]
-    meta = teacher_meta(teacher)
+    meta = read_model_meta(teacher)
     main_metric = meta["main_metric"]
     teacher_dev = meta["test"]["dev"][main_metric]
     shared = shared_teacher_outputs(base, teachers, progress=True)
@@ -213,7 +215,7 @@ def run_task(
                 **method_overrides(name),
                 **{"trainer.seed": seed, "trainer.output_dir": str(folder)},
             )
-            result = run_trial(cfg, teacher_outputs=shared, teacher_paths=teachers)
+            result = distil(cfg, teacher_outputs=shared, teacher_paths=teachers)
             preds[name][seed] = pd.read_parquet(folder / PREDICTIONS)
             scores.append(result.test_score)
             walls.append(result.wall_s)

@@ -1,4 +1,4 @@
-"""MLKD-BERT quality arms on SST-2 (issue 15): two-stage vs one-stage vs vanilla KD, and the
+"""MLKD-BERT quality arms on SST-2: two-stage vs one-stage vs vanilla KD, and the
 12 -> 3-head drop of MLKD against vanilla's.
 
     python benchmarks/recipes.py --data-dir ../shared/glue --out recipes.json [--quick] [--seeds 2]
@@ -32,11 +32,11 @@ from typing import Any
 from arms import Done, method_row, paired_contrast, prepare, print_arms, run_arm, work_folder
 from bench_common import machine, parser, quiet_hf, write_json
 
-from kdray.build import pick_device
-from kdray.loop import evaluate
-from kdray.metrics import constant_score
-from kdray.models import load_classifier
-from kdray.tasks import TASKS
+from kdray.data.metrics import constant_score
+from kdray.data.tasks import TASKS
+from kdray.models.classifier import load_classifier
+from kdray.models.device import pick_device
+from kdray.training.loop import evaluate
 
 #: Arm name -> config sections merged over the base.
 ARMS: dict[str, dict[str, Any]] = {

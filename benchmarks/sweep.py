@@ -28,7 +28,7 @@ examples; full: 100 steps, 6000). Trials run as the sweep runs them: Tune's reus
                              in a fresh cache, against the shared run: wall ratio
     per benchmark seed (--seeds): 12 configs (learning rate, temperature; selectors none,
     vanilla, all, acks three times each) under FIFO, ASHA (grace 1, --reduction-factor) and
-    ASHA with `selector_grace: {acks: 3}` (kdray.schedulers):
+    ASHA with `selector_grace: {acks: 3}` (kdray.search.tune_schedulers):
     asha_compute_fraction    student steps ASHA used / FIFO's (<= 0.35)
     asha_metric_gap          the final validation metric of the trial kdray picks (its
                              leaderboard's first: finished trials first, then by the final
@@ -63,9 +63,11 @@ from typing import Any
 import pandas as pd
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
-from kdray.schedulers import SelectorGraceASHA
-from kdray.search_space import SweepSpec, parse_sweep
-from kdray.sweep import build_scheduler, prepare_teachers, run_config, train_trial, tune_config
+from kdray.search.schedulers import create_scheduler
+from kdray.search.spec import SweepSpec
+from kdray.search.sweep_file import parse_sweep
+from kdray.search.tune_schedulers import SelectorGraceASHA
+from kdray.search.tuner import prepare_teachers, run_config, train_trial, tune_config
 
 TYPES = ["hard", "soft", "hidden", "relation"]
 SELECTORS = ["none", "vanilla", "all", "acks"]
@@ -163,7 +165,7 @@ def run(spec: SweepSpec, samples: list[dict[str, Any]], storage: str, name: str,
     tuner = tune.Tuner(
         trainable,
         param_space={"sample": tune.grid_search(samples)},
-        tune_config=tune_config(spec, None, scheduler or build_scheduler(spec)),
+        tune_config=tune_config(spec, None, scheduler or create_scheduler(spec)),
         run_config=run_config(
             spec, name, storage, verbose=0, failure_config=tune.FailureConfig(max_failures=0)
         ),
@@ -297,7 +299,7 @@ def main() -> None:
     steps, examples = (50, 3000) if args.quick else (100, 6000)
     slots, rf = args.slots, args.reduction_factor
 
-    from kdray import ray_start
+    from kdray.search import ray_start
 
     # a fresh local Ray of `slots` CPUs, whatever else runs on this machine
     ray_start.start(ray_start.resolve("local"), num_cpus=slots, log_to_driver=False)

@@ -1,4 +1,4 @@
-"""Distillation from a weak teacher (issue 15, DWT): does a smaller, weaker teacher help a
+"""Distillation from a weak teacher (DWT): does a smaller, weaker teacher help a
 larger student trained from random init, and how does that depend on how weak it is?
 
     python benchmarks/weak_teacher.py --data-dir ../shared/glue --out weak_teacher.json
@@ -54,10 +54,10 @@ from arms import method_row, paired_contrast, prepare, print_arms, run_arm, work
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
 from kdray.config import TrialConfig
-from kdray.metrics import constant_score
-from kdray.tasks import TASKS
-from kdray.teacher import resolve_teachers
-from kdray.teacher_gate import teacher_validation
+from kdray.data.metrics import constant_score
+from kdray.data.tasks import TASKS
+from kdray.training.fine_tune import resolve_teachers
+from kdray.training.teacher_gate import teacher_validation
 
 #: Teacher fine-tune steps tried (1 layer of the backbone, batch 32, learning rate 1e-3). On
 #: SST-2 (8000 examples) the teacher predicts the majority class up to 80 steps (validation

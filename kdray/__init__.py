@@ -2,6 +2,8 @@
 
 from typing import TYPE_CHECKING
 
+from kdray.base.errors import ConfigError, DataError, KdrayError
+from kdray.base.lazy import lazy_exports
 from kdray.config import (
     DataConfig,
     KnowledgeConfig,
@@ -11,11 +13,10 @@ from kdray.config import (
     TrainerConfig,
     TrialConfig,
 )
-from kdray.errors import ConfigError, DataError, KdrayError
 
 if TYPE_CHECKING:
     from kdray.api import SweepRun, run_sweep, run_trial
-    from kdray.checks import check_trial
+    from kdray.training.checks import check_trial
 
 __version__ = "0.1.0"
 
@@ -39,17 +40,7 @@ __all__ = [
 
 #: Names imported on first use: they load the registries (torch), which `import kdray`
 #: (configs, tasks) does not need.
-_LAZY = {
-    "check_trial": "kdray.checks",
-    "run_sweep": "kdray.api",
-    "run_trial": "kdray.api",
-    "SweepRun": "kdray.api",
-}
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kdray' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {
+    "kdray.api": ("SweepRun", "run_sweep", "run_trial"),
+    "kdray.training.checks": ("check_trial",),
+})  # fmt: skip

@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdray.checks import Overrides, override_pairs, trial_config
+from kdray.base.errors import ConfigError
 from kdray.config import TrialConfig, set_path
-from kdray.errors import ConfigError
+from kdray.training.checks import Overrides, override_pairs, trial_config
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from kdray.analysis import Sweep
-    from kdray.results import RunResult
-    from kdray.search_space import SweepSpec
+    from kdray.base.results import RunResult
+    from kdray.search.spec import SweepSpec
 
 
 def run_trial(
@@ -47,13 +47,13 @@ def run_trial(
     """One distillation run, without Ray: the teachers are fine-tuned (or taken from the
     cache) first, then the student is trained in `trainer.output_dir` (resumed when that
     folder holds a checkpoint of the same config). Returns the run's `RunResult`."""
-    from kdray.checkpoint import check_output_dir
-    from kdray.teacher import resolve_teachers
-    from kdray.trainer import run_trial as train
+    from kdray.training.checkpoint import check_output_dir
+    from kdray.training.fine_tune import resolve_teachers
+    from kdray.training.trainer import distil
 
     cfg = trial_config(config, overrides, data_dir)
     check_output_dir(cfg)  # before any teacher is fine-tuned
-    return train(cfg, progress=progress, teacher_paths=resolve_teachers(cfg, progress=progress))
+    return distil(cfg, progress=progress, teacher_paths=resolve_teachers(cfg, progress=progress))
 
 
 @dataclass
@@ -114,19 +114,20 @@ def run_sweep(
     sweep from its folder instead. Everything is checked before Ray starts. With `report`,
     prints the summary and writes the analysis report (`<experiment>/analysis/`), as the
     command line does."""
-    import kdray.ray_start as ray_start
-    import kdray.tracking as tracking
-    import kdray.tuning as tuning
-    from kdray.search_space import (
-        SweepSpec,
+    import kdray.search.ray_start as ray_start
+    import kdray.search.tracking as tracking
+    import kdray.search.tuner as tuning
+    from kdray.search.folder import (
         claim_name,
         load_saved_spec,
-        load_sweep,
-        parse_sweep,
         release_claim,
         storage_path,
         sweep_folder,
     )
+    from kdray.search.schedulers import create_scheduler
+    from kdray.search.searchers import create_searcher
+    from kdray.search.spec import SweepSpec
+    from kdray.search.sweep_file import load_spec, parse_sweep
 
     if space is None and not resume:
         raise ConfigError(
@@ -151,7 +152,7 @@ def run_sweep(
     elif isinstance(space, Mapping):
         spec = parse_sweep(_with(dict(space), pairs), "sweep")
     elif space is not None:
-        spec = load_sweep(space, pairs)
+        spec = load_spec(space, pairs)
     else:
         spec = load_saved_spec(str(folder))
     spec = spec.absolute()
@@ -162,7 +163,7 @@ def run_sweep(
         tuning.check_data(spec)
         search_alg = scheduler = None
         if not folder:  # what Tune would refuse later, refused before Ray and the teacher
-            search_alg, scheduler = tuning.build_searcher(spec), tuning.build_scheduler(spec)
+            search_alg, scheduler = create_searcher(spec), create_scheduler(spec)
         target = ray_start.resolve(address)  # a cluster that does not answer: refused now
         if target.local:  # a local Ray gets this machine's resources
             check = [ray_start.local_resources()]
@@ -181,7 +182,7 @@ def run_sweep(
     run = SweepRun(results=results, path=results.experiment_path)
     if report:
         from kdray.analysis import print_summary
-        from kdray.analyze import end_of_sweep
+        from kdray.analysis.report import end_of_sweep
 
         print_summary(run.path)
         end_of_sweep(run.path)  # the report: which knowledge helped when

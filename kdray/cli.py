@@ -8,10 +8,11 @@ import os
 import sys
 from collections.abc import Callable
 
-from kdray.errors import KdrayError
+from kdray.base.errors import KdrayError
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
+    """The options every trial command line takes: --config, --data-dir and --set."""
     parser.add_argument("--config", help="YAML trial config (sections data, teacher, ...)")
     parser.add_argument(
         "--data-dir",

@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 
 from kdray.analysis import best_trial, load_sweep, student_path
-from kdray.errors import ConfigError, KdrayError
-from kdray.io import atomic_dir, storage_fs
+from kdray.base.errors import ConfigError, KdrayError
+from kdray.base.io import atomic_dir, is_uri, storage_fs
 
 
 def export_best(sweep_dir: str, out: str | Path) -> tuple[str, Path]:
@@ -40,7 +40,7 @@ def export_best(sweep_dir: str, out: str | Path) -> tuple[str, Path]:
         )
     fs, root = storage_fs(source)
     with atomic_dir(out) as tmp:
-        if "://" in source:  # a storage URI: through pyarrow's filesystem
+        if is_uri(source):  # a storage URI: through pyarrow's filesystem
             import pyarrow.fs
 
             pyarrow.fs.copy_files(root, str(tmp), source_filesystem=fs)
@@ -50,6 +50,7 @@ def export_best(sweep_dir: str, out: str | Path) -> tuple[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m kdray.export", description=__doc__.split("\n")[0])
     p.add_argument("path", metavar="SWEEP_DIR", help="a sweep folder STORAGE/NAME (or its URI)")
     p.add_argument("--best", metavar="OUT_DIR", required=True,

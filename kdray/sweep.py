@@ -5,8 +5,8 @@ resumable.
     python -m kdray.sweep --resume ~/kdray_results/quickstart      # after an interruption
 
 A thin wrapper over `kdray.run_sweep` (kdray.api): the sweep file is validated completely
-before Ray starts (kdray.search_space), the teacher is prepared once and the trials run on Ray
-Tune (kdray.tuning). The sweep file is saved beside the results (`kdray_sweep.yaml`), so
+before Ray starts (kdray.search.spec), the teacher is prepared once and the trials run on Ray
+Tune (kdray.search.tuner). The sweep file is saved beside the results (`kdray_sweep.yaml`), so
 `--resume DIR` needs nothing else. Run it on a cluster with
 `ray submit cluster.yaml kdray/sweep.py -- --space ...` or `ray job submit` (see the README).
 """
@@ -18,21 +18,9 @@ import argparse
 from kdray.api import run_sweep
 from kdray.cli import add_set, run_cli
 
-# Re-exported: the pieces scripts and benchmarks build their own Tune runs from.
-from kdray.tuning import (  # noqa: F401
-    ROLES,
-    TuneReporter,
-    build_scheduler,
-    build_searcher,
-    check_resources,
-    prepare_teachers,
-    run_config,
-    train_trial,
-    tune_config,
-)
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments."""
     parser = argparse.ArgumentParser(
         prog="python -m kdray.sweep",
         description="Search distillation policies and hyperparameters with Ray Tune. The sweep "
@@ -72,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
     args = parse_args(argv)
     run_sweep(args.space, data_dir=args.data_dir, storage=args.storage, name=args.name,
               overrides=args.overrides, address=args.address, resume=args.resume,

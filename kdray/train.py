@@ -13,6 +13,7 @@ from kdray.cli import add_common, run_cli
 
 
 def main() -> int:
+    """The command line; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m kdray.train",
         description="Distil a teacher into a student on one GLUE task (one trial).",

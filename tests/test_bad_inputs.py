@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
-from kdray.checks import check_trial
+from kdray.base.errors import ConfigError
 from kdray.config import TrialConfig
-from kdray.errors import ConfigError
-from kdray.search_space import parse_sweep
-from kdray.tasks import TASKS
-from kdray.teacher import resolve_teachers
-from kdray.teachers import preflight
-from kdray.trainer import run_trial
+from kdray.data.tasks import TASKS
+from kdray.search.sweep_file import parse_sweep
+from kdray.teachers.pool import preflight
+from kdray.training.checks import check_trial
+from kdray.training.fine_tune import resolve_teachers
+from kdray.training.trainer import distil
 
 #: The tiny teacher's max_position_embeddings (tests/conftest.py).
 TINY_POSITIONS = 128
@@ -99,7 +99,7 @@ def test_max_length_over_the_teacher_positions_is_refused_before_any_work(
     for needle in ("'data.max_length' is 200", tiny_teacher, "student", "data.max_length <= 128"):
         assert needle in message
     with pytest.raises(ConfigError, match=r"data\.max_length <= 128"):
-        run_trial(TrialConfig.from_dict(fresh))
+        distil(TrialConfig.from_dict(fresh))
     # preflight holds it too, for a model that no config check could read offline
     with pytest.raises(ConfigError, match=r"data\.max_length <= 128"):
         preflight(TrialConfig.from_dict(fresh), TASKS["sst2"])
@@ -141,7 +141,7 @@ def test_max_length_over_a_pretrained_student_is_refused(fresh: dict, tiny_teach
     fresh["student"] = {"init": "pretrained", "num_layers": 2}
     fresh["knowledge"] = {"types": ["hard"]}
     with pytest.raises(ConfigError) as err:
-        run_trial(TrialConfig.from_dict(fresh))
+        distil(TrialConfig.from_dict(fresh))
     assert "the student (init: pretrained" in str(err.value)
     assert "data.max_length <= 128" in str(err.value)
     untouched(fresh)

@@ -1,8 +1,9 @@
 """Layers without circles: kdray's import graph, read from the source with `ast`.
 
 Every import counts: at module level, inside functions, under `if TYPE_CHECKING:`, absolute
-and relative. The graph must have no cycle; only the command-line modules may import the CLI
-plumbing (`kdray.cli`); the bottom layer imports nothing above it; the task table and the
+and relative. The graph must have no cycle, between modules or between packages; each package
+imports only the packages `LAYERS` allows it; only the command-line modules may import the CLI
+plumbing (`kdray.cli`) and no library module imports a command line; the task table and the
 config import no torch, pandas or numpy.
 """
 
@@ -18,7 +19,8 @@ import kdray
 
 ROOT = Path(kdray.__file__).resolve().parent
 
-#: The command lines: the only modules that may import kdray.cli (in their main paths).
+#: The command lines: the only modules that may import kdray.cli (in their main paths), and
+#: modules no library module imports.
 CLI_MODULES = {
     "kdray.cli",
     "kdray.train",
@@ -27,26 +29,46 @@ CLI_MODULES = {
     "kdray.teacher",
     "kdray.export",
 }
-#: The bottom layer: plain data and files. Each imports only modules of this set.
-FOUNDATION = {
-    "kdray.errors",
-    "kdray.tasks",
-    "kdray.config",
-    "kdray.yamlio",
-    "kdray.recipes",
-    "kdray.results",
-    "kdray.io",
-    "kdray.tensors",
-    "kdray.strict",
-}
+#: The layers: package -> the packages its modules may import, bottom up (README, "Layers").
+#: The top-level modules (the command lines, `kdray.api`, `kdray` itself) may import any.
+LAYERS: dict[str, set[str]] = {
+    "base": set(),
+    "config": {"base"},
+    "data": {"base", "config"},
+    "models": {"base", "config", "data"},
+    "knowledge": {"base", "config", "data", "models"},
+    "selector": {"base", "config"},
+    "teacher_policy": {"base", "config", "models", "selector"},
+    "teachers": {"base", "config", "data", "models", "knowledge"},
+    "training": {"base", "config", "data", "models", "knowledge", "selector", "teacher_policy",
+                 "teachers"},
+    "search": {"base", "config", "data", "models", "knowledge", "selector", "teacher_policy",
+               "teachers", "training"},
+    "analysis": {"base", "config", "data", "selector", "search"},
+}  # fmt: skip
 #: Imported by checks and sweep files: no torch, pandas or numpy (directly or through kdray).
-LIGHT = ("kdray.tasks", "kdray.config")
+LIGHT = ("kdray.data.tasks", "kdray.config")
 HEAVY = ("torch", "pandas", "numpy")
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package(module: str) -> str:
+    """The layer a module belongs to: its package under kdray/, or "kdray" for the top-level
+    modules."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and (ROOT / parts[1]).is_dir() else "kdray"
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Package -> the other packages its modules import."""
+    out: dict[str, set[str]] = {}
+    for module, deps in graph().items():
+        out.setdefault(package(module), set()).update(package(d) for d in deps)
+    return {p: deps - {p} for p, deps in out.items()}
 
 
 @cache
@@ -143,8 +165,14 @@ def test_the_walker_sees_every_kind_of_import() -> None:
     assert {"kdray.knowledge.layers", "kdray.knowledge.base", "kdray.config"} <= internal
     assert "torch" in external
     assert "kdray.cli" in imports("kdray.sweep")[0]  # inside `if __name__ == "__main__"`
+    assert "kdray.training.build" in imports("kdray.training.state")[0]  # under TYPE_CHECKING
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {package(m) for m in modules()} - {"kdray"}
+    assert packages == set(LAYERS), f"add {sorted(packages - set(LAYERS))} to LAYERS"
 
 
 def test_no_import_cycles() -> None:
@@ -152,24 +180,42 @@ def test_no_import_cycles() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def test_no_cycles_between_packages() -> None:
+    cycle = find_cycle(package_graph())
+    assert cycle is None, "package cycle: " + " -> ".join(cycle or [])
+
+
+def test_each_package_imports_only_the_layers_below_it() -> None:
+    for module, deps in sorted(graph().items()):
+        layer = package(module)
+        if layer == "kdray":
+            continue
+        above = sorted(d for d in deps if package(d) not in LAYERS[layer] | {layer})
+        assert not above, (
+            f"{module} imports {', '.join(above)}; kdray.{layer} may import only "
+            f"{', '.join(sorted(LAYERS[layer])) or 'nothing else of kdray'}"
+        )
+
+
 def test_only_the_command_lines_import_the_cli_plumbing() -> None:
     offenders = sorted(m for m, deps in graph().items() if "kdray.cli" in deps)
     assert set(offenders) <= CLI_MODULES, (
         f"{', '.join(sorted(set(offenders) - CLI_MODULES))} import kdray.cli; read YAML "
-        f"through kdray.yamlio and check configs through kdray.checks"
+        f"through kdray.base.yamlio and check configs through kdray.training.checks"
     )
 
 
-def test_the_foundation_imports_nothing_above_it() -> None:
-    for module in sorted(FOUNDATION & set(modules())):
-        above = imports(module)[0] - FOUNDATION
-        assert not above, f"{module} imports {', '.join(sorted(above))}, above its layer"
+def test_no_library_module_imports_a_command_line() -> None:
+    for module, deps in sorted(graph().items()):
+        if module not in CLI_MODULES:
+            bad = sorted(deps & (CLI_MODULES - {"kdray.cli"}))
+            assert not bad, f"{module} imports the command line {', '.join(bad)}"
 
 
 def test_analysis_reads_runs_without_the_sweep_or_the_trainer() -> None:
-    for reader in ("kdray.analysis", "kdray.compare"):
-        bad = closure(reader) & {"kdray.sweep", "kdray.trainer", "kdray.cli"}
-        assert not bad, f"{reader} imports {', '.join(sorted(bad))}"
+    bad = closure("kdray.analysis") & {"kdray.sweep", "kdray.training.trainer",
+                                       "kdray.search.tuner", "kdray.cli"}  # fmt: skip
+    assert not bad, f"kdray.analysis imports {', '.join(sorted(bad))}"
 
 
 def test_tasks_and_config_are_light() -> None:

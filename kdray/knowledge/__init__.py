@@ -1,6 +1,6 @@
-"""The knowledge registry: every kind of teacher knowledge kdray can transfer (methods.md §1).
+"""The knowledge registry: every kind of teacher knowledge kdray can transfer (docs/methods.md §1).
 
->>> sorted(REGISTRY)  # doctest: +NORMALIZE_WHITESPACE
+>>> sorted(KNOWLEDGE_TYPES)  # doctest: +NORMALIZE_WHITESPACE
 ['attention', 'attention_relation', 'contrastive', 'embedding_relation', 'hard', 'hidden',
  'relation', 'sample_relation', 'soft']
 """
@@ -11,16 +11,45 @@ import logging
 
 from torch import nn
 
+from kdray.base.errors import ConfigError, unknown
 from kdray.config import KnowledgeConfig, StudentConfig
-from kdray.errors import ConfigError, unknown
-from kdray.features import Needs, Shape
-from kdray.knowledge import layers, logits, relations  # noqa: F401  (fill the registry)
-from kdray.knowledge.base import REGISTRY, Knowledge, KnowledgeContext
-from kdray.tasks import TaskSpec
+from kdray.data.tasks import TaskSpec
+from kdray.knowledge.base import Knowledge, KnowledgeContext
+from kdray.knowledge.layers import Attention, Hidden, Relation
+from kdray.knowledge.logits import Hard, Soft
+from kdray.knowledge.relations import (
+    AttentionRelation,
+    Contrastive,
+    EmbeddingRelation,
+    SampleRelation,
+)
+from kdray.models.features import Needs, Shape
 
-__all__ = ["REGISTRY", "Knowledge", "KnowledgeContext", "build_knowledge", "validate_knowledge"]
+__all__ = [
+    "KNOWLEDGE_TYPES",
+    "Knowledge",
+    "KnowledgeContext",
+    "build_knowledge",
+    "validate_knowledge",
+]
 
 log = logging.getLogger(__name__)
+
+#: `knowledge.types` name -> its class (each class carries its `name`).
+KNOWLEDGE_TYPES: dict[str, type[Knowledge]] = {
+    c.name: c
+    for c in (
+        Hidden,
+        Relation,
+        Attention,
+        Hard,
+        Soft,
+        EmbeddingRelation,
+        AttentionRelation,
+        SampleRelation,
+        Contrastive,
+    )
+}
 
 
 def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentConfig) -> None:
@@ -28,8 +57,8 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
     if not cfg.types:
         raise ConfigError("'knowledge.types' is empty; choose at least one of " + _names())
     for name in cfg.types:
-        if name not in REGISTRY:
-            raise unknown("knowledge type", name, REGISTRY, "knowledge.types")
+        if name not in KNOWLEDGE_TYPES:
+            raise unknown("knowledge type", name, KNOWLEDGE_TYPES, "knowledge.types")
     dupes = sorted({n for n in cfg.types if cfg.types.count(n) > 1})
     if dupes:
         raise ConfigError(f"'knowledge.types' lists {', '.join(dupes)} more than once")
@@ -66,7 +95,7 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
             "would be trained. Give at least one a positive weight"
         )
     if not active_types(cfg, spec.is_regression, quiet=True):
-        labelled = [n for n in cfg.types if REGISTRY[n].needs_labels]
+        labelled = [n for n in cfg.types if KNOWLEDGE_TYPES[n].needs_labels]
         raise ConfigError(
             f"{', '.join(repr(n) for n in labelled)} {'needs' if len(labelled) == 1 else 'need'} "
             f"class labels and {spec.name} is a regression task; add another knowledge type "
@@ -77,10 +106,10 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
             "'student.init: pretrained' fine-tunes the backbone itself, with no "
             "teacher; use knowledge.types: [hard], or init remap / random to distil"
         )
-    for cls in REGISTRY.values():  # each type owns its knobs; checked whatever is chosen
+    for cls in KNOWLEDGE_TYPES.values():  # each type owns its knobs; checked whatever is chosen
         cls.check_options(cfg)
     if student.architecture != "bert":
-        bad = [n for n in cfg.types if REGISTRY[n].reads_attention]
+        bad = [n for n in cfg.types if KNOWLEDGE_TYPES[n].reads_attention]
         if bad:
             raise ConfigError(
                 f"knowledge {', '.join(bad)} reads attention internals, which kdray captures "
@@ -90,7 +119,9 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
 
 def check_shapes(cfg: KnowledgeConfig, student: Shape, teacher: Shape) -> None:
     """Checks that need the two models' shapes (read from configs, before any weights)."""
-    per_head = [n for n in cfg.types if n in REGISTRY and REGISTRY[n].needs_equal_heads]
+    per_head = [
+        n for n in cfg.types if n in KNOWLEDGE_TYPES and KNOWLEDGE_TYPES[n].needs_equal_heads
+    ]
     if per_head and student.heads != teacher.heads:
         raise ConfigError(
             f"knowledge '{per_head[0]}' compares attention maps head by head, but the student "
@@ -99,7 +130,7 @@ def check_shapes(cfg: KnowledgeConfig, student: Shape, teacher: Shape) -> None:
             f"{teacher.heads}"
         )
     if teacher.architecture != "bert" or student.architecture != "bert":
-        bad = [n for n in cfg.types if n in REGISTRY and REGISTRY[n].reads_attention]
+        bad = [n for n in cfg.types if n in KNOWLEDGE_TYPES and KNOWLEDGE_TYPES[n].reads_attention]
         if bad:
             raise ConfigError(
                 f"knowledge {', '.join(bad)} reads attention internals, which kdray captures "
@@ -119,7 +150,7 @@ def active_types(cfg: KnowledgeConfig, is_regression: bool, quiet: bool = False)
     e.g. contrastive, on regression)."""
     if not is_regression:
         return cfg.types
-    skipped = [n for n in cfg.types if n in REGISTRY and REGISTRY[n].needs_labels]
+    skipped = [n for n in cfg.types if n in KNOWLEDGE_TYPES and KNOWLEDGE_TYPES[n].needs_labels]
     if not quiet:
         for n in skipped:
             log.warning("knowledge '%s' needs class labels; skipped for regression", n)
@@ -129,7 +160,7 @@ def active_types(cfg: KnowledgeConfig, is_regression: bool, quiet: bool = False)
 def build_knowledge(ctx: KnowledgeContext) -> nn.ModuleDict:
     """One module per active knowledge type, in config order."""
     return nn.ModuleDict(
-        {name: REGISTRY[name](ctx) for name in active_types(ctx.cfg, ctx.is_regression)}
+        {name: KNOWLEDGE_TYPES[name](ctx) for name in active_types(ctx.cfg, ctx.is_regression)}
     )
 
 
@@ -143,4 +174,4 @@ def needs_of(modules: nn.ModuleDict) -> tuple[Needs, Needs]:
 
 
 def _names() -> str:
-    return ", ".join(sorted(REGISTRY))
+    return ", ".join(sorted(KNOWLEDGE_TYPES))

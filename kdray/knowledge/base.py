@@ -12,13 +12,13 @@ cache stores, only those. Teacher features arrive detached; padding never enters
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from kdray.config import KnowledgeConfig
-from kdray.features import Features, Needs, Shape
+from kdray.models.features import Features, Needs, Shape
 
 
 @dataclass(frozen=True)
@@ -121,16 +121,5 @@ class Knowledge(nn.Module):
 
 
 def projection(d_in: int, d_out: int) -> nn.Module:
-    """W_n of methods.md: learned when widths differ, identity otherwise."""
+    """W_n of docs/methods.md: learned when widths differ, identity otherwise."""
     return nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out, bias=False)
-
-
-K = TypeVar("K", bound=type[Knowledge])
-
-#: name -> class, filled by @register.
-REGISTRY: dict[str, type[Knowledge]] = {}
-
-
-def register(cls: K) -> K:
-    REGISTRY[cls.name] = cls
-    return cls

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdray.features import Features, Needs
-from kdray.knowledge.base import ExampleLoss, Knowledge, KnowledgeContext, projection, register
+from kdray.base.tensors import default_float
+from kdray.knowledge.base import ExampleLoss, Knowledge, KnowledgeContext, projection
 from kdray.knowledge.masked import masked_mse
-from kdray.tensors import default_float
+from kdray.models.features import Features, Needs
 
 
 class _Projected(Knowledge):
@@ -30,7 +30,6 @@ class _Projected(Knowledge):
         return [w(h) for w, h in zip(self.proj, hs, strict=True)]
 
 
-@register
 class Hidden(_Projected):
     """`hidden` (FeaK): Σ_n MSE(H^S_n W_n, H^T_{g(n)}) over non-padding tokens.
 
@@ -38,7 +37,7 @@ class Hidden(_Projected):
     mass = its tokens × d_T (the batch loss is the mean over every token of the batch).
 
     H_0 (embeddings) is included unless `knowledge.hidden_include_embeddings` is false.
-    Source: TinyBERT (Jiao et al. 2020); methods.md §1.
+    Source: TinyBERT (Jiao et al. 2020); docs/methods.md §1.
     """
 
     name = "hidden"
@@ -89,13 +88,12 @@ def gram_mse_chain(
     return total
 
 
-@register
 class Relation(_Projected):
     """`relation` (RelK, FSP/Gram): Σ over consecutive layer pairs (n, n+1) of
     MSE(G_S(n, n+1), G_T(g(n), g(n+1))), student states projected to the teacher width.
     Per example: its Gram matrices' MSE summed over pairs (mass 1: one value per example).
 
-    Source: FSP (Yim et al. 2017) as used by Wang et al. 2022; methods.md §1.
+    Source: FSP (Yim et al. 2017) as used by Wang et al. 2022; docs/methods.md §1.
     """
 
     name = "relation"
@@ -110,7 +108,6 @@ class Relation(_Projected):
         return ExampleLoss(gram_mse_chain(hs, ht, mask))
 
 
-@register
 class Attention(Knowledge):
     """`attention` (TinyBERT): Σ_n MSE(A^S_n, A^T_{g(n)}) over valid (query, key) pairs.
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdray.base.errors import ConfigError
+from kdray.base.tensors import default_float
 from kdray.config import KnowledgeConfig
-from kdray.errors import ConfigError
-from kdray.features import Features
-from kdray.knowledge.base import ExampleLoss, Knowledge, register
-from kdray.tensors import default_float
+from kdray.knowledge.base import ExampleLoss, Knowledge
+from kdray.models.features import Features
 
 
-@register
 class Hard(Knowledge):
     """`hard` (FinK): CE(y, z_S) per example; squared error on the output for regression.
     Reads no teacher output."""
@@ -30,12 +29,11 @@ class Hard(Knowledge):
         return ExampleLoss(F.cross_entropy(z, batch["labels"], reduction="none"))  # (B,)
 
 
-@register
 class Soft(Knowledge):
     """`soft` (ResK): τ²·KL(softmax(z_T/τ) ‖ softmax(z_S/τ)) per example.
 
     Regression: squared error between the two outputs (mean over output units) per example.
-    Source: Hinton et al. 2015; methods.md §1.
+    Source: Hinton et al. 2015; docs/methods.md §1.
     """
 
     name = "soft"

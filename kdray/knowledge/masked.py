@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdray.base.tensors import default_float
 from kdray.knowledge.base import ExampleLoss
-from kdray.tensors import default_float
 
 NEG = -1e9  # a finite -inf: masked logits vanish in softmax without producing NaN
 

@@ -7,12 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from kdray.base.errors import ConfigError
+from kdray.base.tensors import default_float
 from kdray.config import KnowledgeConfig
-from kdray.errors import ConfigError
-from kdray.features import Features, Needs
-from kdray.knowledge.base import ExampleLoss, Knowledge, KnowledgeContext, projection, register
+from kdray.knowledge.base import ExampleLoss, Knowledge, KnowledgeContext, projection
 from kdray.knowledge.masked import row_kl
-from kdray.tensors import default_float
+from kdray.models.features import Features, Needs
 
 
 def self_similarity(x: torch.Tensor) -> torch.Tensor:
@@ -20,7 +20,6 @@ def self_similarity(x: torch.Tensor) -> torch.Tensor:
     return x @ x.transpose(-1, -2) / math.sqrt(x.shape[-1])
 
 
-@register
 class EmbeddingRelation(Knowledge):
     """`embedding_relation` (L_EMB): row-wise KL(softmax(E_T E_Tᵀ/√d_T) ‖ softmax(E_S E_Sᵀ/√d_S))
     over the non-padding tokens of each example, E the embedding-layer output. Per example:
@@ -49,7 +48,6 @@ def split_heads(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, t, groups, d // groups).transpose(1, 2)
 
 
-@register
 class AttentionRelation(Knowledge):
     """`attention_relation` (L_MHA): for each mapped layer, the attention context vectors (the
     self-attention output before its output projection) are split into A_S groups along the
@@ -96,7 +94,6 @@ class _LastCls(Knowledge):
         self.teacher_needs = Needs(hidden=frozenset({ctx.teacher.layers}))
 
 
-@register
 class SampleRelation(_LastCls):
     """`sample_relation` (L_SS): KL(softmax(C_T C_Tᵀ/√d_T) ‖ softmax(C_S C_Sᵀ/√d_S)) over the
     rows of the batch, C the last layer's [CLS] vectors. Per example: the KL of its own row
@@ -113,7 +110,6 @@ class SampleRelation(_LastCls):
         return row_kl(self_similarity(c_t), self_similarity(c_s))
 
 
-@register
 class Contrastive(_LastCls):
     """`contrastive` (L_SC): supervised InfoNCE over the 2B student and teacher [CLS] vectors
     (student projected to the teacher width when widths differ), L2-normalised, temperature t

@@ -1,9 +1,9 @@
-"""Selectors: name -> class table, validation and construction (methods.md §2)."""
+"""Selectors: name -> class table, validation and construction (docs/methods.md §2)."""
 
 from __future__ import annotations
 
+from kdray.base.errors import unknown
 from kdray.config import KnowledgeConfig, SelectorConfig
-from kdray.errors import unknown
 from kdray.selector.actor_critic import ACKSSelector
 from kdray.selector.base import MIN_REWARD_EXAMPLES, PhaseOutcome, PhaseState, Selector
 from kdray.selector.baselines import (
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 SELECTORS: dict[str, type[Selector]] = {
-    cls.kind: cls
+    cls.name: cls
     for cls in (
         AllSelector,
         NoneSelector,
@@ -53,7 +53,7 @@ def measures_reward(cfg: SelectorConfig) -> bool:
 def validate_selector(cfg: SelectorConfig, knowledge: KnowledgeConfig) -> None:
     """Every selector check that needs no data or model: the kind, then its class's checks
     (`Selector.validate`). A schedule file must have been read into selector.schedule
-    (`kdray.checks.resolve_schedule`)."""
+    (`kdray.training.checks.read_schedule_file`)."""
     if cfg.kind not in SELECTORS:
         raise unknown("selector kind", cfg.kind, SELECTORS, "selector.kind")
     for cls in SELECTORS.values():  # each class owns its knobs' ranges
@@ -62,4 +62,5 @@ def validate_selector(cfg: SelectorConfig, knowledge: KnowledgeConfig) -> None:
 
 
 def build_selector(cfg: SelectorConfig, types: tuple[str, ...]) -> Selector:
+    """The selector `cfg.kind` names, over the run's knowledge `types`."""
     return SELECTORS[cfg.kind](cfg, types)

@@ -1,4 +1,4 @@
-"""ACKS: actor-critic knowledge selection (Wang et al., Findings of EMNLP 2022; methods.md §2).
+"""ACKS: actor-critic knowledge selection (Wang et al., Findings of EMNLP 2022; docs/methods.md §2).
 
 One agent decides, once per phase of K student steps, how much of each knowledge type to use.
 It is DDPG (deterministic actor, Q critic, target networks, replay buffer, Gaussian
@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdray.base.tensors import default_float
 from kdray.config import KnowledgeConfig, SelectorConfig
 from kdray.selector.base import PhaseOutcome, PhaseState, Selector, check_option
-from kdray.tensors import default_float
 
 #: The agent's latest losses and Q(s, a) (logged and reported; checkpointed with it).
 STATS = ("critic_loss", "actor_loss", "q")
@@ -143,10 +143,10 @@ class ReplayBuffer:
 
 
 class ACKSSelector(Selector):
-    """`acks`: the actor-critic agent of methods.md §2 (soft or hard actions, online or
+    """`acks`: the actor-critic agent of docs/methods.md §2 (soft or hard actions, online or
     two-stage). Built lazily on the first phase, when the [CLS] widths are known."""
 
-    kind = "acks"
+    name = "acks"
     needs_reward_split = True
     needs_cls = True
 

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from kdray.base.errors import ConfigError
 from kdray.config import KnowledgeConfig, SelectorConfig
-from kdray.errors import ConfigError
 
 #: Smallest reward split (examples) on which a selector's reward is measured.
 MIN_REWARD_EXAMPLES = 32
@@ -71,7 +71,8 @@ class PhaseOutcome:
 class Selector(ABC):
     """Chooses the per-phase action over the active knowledge types."""
 
-    kind: ClassVar[str]
+    #: The `selector.kind` that names it (its key in `kdray.selector.SELECTORS`).
+    name: ClassVar[str]
     #: Knowledge types that must be chosen for this selector to make sense.
     requires: ClassVar[tuple[str, ...]] = ()
     #: Rewarded on the reward split: the trainer measures its loss around each phase (also

@@ -1,24 +1,24 @@
-"""Baseline selectors behind the same interface as ACKS (methods.md §2, "Baselines")."""
+"""Baseline selectors behind the same interface as ACKS (docs/methods.md §2, "Baselines")."""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kdray.config import KnowledgeConfig, ScheduleBucket, SelectorConfig, _coerce
-from kdray.errors import ConfigError
+from kdray.base.errors import ConfigError
+from kdray.base.strict import _coerce
+from kdray.base.yamlio import read_yaml
+from kdray.config import KnowledgeConfig, ScheduleBucket, SelectorConfig, tiles_progress
 from kdray.selector.base import PhaseState, Selector, check_option
-from kdray.yamlio import read_yaml
 
 
 class AllSelector(Selector):
     """`all`: every chosen knowledge type at action 1 (weights are knowledge.weights)."""
 
-    kind = "all"
+    name = "all"
 
     def start_phase(self, state: PhaseState) -> dict[str, float]:
         return dict.fromkeys(self.types, 1.0)
@@ -27,7 +27,7 @@ class AllSelector(Selector):
 class NoneSelector(Selector):
     """`none`: hard labels only, i.e. fine-tuning the student."""
 
-    kind = "none"
+    name = "none"
     requires = ("hard",)
 
     def start_phase(self, state: PhaseState) -> dict[str, float]:
@@ -37,7 +37,7 @@ class NoneSelector(Selector):
 class VanillaSelector(Selector):
     """`vanilla` KD: (1 - α)·hard + α·soft, fixed α (selector.alpha) and τ (knowledge)."""
 
-    kind = "vanilla"
+    name = "vanilla"
     requires = ("hard", "soft")
 
     @classmethod
@@ -69,7 +69,7 @@ class _Random(Selector):
 class RandomSoftSelector(_Random):
     """`random_soft`: a_k ~ U[0, 1] independently per phase."""
 
-    kind = "random_soft"
+    name = "random_soft"
 
     def start_phase(self, state: PhaseState) -> dict[str, float]:
         return dict(zip(self.types, self.uniform().tolist(), strict=True))
@@ -78,7 +78,7 @@ class RandomSoftSelector(_Random):
 class RandomHardSelector(_Random):
     """`random_hard`: a_k ~ Bernoulli(0.5) per phase, redrawn until at least one is on."""
 
-    kind = "random_hard"
+    name = "random_hard"
 
     def start_phase(self, state: PhaseState) -> dict[str, float]:
         while True:
@@ -90,7 +90,7 @@ class RandomHardSelector(_Random):
 def load_schedule(cfg: SelectorConfig) -> tuple[ScheduleBucket, ...]:
     """The inline schedule, or the one in selector.schedule_file (YAML or JSON list), read
     with the config's own strict reader. Called when the config is checked
-    (`kdray.checks.resolve_schedule`), never by a selector."""
+    (`kdray.training.checks.read_schedule_file`), never by a selector."""
     if cfg.schedule_file is None:
         return cfg.schedule or ()
     path = Path(cfg.schedule_file).expanduser()
@@ -113,13 +113,7 @@ def validate_schedule(buckets: tuple[ScheduleBucket, ...], types: tuple[str, ...
             "weights}) or 'selector.schedule_file'"
         )
     edges = [(b.start, b.end) for b in buckets]
-    ok = (
-        edges[0][0] == 0.0
-        and edges[-1][1] == 1.0
-        and all(e > s for s, e in edges)
-        and all(abs(a[1] - b[0]) < 1e-9 for a, b in itertools.pairwise(edges))
-    )
-    if not ok:
+    if not tiles_progress(edges):
         raise ConfigError(
             f"schedule buckets must cover [0, 1] without gaps or overlaps, in order; got "
             f"{', '.join(f'[{s}, {e})' for s, e in edges)}"
@@ -139,17 +133,18 @@ class ScheduleSelector(Selector):
     """`schedule`: fixed weights per training-progress bucket (types not named get 0).
 
     Reads the buckets from `selector.schedule` only: a schedule file is read into it when the
-    config is checked (`kdray.checks.check_trial`).
+    config is checked (`kdray.training.checks.check_trial`).
     """
 
-    kind = "schedule"
+    name = "schedule"
 
     def __init__(self, cfg: SelectorConfig, types: tuple[str, ...]) -> None:
         super().__init__(cfg, types)
         if cfg.schedule is None and cfg.schedule_file is not None:
             raise ConfigError(
                 f"'selector.schedule_file' {cfg.schedule_file} was not read into "
-                f"selector.schedule; pass the config through kdray.checks.check_trial first"
+                f"selector.schedule; pass the config through "
+                f"kdray.training.checks.check_trial first"
             )
         self.buckets = cfg.schedule or ()
         validate_schedule(self.buckets, types)

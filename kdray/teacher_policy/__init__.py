@@ -4,8 +4,8 @@ policy (`policy_context`, `rescorer`) is in `.wiring`."""
 
 from __future__ import annotations
 
+from kdray.base.errors import ConfigError, unknown
 from kdray.config import TrialConfig
-from kdray.errors import ConfigError, unknown
 from kdray.teacher_policy.base import (
     BatchView,
     PolicyContext,
@@ -23,7 +23,7 @@ __all__ = ["POLICIES", "BatchView", "PolicyContext", "Rescore", "TeacherPolicy",
            "validate_teacher_policy"]  # fmt: skip
 
 POLICIES: dict[str, type[TeacherPolicy]] = {
-    c.kind: c for c in (Single, Average, Weighted, RandSingle, BestSingle, RL)
+    c.name: c for c in (Single, Average, Weighted, RandSingle, BestSingle, RL)
 }
 
 
@@ -55,6 +55,8 @@ def validate_teacher_policy(cfg: TrialConfig) -> None:
 
 
 def build_policy(cfg: TrialConfig, ctx: PolicyContext) -> TeacherPolicy:
+    """The teacher policy `teacher_policy.kind` names, seeded by `teacher_policy.seed` (else
+    `trainer.seed`)."""
     seed = cfg.teacher_policy.seed if cfg.teacher_policy.seed is not None else cfg.trainer.seed
     return POLICIES[cfg.teacher_policy.kind](cfg.teacher_policy, ctx, seed)
 

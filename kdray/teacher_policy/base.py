@@ -1,16 +1,16 @@
-"""Teacher policies: how much each teacher of a pool teaches each example (RL-KD, issue 14).
+"""Teacher policies: how much each teacher of a pool teaches each example (RL-KD).
 
-The trainer asks the run's policy for the weights w_jk of teacher k on example j of every
-step's batch (`weights(view) -> (B, n_teachers)`, rows summing to one); the soft-label loss is
-then Σ_j Σ_k w_jk·τ²·KL(p_k^τ ‖ p_S^τ) / B, the per-example weights applied before the batch
-mean (`kdray.build.Setup.losses`). Around the steps the policy hears the phases: `start_phase`,
-`end_phase` (where `rl` learns) and `freeze` (a frozen stage). Every policy records the mean
-weight of each teacher per phase (phase-log columns `tw_<teacher>`) and, per evaluation, each
-teacher's mean weight and the AUROC of w_jk against "teacher k is right on example j" (a direct
-check that the weights prefer correct teachers). With one teacher there is nothing to weigh:
-every kind gives it weight 1 and records nothing, so the run is exactly a one-teacher run.
+The trainer asks the run's policy for the weights w_jk of teacher k on example j of every step's
+batch (`weights(view) -> (B, n_teachers)`, rows summing to one); the soft-label loss is then Σ_j Σ_k
+w_jk·τ²·KL(p_k^τ ‖ p_S^τ) / B, the per-example weights applied before the batch mean
+(`kdray.training.build.Setup.losses`). Around the steps the policy hears the phases: `start_phase`,
+`end_phase` (where `rl` learns) and `freeze` (a frozen stage). Every policy records the mean weight
+of each teacher per phase (phase-log columns `tw_<teacher>`) and, per evaluation, each teacher's
+mean weight and the AUROC of w_jk against "teacher k is right on example j" (a direct check that the
+weights prefer correct teachers). With one teacher there is nothing to weigh: every kind gives it
+weight 1 and records nothing, so the run is exactly a one-teacher run.
 
-Kinds (the paper's baselines and its method; Yuan et al. 2021, methods.md §3):
+Kinds (the paper's baselines and its method; Yuan et al. 2021, docs/methods.md §3):
 
     single        one named teacher (teacher_policy.teacher; default the first)
     average       equal weights ("U-Ensemble")
@@ -34,11 +34,11 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from kdray.base.results import TEACHER_PREFIX
+from kdray.base.tensors import default_float
 from kdray.config import TeacherPolicyConfig, TrialConfig
-from kdray.features import Features
-from kdray.results import TEACHER_PREFIX
+from kdray.models.features import Features
 from kdray.selector.base import PhaseOutcome
-from kdray.tensors import default_float
 
 #: (student logits, teacher name -> logits, labels) of the examples with these train indices,
 #: the student in eval mode at the end of a phase (what r1 / r2 are measured on).
@@ -110,7 +110,8 @@ def auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
 class TeacherPolicy(ABC):
     """Per-example teacher weights, and the records every kind keeps (see the module doc)."""
 
-    kind: ClassVar[str]
+    #: The `teacher_policy.kind` that names it (its key in `kdray.teacher_policy.POLICIES`).
+    name: ClassVar[str]
     #: The weights read the teachers' outputs on the batch (their logits).
     reads_teachers: ClassVar[bool] = False
     #: The weights read the student's last-layer [CLS] (its forward must return it).
@@ -234,8 +235,10 @@ class TeacherPolicy(ABC):
 
 
 def batch_size(view: BatchView) -> int:
+    """The number of examples in a batch view."""
     return len(view.batch["labels"])
 
 
 def one_hot(index: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n) rows with a 1 at each example's chosen teacher."""
     return default_float(F.one_hot(index, n))

@@ -16,7 +16,10 @@ from kdray.teacher_policy.base import (
 
 
 class Single(TeacherPolicy):
-    kind = "single"
+    """`single`: one teacher of the pool (`teacher_policy.teacher`, else the first) teaches
+    every example."""
+
+    name = "single"
 
     def __init__(self, cfg: TeacherPolicyConfig, ctx: PolicyContext, seed: int) -> None:
         super().__init__(cfg, ctx, seed)
@@ -27,7 +30,9 @@ class Single(TeacherPolicy):
 
 
 class Average(TeacherPolicy):
-    kind = "average"
+    """`average`: every teacher of the pool at the same weight."""
+
+    name = "average"
 
     def batch_weights(self, view: BatchView) -> torch.Tensor:
         return torch.full((batch_size(view), self.n), 1.0 / self.n)
@@ -37,7 +42,7 @@ class Weighted(TeacherPolicy):
     """Fixed weights ∝ each teacher's validation score (main metric, on the run's validation
     split; scores at or below 0 count as 0, all 0: equal weights)."""
 
-    kind = "weighted"
+    name = "weighted"
 
     def __init__(self, cfg: TeacherPolicyConfig, ctx: PolicyContext, seed: int) -> None:
         super().__init__(cfg, ctx, seed)
@@ -50,7 +55,9 @@ class Weighted(TeacherPolicy):
 
 
 class RandSingle(TeacherPolicy):
-    kind = "rand_single"
+    """`rand_single`: one teacher, drawn at random for each batch (seeded), teaches it."""
+
+    name = "rand_single"
 
     def batch_weights(self, view: BatchView) -> torch.Tensor:
         k = torch.randint(self.n, (1,), generator=self.generator)
@@ -58,7 +65,10 @@ class RandSingle(TeacherPolicy):
 
 
 class BestSingle(TeacherPolicy):
-    kind = "best_single"
+    """`best_single`: each example is taught by the teacher with the lowest loss on its gold
+    label."""
+
+    name = "best_single"
     reads_teachers = True
 
     def batch_weights(self, view: BatchView) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""RL-KD's reinforced teacher selection (Yuan et al. 2021, methods.md §3; issue 14).
+"""RL-KD's reinforced teacher selection (Yuan et al. 2021, docs/methods.md §3).
 
 `rl`: state s_jk = [the student's last-layer [CLS] of example j (detached); teacher k's
 probability vector; teacher k's CE against the gold label] (regression: the teacher's output
@@ -59,8 +59,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdray.base.errors import ConfigError
+from kdray.base.tensors import default_float
 from kdray.config import TeacherPolicyConfig, TrialConfig
-from kdray.errors import ConfigError
 from kdray.selector.base import PhaseOutcome
 from kdray.teacher_policy.base import (
     BatchView,
@@ -72,7 +73,6 @@ from kdray.teacher_policy.base import (
     kd_loss,
     one_hot,
 )
-from kdray.tensors import default_float
 
 #: The default warm-up: this fraction of the segment's phases (teacher_policy.warmup_phases).
 WARMUP_FRACTION = 0.25
@@ -81,7 +81,7 @@ WARMUP_FRACTION = 0.25
 class RL(TeacherPolicy):
     """RL-KD's reinforced teacher selection (see the module doc for the kdray decisions)."""
 
-    kind = "rl"
+    name = "rl"
     reads_teachers = True
     reads_student_cls = True
 
