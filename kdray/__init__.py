@@ -15,6 +15,7 @@ from kdray.config import (
 )
 
 if TYPE_CHECKING:
+    from kdray.analysis import load_sweep
     from kdray.api import SweepRun, run_sweep, run_trial
     from kdray.training.checks import check_trial
 
@@ -34,6 +35,7 @@ __all__ = [
     "TrialConfig",
     "__version__",
     "check_trial",
+    "load_sweep",
     "run_sweep",
     "run_trial",
 ]
@@ -41,6 +43,7 @@ __all__ = [
 #: Names imported on first use: they load the registries (torch), which `import kdray`
 #: (configs, tasks) does not need.
 __getattr__ = lazy_exports(__name__, {
+    "kdray.analysis": ("load_sweep",),
     "kdray.api": ("SweepRun", "run_sweep", "run_trial"),
     "kdray.training.checks": ("check_trial",),
 })  # fmt: skip

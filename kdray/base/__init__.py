@@ -6,6 +6,7 @@
 - `strict`: frozen dataclasses from nested dicts, refusing unknown keys.
 - `results`: a run folder's schema: the files training writes and analysis reads.
 - `tensors`: small tensor helpers (torch; imported by name, not re-exported here).
+- `registry`: the one style of kdray's pluggable families (`name_table`).
 - `lazy`: re-exports that import their module on first use.
 
 May import: nothing else of kdray.

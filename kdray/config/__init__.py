@@ -12,49 +12,8 @@ May import: `kdray.base`. Imports no torch, pandas or numpy.
 """
 
 from kdray.base.strict import flat_paths, set_path
-from kdray.config.sections import (
-    DEFAULT_BACKBONE,
-    MUTABLE_PATHS,
-    DataConfig,
-    KnowledgeConfig,
-    ProbeConfig,
-    ScheduleBucket,
-    SelectorConfig,
-    StageConfig,
-    StudentConfig,
-    TeacherConfig,
-    TeacherGateConfig,
-    TeacherPolicyConfig,
-    TrainerConfig,
-    WeightSchedule,
-    is_mutable,
-    split_sizes,
-    tiles_progress,
-)
-from kdray.config.trial import TrialConfig, config_paths, pool_names, validate
+from kdray.config import sections, trial
+from kdray.config.sections import *  # noqa: F403
+from kdray.config.trial import *  # noqa: F403
 
-__all__ = [
-    "DEFAULT_BACKBONE",
-    "MUTABLE_PATHS",
-    "DataConfig",
-    "KnowledgeConfig",
-    "ProbeConfig",
-    "ScheduleBucket",
-    "SelectorConfig",
-    "StageConfig",
-    "StudentConfig",
-    "TeacherConfig",
-    "TeacherGateConfig",
-    "TeacherPolicyConfig",
-    "TrainerConfig",
-    "TrialConfig",
-    "WeightSchedule",
-    "config_paths",
-    "flat_paths",
-    "is_mutable",
-    "pool_names",
-    "set_path",
-    "split_sizes",
-    "tiles_progress",
-    "validate",
-]
+__all__ = [*sections.__all__, *trial.__all__, "flat_paths", "set_path"]

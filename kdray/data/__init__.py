@@ -13,29 +13,18 @@ from typing import TYPE_CHECKING
 
 from kdray.base.lazy import lazy_exports
 
-if TYPE_CHECKING:
-    from kdray.data.dataset import TaskData, TokenizedSplit, load_task
-    from kdray.data.glue import read_glue_tsv, resolve_data_dir
-    from kdray.data.metrics import METRICS, compute_metrics, constant_score
-    from kdray.data.tasks import TASKS, TaskSpec, get_task
+if TYPE_CHECKING:  # the names _EXPORTS re-exports, for type checkers
+    from kdray.data.dataset import TaskData, TokenizedSplit, load_task  # noqa: F401
+    from kdray.data.glue import read_glue_tsv, resolve_data_dir  # noqa: F401
+    from kdray.data.metrics import METRICS, compute_metrics, constant_score  # noqa: F401
+    from kdray.data.tasks import TASKS, TaskSpec, get_task  # noqa: F401
 
-__all__ = [
-    "METRICS",
-    "TASKS",
-    "TaskData",
-    "TaskSpec",
-    "TokenizedSplit",
-    "compute_metrics",
-    "constant_score",
-    "get_task",
-    "load_task",
-    "read_glue_tsv",
-    "resolve_data_dir",
-]
 
-__getattr__ = lazy_exports(__name__, {
+_EXPORTS = {
     "kdray.data.dataset": ("TaskData", "TokenizedSplit", "load_task"),
     "kdray.data.glue": ("read_glue_tsv", "resolve_data_dir"),
     "kdray.data.metrics": ("METRICS", "compute_metrics", "constant_score"),
     "kdray.data.tasks": ("TASKS", "TaskSpec", "get_task"),
-})  # fmt: skip
+}  # fmt: skip
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,4 +1,9 @@
-"""The knowledge registry: every kind of teacher knowledge kdray can transfer (docs/methods.md §1).
+"""The knowledge types: every kind of teacher knowledge kdray can transfer (docs/methods.md §1),
+their table (`KNOWLEDGE_TYPES`), the checks a config's `knowledge` section needs, and the
+modules a run trains with (`build_knowledge`). `base` holds the interface, `logits`, `layers`
+and `relations` the types.
+
+May import: `kdray.base`, `kdray.config`, `kdray.data`, `kdray.models`.
 
 >>> sorted(KNOWLEDGE_TYPES)  # doctest: +NORMALIZE_WHITESPACE
 ['attention', 'attention_relation', 'contrastive', 'embedding_relation', 'hard', 'hidden',
@@ -12,6 +17,7 @@ import logging
 from torch import nn
 
 from kdray.base.errors import ConfigError, unknown
+from kdray.base.registry import name_table
 from kdray.config import KnowledgeConfig, StudentConfig
 from kdray.data.tasks import TaskSpec
 from kdray.knowledge.base import Knowledge, KnowledgeContext
@@ -36,20 +42,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: `knowledge.types` name -> its class (each class carries its `name`).
-KNOWLEDGE_TYPES: dict[str, type[Knowledge]] = {
-    c.name: c
-    for c in (
-        Hidden,
-        Relation,
-        Attention,
-        Hard,
-        Soft,
-        EmbeddingRelation,
-        AttentionRelation,
-        SampleRelation,
-        Contrastive,
-    )
-}
+KNOWLEDGE_TYPES: dict[str, type[Knowledge]] = name_table(
+    Hidden,
+    Relation,
+    Attention,
+    Hard,
+    Soft,
+    EmbeddingRelation,
+    AttentionRelation,
+    SampleRelation,
+    Contrastive,
+)
 
 
 def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentConfig) -> None:

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from kdray.base.lazy import lazy_exports
 
-if TYPE_CHECKING:
-    from kdray.search.spec import SweepSpec
-    from kdray.search.sweep_file import load_spec, parse_sweep
+if TYPE_CHECKING:  # the names _EXPORTS re-exports, for type checkers
+    from kdray.search.spec import SweepSpec  # noqa: F401
+    from kdray.search.sweep_file import load_spec, parse_sweep  # noqa: F401
 
-__all__ = ["SweepSpec", "load_spec", "parse_sweep"]
 
-__getattr__ = lazy_exports(__name__, {
+_EXPORTS = {
     "kdray.search.spec": ("SweepSpec",),
     "kdray.search.sweep_file": ("load_spec", "parse_sweep"),
-})  # fmt: skip
+}  # fmt: skip
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

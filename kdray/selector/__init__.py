@@ -1,8 +1,16 @@
-"""Selectors: name -> class table, validation and construction (docs/methods.md §2)."""
+"""Selectors: which knowledge types a phase uses, and how much (docs/methods.md §2).
+
+The table `SELECTORS` (`selector.kind` -> class), the checks of a config's `selector` section,
+and construction. `base` holds the interface, `actor_critic` ACKS, `baselines` the fixed and
+random selectors and the schedule.
+
+May import: `kdray.base`, `kdray.config`.
+"""
 
 from __future__ import annotations
 
 from kdray.base.errors import unknown
+from kdray.base.registry import name_table
 from kdray.config import KnowledgeConfig, SelectorConfig
 from kdray.selector.actor_critic import ACKSSelector
 from kdray.selector.base import MIN_REWARD_EXAMPLES, PhaseOutcome, PhaseState, Selector
@@ -30,18 +38,16 @@ __all__ = [
     "validate_selector",
 ]
 
-SELECTORS: dict[str, type[Selector]] = {
-    cls.name: cls
-    for cls in (
-        AllSelector,
-        NoneSelector,
-        VanillaSelector,
-        RandomSoftSelector,
-        RandomHardSelector,
-        ScheduleSelector,
-        ACKSSelector,
-    )
-}
+#: `selector.kind` -> its class.
+SELECTORS: dict[str, type[Selector]] = name_table(
+    AllSelector,
+    NoneSelector,
+    VanillaSelector,
+    RandomSoftSelector,
+    RandomHardSelector,
+    ScheduleSelector,
+    ACKSSelector,
+)
 
 
 def measures_reward(cfg: SelectorConfig) -> bool:

@@ -1,10 +1,16 @@
-"""Teacher policies: kind -> class table, validation and construction. The interface and every
-kind's weights are in `kdray.teacher_policy.base`, `.fixed` and `.rl`; what the trainer hands a
-policy (`policy_context`, `rescorer`) is in `.wiring`."""
+"""Teacher policies: how much each teacher of a pool teaches each example (RL-KD).
+
+The table `POLICIES` (`teacher_policy.kind` -> class), validation and construction. The
+interface and every kind's weights are in `kdray.teacher_policy.base`, `.fixed` and `.rl`; what
+the trainer hands a policy (`policy_context`, `rescorer`) is `kdray.training.policy_wiring`'s.
+
+May import: `kdray.base`, `kdray.config`, `kdray.models`, `kdray.selector`.
+"""
 
 from __future__ import annotations
 
 from kdray.base.errors import ConfigError, unknown
+from kdray.base.registry import name_table
 from kdray.config import TrialConfig
 from kdray.teacher_policy.base import (
     BatchView,
@@ -22,9 +28,10 @@ __all__ = ["POLICIES", "BatchView", "PolicyContext", "Rescore", "TeacherPolicy",
            "build_policy", "gold_loss", "kd_loss", "measures_reward_split",
            "validate_teacher_policy"]  # fmt: skip
 
-POLICIES: dict[str, type[TeacherPolicy]] = {
-    c.name: c for c in (Single, Average, Weighted, RandSingle, BestSingle, RL)
-}
+#: `teacher_policy.kind` -> its class.
+POLICIES: dict[str, type[TeacherPolicy]] = name_table(
+    Single, Average, Weighted, RandSingle, BestSingle, RL
+)
 
 
 def validate_teacher_policy(cfg: TrialConfig) -> None:

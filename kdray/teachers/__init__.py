@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 
 from kdray.base.lazy import lazy_exports
 
-if TYPE_CHECKING:
-    from kdray.teachers.outputs import TeacherOutputs, prepare_outputs
-    from kdray.teachers.pool import Teacher, named_paths, preflight
+if TYPE_CHECKING:  # the names _EXPORTS re-exports, for type checkers
+    from kdray.teachers.outputs import TeacherOutputs, prepare_outputs  # noqa: F401
+    from kdray.teachers.pool import Teacher, named_paths, preflight  # noqa: F401
 
-__all__ = ["Teacher", "TeacherOutputs", "named_paths", "preflight", "prepare_outputs"]
 
-__getattr__ = lazy_exports(__name__, {
+_EXPORTS = {
     "kdray.teachers.outputs": ("TeacherOutputs", "prepare_outputs"),
     "kdray.teachers.pool": ("Teacher", "named_paths", "preflight"),
-})  # fmt: skip
+}  # fmt: skip
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

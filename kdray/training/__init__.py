@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING
 
 from kdray.base.lazy import lazy_exports
 
-if TYPE_CHECKING:
-    from kdray.training.checks import check_trial, trial_config
-    from kdray.training.fine_tune import ensure_teacher, resolve_teachers
-    from kdray.training.trainer import Run, distil
+if TYPE_CHECKING:  # the names _EXPORTS re-exports, for type checkers
+    from kdray.training.checks import check_trial, trial_config  # noqa: F401
+    from kdray.training.fine_tune import ensure_teacher, resolve_teachers  # noqa: F401
+    from kdray.training.trainer import Run, distil  # noqa: F401
 
-__all__ = ["Run", "check_trial", "distil", "ensure_teacher", "resolve_teachers", "trial_config"]
 
-__getattr__ = lazy_exports(__name__, {
+_EXPORTS = {
     "kdray.training.checks": ("check_trial", "trial_config"),
     "kdray.training.fine_tune": ("ensure_teacher", "resolve_teachers"),
     "kdray.training.trainer": ("Run", "distil"),
-})  # fmt: skip
+}  # fmt: skip
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -46,29 +46,21 @@ class RunState(Protocol):
     initial: dict[str, dict[str, torch.Tensor]]
     teacher_gap: dict[str, Any] | None
 
-    # read only here (covariant: a Run may hold a narrower type)
-    @property
-    def cfg(self) -> TrialConfig: ...
-    @property
-    def s(self) -> Setup: ...
-    @property
-    def out_dir(self) -> Path: ...
-    @property
-    def reporter(self) -> Reporter: ...
-    @property
-    def stages(self) -> tuple[Stage, ...]: ...
-    @property
-    def static(self) -> dict[str, float]: ...  # the config's knowledge weights
+    cfg: TrialConfig
+    s: Setup
+    out_dir: Path
+    reporter: Reporter
+    stages: tuple[Stage, ...]
+    static: dict[str, float]  # the config's knowledge weights
+    selector: Selector
+    policy: TeacherPolicy
+    log: PhaseLog
+
+    # read only here: a run holds narrower types (AdamW, LambdaLR, its Prober)
     @property
     def optimizer(self) -> torch.optim.Optimizer: ...
     @property
     def lr_schedule(self) -> torch.optim.lr_scheduler.LRScheduler: ...
-    @property
-    def selector(self) -> Selector: ...
-    @property
-    def policy(self) -> TeacherPolicy: ...
-    @property
-    def log(self) -> PhaseLog: ...
     @property
     def prober(self) -> Saved: ...
 
