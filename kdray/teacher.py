@@ -61,10 +61,10 @@ def main() -> int:
     else:
         cfg = trial_config(args.config, overrides, args.data_dir)
     if args.force:
-        from kdray.data.tasks import TASKS
+        from kdray.data.specs import spec_of
         from kdray.teachers.pool import preflight
 
-        preflight(cfg, TASKS[cfg.data.task])  # a bad pool costs no fine-tune
+        preflight(cfg, spec_of(cfg.data))  # a bad pool costs no fine-tune
         for t in cfg.teacher_list():
             if not t.path:
                 ensure_teacher(one_teacher(cfg, t), progress=True, force=True)

@@ -160,8 +160,7 @@ def compare(
     neither does, the task says nothing about the methods), n_examples.
     """
     from kdray.analysis.stats import paired_comparison
-    from kdray.data.metrics import constant_score
-    from kdray.data.tasks import get_task
+    from kdray.data.metrics import best_constant
 
     path = path or method_path(sweep)
     column, seed_col = f"config/{path}", f"config/{SEED_PATH}"
@@ -224,9 +223,8 @@ def compare(
     xa, xb = stack(pa), stack(pb)
     run_dir = f"{done[done[column].astype(str) == a]['path'].iloc[0]}/{TRIAL_RUN_DIR}"
     metric = str(read_results(run_dir, fs)["main_metric"])
-    if "config/data.task" not in done:
-        raise AnalysisError(f"{sweep.path}: the trials' configs are not known (no sweep file)")
-    constant = constant_score(get_task(str(done["config/data.task"].iloc[0])), labels)
+    regression = np.asarray(labels).dtype.kind == "f"
+    constant = best_constant(metric, regression, labels)
     c = paired_comparison(metric, xa, xb, labels, n_boot=n_boot, seed=seed)
     informative = max(c["a_score"], c["b_score"]) > constant
     return {

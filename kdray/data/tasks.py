@@ -6,7 +6,9 @@ checking a task name (config checks, sweep files) is cheap.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kdray.base.errors import unknown
 
@@ -42,6 +44,9 @@ class TaskSpec:
     header: bool = True
     #: Column names given to header-less files.
     column_names: tuple[str, ...] | None = None
+    #: Your own dataset's description (path, name, data_files, revision, sha256 of the
+    #: content); None for a GLUE task.
+    source: Mapping[str, Any] | None = None
 
     @property
     def num_labels(self) -> int:
@@ -54,7 +59,8 @@ class TaskSpec:
         config.json: what `transformers.pipeline` prints."""
         if self.is_regression:
             return {0: "score"}
-        return dict(enumerate(LABEL_NAMES.get(self.name, self.labels)))
+        names = LABEL_NAMES.get(self.name, self.labels) if self.source is None else self.labels
+        return dict(enumerate(names))
 
     @property
     def split_files(self) -> dict[str, str]:

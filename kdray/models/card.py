@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from kdray.data.tasks import TASKS
+from kdray.data.tasks import TASKS, TaskSpec
 
 #: The hub's id of the GLUE datasets kdray trains on.
 GLUE_DATASET = "nyu-mll/glue"
@@ -41,12 +41,42 @@ def _score(scores: dict[str, Any], metric: str) -> str:
     return "—" if value is None else f"{float(value):.4f}"
 
 
+def task_meta(spec: TaskSpec) -> dict[str, Any]:
+    """What a saved model's metadata says of its task: name, class names in id order, metrics
+    and, for your own dataset, where it came from (path, files, revision, content sha256)."""
+    out: dict[str, Any] = {
+        "task": spec.name,
+        "labels": list(spec.id2label.values()),
+        "metrics": list(spec.metrics),
+        "main_metric": spec.main_metric,
+    }
+    if spec.source is not None:
+        out["dataset"] = dict(spec.source)
+    return out
+
+
+def _described(meta: dict[str, Any]) -> tuple[str, list[str], str, int, list[str]]:
+    """(name, metrics, what the data is, text columns, the card's datasets) of a meta."""
+    if meta.get("dataset") is None:  # a GLUE task (also metadata written before datasets)
+        spec = TASKS[meta["task"]]
+        return spec.name, list(spec.metrics), f"GLUE {spec.name}", len(spec.text_columns), [
+            GLUE_DATASET
+        ]  # fmt: skip
+    d = meta["dataset"]
+    files = d.get("data_files") or {}
+    where = ", ".join(f"{k}: {Path(v[0]).name}" for k, v in files.items()) or d["path"]
+    ident = f"revision {d['revision']}" if d.get("revision") else f"sha256 {d['sha256'][:12]}"
+    hub = [] if d["path"] in ("csv", "json", "parquet", "text", "arrow") or files else [d["path"]]
+    texts = len(meta.get("config", {}).get("data", {}).get("dataset", {}).get("text_columns", [1]))
+    return meta["task"], list(meta["metrics"]), f"{meta['task']} ({where}; {ident})", texts, hub
+
+
 def model_card(meta: dict[str, Any], model_config: Any) -> str:
     """README.md for a student (or teacher) folder. `meta`: the folder's kdray metadata (task,
     role, teachers, steps, validation, test, main_metric, knowledge, selector, config);
     `model_config`: the model's HF config (shape and labels)."""
-    spec = TASKS[meta["task"]]
-    metric = meta.get("main_metric") or spec.main_metric
+    name, metrics, described, n_texts, hub = _described(meta)
+    metric = meta.get("main_metric") or metrics[0]
     role = meta.get("role", "student")
     layers = getattr(model_config, "num_hidden_layers", getattr(model_config, "n_layers", "?"))
     width = getattr(model_config, "hidden_size", getattr(model_config, "dim", "?"))
@@ -56,13 +86,18 @@ def model_card(meta: dict[str, Any], model_config: Any) -> str:
     front = {
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
-        "tags": ["kdray", "knowledge-distillation", "glue", spec.name],
-        "datasets": [GLUE_DATASET],
-        "metrics": list(spec.metrics),
+        "tags": [
+            "kdray",
+            "knowledge-distillation",
+            *(["glue"] if hub == [GLUE_DATASET] else []),
+            name,
+        ],
+        **({"datasets": hub} if hub else {}),
+        "metrics": metrics,
     }
     teachers = meta.get("teachers") or {}
     rows = [
-        ("task", f"GLUE {spec.name} ({labels})"),
+        ("task", f"{described} ({labels})"),
         ("model", f"{arch}, {layers} layers, width {width}, {heads} heads"),
     ]
     if role == "student":
@@ -83,19 +118,23 @@ def model_card(meta: dict[str, Any], model_config: Any) -> str:
     ]  # fmt: skip
     if test is not None:
         rows.append(
-            (f"GLUE {test[0]} {metric} (measured, never tuned on)", _score(test[1], metric))
+            (
+                f"{'GLUE ' if hub == [GLUE_DATASET] else ''}{test[0]} {metric} (measured, never "
+                f"tuned on)",
+                _score(test[1], metric),
+            )
         )
     what = "distilled" if role == "student" else "fine-tuned"
     pair = '{"text": "The cat sat on the mat.", "text_pair": "A cat was sitting."}'
-    example = pair if len(spec.text_columns) == 2 else '"a gripping, funny and touching film"'
+    example = pair if n_texts == 2 else '"a gripping, funny and touching film"'
     lines = [
         "---",
         yaml.safe_dump(front, sort_keys=False).strip(),
         "---",
         "",
-        f"# {spec.name} {role} ({what} by kdray)",
+        f"# {name} {role} ({what} by kdray)",
         "",
-        f"A {layers}-layer {arch} classifier for GLUE {spec.name}, {what} by kdray. The "
+        f"A {layers}-layer {arch} classifier for {described}, {what} by kdray. The "
         f"scores below were measured by the run that wrote this folder.",
         "",
         "| | |",

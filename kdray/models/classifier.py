@@ -324,7 +324,8 @@ def save_model_folder(
     from kdray.base.io import atomic_dir
     from kdray.models.card import write_model_meta
 
-    id2label = TASKS[meta["task"]].id2label
+    names = meta.get("labels") or list(TASKS[meta["task"]].id2label.values())
+    id2label = dict(enumerate(names))
     model.config.id2label = id2label
     model.config.label2id = {name: i for i, name in id2label.items()}
     with atomic_dir(folder) as tmp:  # never a half-written folder

@@ -151,6 +151,15 @@ def check_teacher_task(path: str, config: PretrainedConfig, spec: TaskSpec) -> N
             f"teacher '{path}' was fine-tuned on {meta.get('task')}, not {spec.name}; give a "
             f"teacher of this task or leave 'teacher.path' unset to fine-tune one"
         )
+    names = [str(config.id2label[i]) for i in sorted(config.id2label)]
+    generic = all(re.fullmatch(r"LABEL_\d+", n) for n in names)
+    own_classes = spec.source is not None and not spec.is_regression
+    if own_classes and not generic and names != list(spec.labels):
+        raise ConfigError(
+            f"teacher '{path}' predicts the classes {', '.join(names)} but the dataset's are "
+            f"{', '.join(spec.labels)} (in id order); give a teacher fine-tuned on this "
+            f"dataset, or leave 'teacher.path' unset to fine-tune one"
+        )
     if config.num_labels != spec.num_labels:
         raise ConfigError(
             f"teacher '{path}' has {config.num_labels} labels but {spec.name} needs "

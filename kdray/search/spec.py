@@ -26,7 +26,7 @@ from kdray.training.checks import check_trial
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "int": 2, "choice": "list", "grid": "list"}
 #: Config keys holding local paths, and keys that hold a local path or a hub model id.
 FILE_PATHS = ("data.data_dir", "cache_dir", "selector.schedule_file")
-MAYBE_FILE_PATHS = ("teacher.path", "teacher.backbone")
+MAYBE_FILE_PATHS = ("teacher.path", "teacher.backbone", "data.dataset.path")
 #: Mapping-valued config keys whose entries are searchable one by one (knowledge.weights.soft).
 MAPPING_PATHS = ("knowledge.weights.", "knowledge.schedules.")
 #: Metrics every trial reports with each evaluation (plus val_<metric> of the task).
@@ -154,6 +154,14 @@ class SweepSpec:
             local = (base / value).resolve()
             if path in FILE_PATHS or local.exists():  # else a hub id such as bert-base-uncased
                 set_path(trial, path, str(local))
+        dataset = (trial.get("data") or {}).get("dataset") or {}
+        files: Any = dataset.get("data_files") if isinstance(dataset, dict) else None
+        for split, names in (files if isinstance(files, dict) else {}).items():  # your own data
+            many = [names] if isinstance(names, str) else names
+            files[split] = [
+                n if not isinstance(n, str) or is_uri(n) else str((base / n).expanduser().resolve())
+                for n in many
+            ]
         for t in trial.get("teachers") or []:  # a pool: each teacher's path and backbone
             for key in ("path", "backbone"):
                 value = t.get(key) if isinstance(t, dict) else None

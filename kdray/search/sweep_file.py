@@ -33,13 +33,12 @@ from kdray.base.strict import _build
 from kdray.base.yamlio import load_yaml
 from kdray.config import (
     MUTABLE_PATHS,
-    DataConfig,
     TrialConfig,
     config_paths,
     is_mutable,
     set_path,
 )
-from kdray.data.tasks import TASKS
+from kdray.data.specs import spec_of
 from kdray.search.schedulers import check_scheduler
 from kdray.search.searchers import check_searcher
 from kdray.search.spec import (
@@ -158,8 +157,7 @@ def validate_sweep_settings(spec: SweepSpec) -> None:
     check_selector_grace(spec)
     allowed = list(GENERIC_METRICS)
     if "data.task" not in spec.search:  # one task: its own metrics are reported too
-        task = spec.fixed("data.task") or DataConfig().task
-        allowed += [f"val_{m}" for m in TASKS[task].metrics]
+        allowed += [f"val_{m}" for m in spec_of(spec.base_trial().data).metrics]
     if s.metric not in allowed:
         hint = suggest(s.metric, allowed)
         raise ConfigError(

@@ -267,11 +267,11 @@ def check_data(spec: SweepSpec) -> None:
 
     base = spec.trial_config({})
     data_dir = resolve_data_dir(base.data.data_dir)
-    if data_dir is None:
+    if data_dir is None or base.data.dataset is not None:  # the hub, or your own data
         return
     dim = spec.search.get("data.task")
     for task in dim.candidates() if dim else [base.data.task]:
-        glue_files(TASKS[task], data_dir)
+        glue_files(TASKS[str(task)], data_dir)
 
 
 def start_tuner(

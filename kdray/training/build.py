@@ -24,7 +24,8 @@ from kdray.base.io import cache_root
 from kdray.base.tensors import default_float
 from kdray.config import TrialConfig
 from kdray.data.dataset import TaskData, load_task
-from kdray.data.tasks import TASKS, TaskSpec
+from kdray.data.specs import spec_of
+from kdray.data.tasks import TaskSpec
 from kdray.knowledge import build_knowledge, needs_of
 from kdray.knowledge.base import Knowledge, KnowledgeContext
 from kdray.models.classifier import build_student, encode, layer_map, load_classifier
@@ -215,7 +216,7 @@ def setup(
     (name -> outputs, or one for a one-teacher run); the others are prepared here."""
     cfg = check_trial(cfg)
     torch.manual_seed(cfg.trainer.seed)  # student init and projections follow trainer.seed
-    spec = TASKS[cfg.data.task]
+    spec = spec_of(cfg.data)
     device = pick_device(cfg.trainer.device)
     if device.type == "cpu":
         reuse_freed_cpu_memory()
@@ -246,7 +247,7 @@ def _pool(
     cfg: TrialConfig, teacher_paths: Mapping[str, str] | str | None, progress: bool
 ) -> tuple[TaskSpec, TaskData, Any, Shape, list[Teacher], nn.ModuleDict]:
     """Preflight, data, and each teacher with its knowledge modules (layer map, projections)."""
-    spec = TASKS[cfg.data.task]
+    spec = spec_of(cfg.data)
     paths = named_paths(cfg, teacher_paths)
     s_shape, configs = preflight(cfg, spec, paths)
     pool = cfg.teacher_list()

@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 from kdray.base.errors import ConfigError
 from kdray.base.yamlio import load_yaml, parse_override
 from kdray.config import TrialConfig, set_path
-from kdray.data.tasks import get_task
+from kdray.data.specs import spec_of
 from kdray.knowledge import validate_knowledge
 from kdray.models.source import check_models
 from kdray.selector import SELECTORS, validate_selector
@@ -39,7 +39,7 @@ def check_trial(cfg: TrialConfig) -> TrialConfig:
     Returns the config to run: `cfg` with a `selector.schedule_file` read into
     `selector.schedule` (`read_schedule_file`); otherwise `cfg` itself.
     """
-    spec = get_task(cfg.data.task)
+    spec = spec_of(cfg.data)
     validate_knowledge(cfg.knowledge, spec, cfg.student)
     cfg = read_schedule_file(cfg)
     validate_selector(cfg.selector, cfg.knowledge)

@@ -19,7 +19,8 @@ from kdray.base.io import atomic_dir, cache_root, content_key
 from kdray.config import TeacherConfig, TrialConfig
 from kdray.data.dataset import load_task
 from kdray.data.glue import resolve_data_dir
-from kdray.models.card import TEACHER_META, write_model_meta
+from kdray.data.specs import data_identity, spec_of
+from kdray.models.card import TEACHER_META, task_meta, write_model_meta
 from kdray.models.features import Shape
 from kdray.models.source import load_config, resolve_backbone
 from kdray.teachers.outputs import cache_lock
@@ -45,12 +46,14 @@ def teacher_key(cfg: TrialConfig) -> str:
         if not recipe[key]:
             recipe.pop(key)
     recipe["backbone"] = resolve_backbone(cfg.teacher.backbone)
-    return content_key({"recipe": recipe, "data": teacher_data(cfg)}, 12)
+    data = {**data_identity(cfg.data), "max_train_examples": cfg.teacher.max_train_examples,
+            "max_test_examples": None}  # fmt: skip
+    return content_key({"recipe": recipe, "data": data}, 12)
 
 
 def teacher_dir(cfg: TrialConfig) -> Path:
     """The cache folder of `cfg.teacher`'s fine-tune: `<cache>/teachers/<task>-<key>`."""
-    return cache_root(cfg) / "teachers" / f"{cfg.data.task}-{teacher_key(cfg)}"
+    return cache_root(cfg) / "teachers" / f"{spec_of(cfg.data).name}-{teacher_key(cfg)}"
 
 
 def teacher_trial(cfg: TrialConfig, n_train: int, output_dir: Path) -> TrialConfig:
@@ -106,7 +109,7 @@ def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False
             layers = f", first {t.num_layers} layers" if (t := cfg.teacher).num_layers else ""
             named = f" '{t.name}'" if t.name and t.name != "teacher" else ""
             print(
-                f"fine-tuning teacher{named} ({t.backbone}{layers}) on {cfg.data.task} "
+                f"fine-tuning teacher{named} ({t.backbone}{layers}) on {spec_of(cfg.data).name} "
                 f"({trial.trainer.max_steps} steps) -> {final}"
             )
         result = distil(trial, progress=progress, label="teacher fine-tune")
@@ -123,7 +126,7 @@ def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False
                 f.rename(tmp / f.name)
             tokenizer.save_pretrained(tmp)
             meta = {
-                "task": cfg.data.task,
+                **task_meta(spec_of(cfg.data)),
                 "role": "teacher",
                 "backbone": cfg.teacher.backbone,
                 "recipe": asdict(cfg.teacher),
@@ -131,7 +134,6 @@ def ensure_teacher(cfg: TrialConfig, progress: bool = False, force: bool = False
                 "wall_s": result.wall_s,
                 "validation": result.validation,
                 "test": result.test,
-                "main_metric": result.main_metric,
             }
             write_model_meta(tmp, meta, AutoConfig.from_pretrained(tmp))
         import shutil
@@ -144,12 +146,11 @@ def resolve_teachers(cfg: TrialConfig, progress: bool = False) -> dict[str, str]
     """Teacher name -> fine-tuned folder for every teacher of the run: its `path`, or its
     backbone fine-tuned once (cached). The pool is checked against the task and the student
     first (HF configs only), so a bad pool costs no fine-tune."""
-    from kdray.data.tasks import TASKS
     from kdray.teachers.pool import preflight, source_of
 
     if cfg.student.init == "pretrained":
         return {}
-    preflight(cfg, TASKS[cfg.data.task])
+    preflight(cfg, spec_of(cfg.data))
     out = {}
     for t in cfg.teacher_list():
         assert t.name is not None

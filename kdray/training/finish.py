@@ -13,7 +13,7 @@ from kdray.base.results import (
     write_results,
 )
 from kdray.data.metrics import predictions
-from kdray.models.card import selector_name
+from kdray.models.card import selector_name, task_meta
 from kdray.models.classifier import save_model_folder
 from kdray.training.loop import scored
 from kdray.training.state import RunState
@@ -39,14 +39,13 @@ def finish_run(run: RunState, status: str) -> RunResult:
     if status == "finished" and tr.save_student:
         student_dir = str(run.out_dir / STUDENT_DIR)
         meta = {
-            "task": s.spec.name,
+            **task_meta(s.spec),
             "role": "student",
             "teachers": {t.name: t.path for t in s.teachers},
             "steps": run.step,
             "validation": {k[4:]: v for k, v in run.history[-1].items()
                            if k.startswith("val_")} if run.history else {},
             "test": test,
-            "main_metric": s.spec.main_metric,
             "knowledge": list(run.cfg.knowledge.types),
             "selector": selector_name(run.cfg.selector),
             "config": run.cfg.to_dict(),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from kdray.base.errors import KdrayError
 from kdray.base.io import atomic_write_text, cache_root, content_key
 from kdray.config import TrialConfig
-from kdray.data.glue import resolve_data_dir
+from kdray.data.specs import data_identity, spec_of
 from kdray.models.classifier import student_shape
 from kdray.models.features import Shape
 from kdray.models.source import load_config
@@ -88,8 +88,7 @@ def reference_dir(cfg: TrialConfig, paths: Mapping[str, str]) -> Path:
     raw = reference_config(cfg, "").to_dict()
     raw["trainer"].pop("output_dir")
     raw["teacher"] = raw["teachers"] = None
-    source = resolve_data_dir(cfg.data.data_dir)
-    raw["data"]["data_dir"] = str(source) if source else None
+    raw["data"] = data_identity(cfg.data)
     if cfg.student.init == "remap":
         teachers: Any = dict(paths)
     else:
@@ -98,7 +97,7 @@ def reference_dir(cfg: TrialConfig, paths: Mapping[str, str]) -> Path:
         for key in ("_name_or_path", "name_or_path", "transformers_version", "num_hidden_layers"):
             teachers.pop(key, None)
     key = content_key({"config": raw, "teachers": teachers}, 12)
-    return cache_root(cfg) / "references" / f"{cfg.data.task}-{key}"
+    return cache_root(cfg) / "references" / f"{spec_of(cfg.data).name}-{key}"
 
 
 def reference_score(
@@ -137,12 +136,11 @@ def teacher_validation(
     from transformers import AutoTokenizer
 
     from kdray.data.dataset import load_task
-    from kdray.data.tasks import TASKS
     from kdray.models.classifier import load_classifier
     from kdray.models.device import pick_device
     from kdray.training.loop import evaluate
 
-    spec, tr = TASKS[cfg.data.task], cfg.trainer
+    spec, tr = spec_of(cfg.data), cfg.trainer
     first = cfg.teacher_list()[0].name or ""
     tokenizer = AutoTokenizer.from_pretrained(paths[first])
     split = load_task(cfg.data, tokenizer, cache_root(cfg)).validation
@@ -177,9 +175,8 @@ def check_teachers(
     reference = reference_score(cfg, paths, train, progress)
     teachers = {n: {"validation": v, "gap": 100.0 * (reference - v)} for n, v in scores.items()}
     below = [n for n, t in teachers.items() if t["gap"] > g.gap]
-    from kdray.data.tasks import TASKS
 
-    metric = TASKS[cfg.data.task].main_metric
+    metric = spec_of(cfg.data).main_metric
     out = {"metric": metric, "reference": reference, "allowed_gap": g.gap,
            "teachers": teachers, "below": below}  # fmt: skip
     if below:

