@@ -76,6 +76,9 @@ class DatasetConfig:
     revision: str | None = None
     #: The csv reader's delimiter ("\t" reads TSV); None: the format's default.
     delimiter: str | None = None
+    #: More keyword arguments of load_dataset's reader, e.g. {quoting: 3} (csv.QUOTE_NONE)
+    #: for a TSV whose texts hold quote characters.
+    options: Mapping[str, Any] = field(default_factory=dict)
     #: One text column, or two for pairs.
     text_columns: tuple[str, ...] = ("text",)
     label_column: str = "label"

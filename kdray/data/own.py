@@ -87,6 +87,7 @@ def read(cfg: DatasetConfig) -> datasets.DatasetDict:
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)  # its errors become one DataError
     files = _files(cfg)
     for split, names in (files or {}).items():
         missing = [n for n in names if not Path(n).is_file()]
@@ -112,13 +113,22 @@ def read(cfg: DatasetConfig) -> datasets.DatasetDict:
             f"'data.dataset.path: {cfg.path}' reads files: give data.dataset.data_files, e.g. "
             f"{{train: train.{cfg.path}, test: test.{cfg.path}}}"
         )
-    kwargs: dict[str, Any] = {"data_files": files, "revision": cfg.revision}
+    kwargs: dict[str, Any] = {"data_files": files, "revision": cfg.revision, **cfg.options}
     if cfg.delimiter is not None:
         kwargs["delimiter"] = cfg.delimiter
     try:
         loaded = datasets.load_dataset(str(folder or cfg.path), cfg.name, **kwargs)
     except FileNotFoundError as exc:
         raise DataError(f"data.dataset.path: {cfg.path}: {_first_line(exc)}") from exc
+    except datasets.exceptions.DatasetGenerationError as exc:  # the reader refused a file
+        cause = exc.__cause__ or exc
+        raise DataError(
+            f"data.dataset: cannot parse the {cfg.path} files ({_first_line(cause)}); check the "
+            f"format, data.dataset.delimiter, and for texts with quote characters "
+            f"data.dataset.options: {{quoting: 3}}"
+        ) from exc
+    except TypeError as exc:  # an option the reader does not take
+        raise ConfigError(f"'data.dataset.options': {_first_line(exc)}") from exc
     except (ConnectionError, OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
         why = "offline (HF_HUB_OFFLINE is set)" if offline else "no network or no such dataset"

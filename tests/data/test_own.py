@@ -231,3 +231,14 @@ def test_a_teacher_with_other_class_names_is_refused(tmp_path: Path) -> None:
     ):
         check_teacher_task(str(tmp_path), config, spec)
     check_teacher_task(str(tmp_path), BertConfig(num_labels=2), spec)  # LABEL_0, LABEL_1: fine
+
+
+def test_a_file_the_reader_cannot_parse_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "train.tsv"
+    bad.write_text("text\tlabel\n" + "".join(f"row {i}\tyes\n" for i in range(9)) + "a\tb\tno\n")
+    section = {"path": "csv", "delimiter": "\t", "data_files": {"train": str(bad)},
+               "splits": {"train": "train"}}  # fmt: skip
+    assert "cannot parse the csv files (Error tokenizing data" in refused(section)
+    own._DESCRIBED.clear()
+    with pytest.raises(DataError, match="one class only"):  # read once the bad line is skipped
+        spec_of(cfg_of(section | {"options": {"on_bad_lines": "skip"}}).data)
