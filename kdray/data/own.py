@@ -96,6 +96,11 @@ def read(cfg: DatasetConfig) -> datasets.DatasetDict:
                 f"data.dataset.data_files.{split}: {missing[0]} not found; give an existing "
                 f"file (relative paths are read from the folder you run kdray in)"
             )
+        if all(_holds_no_rows(Path(n), cfg.path) for n in names):
+            raise DataError(
+                f"data.dataset.data_files.{split}: {names[0]} holds no rows; give the "
+                f"{split} split rows, or drop it from data_files and data.dataset.splits"
+            )
     folder = _local_folder(cfg)
     if folder is not None and _is_saved_dataset(folder):
         loaded = datasets.load_from_disk(str(folder))
@@ -130,6 +135,8 @@ def read(cfg: DatasetConfig) -> datasets.DatasetDict:
     except TypeError as exc:  # an option the reader does not take
         raise ConfigError(f"'data.dataset.options': {_first_line(exc)}") from exc
     except (ConnectionError, OSError, ValueError) as exc:
+        if files is not None or folder is not None:  # local data the reader refused
+            raise DataError(f"data.dataset: cannot read {cfg.path}: {_first_line(exc)}") from exc
         offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
         why = "offline (HF_HUB_OFFLINE is set)" if offline else "no network or no such dataset"
         raise DataError(
@@ -140,6 +147,18 @@ def read(cfg: DatasetConfig) -> datasets.DatasetDict:
     if not isinstance(loaded, datasets.DatasetDict):
         loaded = datasets.DatasetDict(train=loaded)
     return loaded
+
+
+def _holds_no_rows(path: Path, fmt: str) -> bool:
+    """An empty file, or (csv) one with a header line only; other formats are left to the
+    reader and the empty-split check."""
+    if path.stat().st_size == 0:
+        return True
+    if fmt != "csv":
+        return False
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    return len([line for line in head.splitlines() if line.strip()]) <= 1 and len(head) < 1 << 16
 
 
 def _first_line(exc: BaseException) -> str:
@@ -163,6 +182,7 @@ def content_hash(cfg: DatasetConfig, splits: datasets.DatasetDict) -> str:
                 while block := f.read(1 << 20):
                     h.update(block)
         return h.hexdigest()
+    # a hub dataset: its id and revision, and datasets' own fingerprint of each split
     ident = [cfg.path, cfg.name, cfg.revision, {k: v._fingerprint for k, v in splits.items()}]
     return content_key(ident)
 
@@ -205,7 +225,7 @@ def empty_text_rows(ds: datasets.Dataset, columns: tuple[str, ...]) -> list[int]
     of the corpus into Python)."""
     import pyarrow.compute as pc
 
-    table = ds.with_format("arrow")[:] if ds._indices is not None else ds.data.table
+    table = ds.with_format("arrow")[:]
     bad = None
     for c in columns:
         col = pc.cast(table.column(c), "string")
@@ -215,6 +235,16 @@ def empty_text_rows(ds: datasets.Dataset, columns: tuple[str, ...]) -> list[int]
     if bad is None:
         return []
     return pc.indices_nonzero(bad).to_pylist()
+
+
+def missing_label_rows(ds: datasets.Dataset, column: str) -> list[int]:
+    """Row numbers whose label is missing (null, or NaN in a float column)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = ds.with_format("arrow")[:].column(column)
+    missing = pc.is_null(col, nan_is_null=pa.types.is_floating(col.type))
+    return pc.indices_nonzero(missing).to_pylist()
 
 
 def _problem(cfg: DatasetConfig, train: datasets.Dataset) -> str:
@@ -335,7 +365,7 @@ def describe(cfg: DatasetConfig) -> TaskSpec:
     """The dataset as a task: labels, problem, metrics, splits; every check of the data that
     needs no model. Remembered per process (by the config), so a sweep's many checks read the
     data once."""
-    key = content_key(cfg.__dict__)
+    key = _described_key(cfg)
     if key not in _DESCRIBED:
         _DESCRIBED[key] = _describe(cfg)
     return _DESCRIBED[key][0]
@@ -344,7 +374,14 @@ def describe(cfg: DatasetConfig) -> TaskSpec:
 def splits_of(cfg: DatasetConfig) -> Any:
     """(train, validation or None, test or None) datasets of `cfg`, checked (`describe`)."""
     describe(cfg)
-    return _DESCRIBED[content_key(cfg.__dict__)][1]
+    return _DESCRIBED[_described_key(cfg)][1]
+
+
+def _described_key(cfg: DatasetConfig) -> str:
+    """The config and its files' sizes and times: an edited file is described again."""
+    files = [Path(n) for names in (_files(cfg) or {}).values() for n in names]
+    stamps = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+    return content_key([cfg.__dict__, stamps])
 
 
 def _describe(cfg: DatasetConfig) -> tuple[TaskSpec, Any]:
@@ -375,6 +412,12 @@ def _describe(cfg: DatasetConfig) -> tuple[TaskSpec, Any]:
         if ds is None:
             kept[role] = None
             continue
+        unlabelled = missing_label_rows(ds, cfg.label_column)
+        if unlabelled:
+            raise DataError(
+                f"data.dataset: the {role} split has {len(unlabelled)} rows without a label "
+                f"(rows {', '.join(map(str, unlabelled[:SHOWN_ROWS]))}); label or drop them"
+            )
         bad = empty_text_rows(ds, cfg.text_columns)
         if bad and not cfg.drop_empty:
             shown = ", ".join(map(str, bad[:SHOWN_ROWS])) + (

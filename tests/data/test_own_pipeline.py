@@ -80,3 +80,34 @@ def test_a_sweep_on_your_data_analyses_and_exports(
     assert export.main([str(storage / "own"), "--best", str(tmp_path / "student")]) == 0
     exported = json.loads((tmp_path / "student" / "config.json").read_text())
     assert set(exported["id2label"].values()) == {"billing", "technical"}
+
+
+@pytest.mark.slow
+def test_recipes_pools_policies_and_probes_run_on_your_data(
+    tiny_cfg: dict[str, Any], tiny_teacher: str, second_teacher: str
+) -> None:
+    """MLKD's two stages, then a pool of two teachers weighed by the rl policy with
+    counterfactual probes: nothing in them is GLUE's."""
+    from kdray.config import TrialConfig
+    from kdray.training.trainer import distil
+
+    raw = {k: v for k, v in own(tiny_cfg).items() if k != "knowledge"}
+    raw["trainer"] = {**raw["trainer"], "save_student": False}
+    mlkd = TrialConfig.from_dict({**raw, "recipe": "mlkd"})
+    mlkd = mlkd.replace(
+        **{
+            "student.num_heads": 2,
+            "trainer.output_dir": f"{tiny_cfg['trainer']['output_dir']}-mlkd",
+        }
+    )
+    result = distil(mlkd)
+    assert result.status == "finished"
+    pool = {k: v for k, v in raw.items() if k != "teacher"}
+    pool["teachers"] = [{"name": "a", "path": tiny_teacher}, {"name": "b", "path": second_teacher}]
+    pool["teacher_policy"] = {"kind": "rl"}
+    pool["knowledge"] = {"types": ["hard", "soft"]}
+    pool["probe"] = {"at": [0.5], "steps": 2}
+    pool["data"] = {**pool["data"], "reward_fraction": 0.1}  # 60 examples: probes need 32
+    result = distil(TrialConfig.from_dict(pool))
+    assert result.status == "finished" and set(result.teachers) == {"a", "b"}
+    assert result.probes and result.probes["rows"] > 0
