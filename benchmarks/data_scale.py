@@ -125,11 +125,12 @@ def stage(name: str, raw: dict[str, Any]) -> dict[str, Any]:
         out["tokenise_s"] = time.perf_counter() - t1
         out["rows_per_s"] = rows / out["tokenise_s"]
         # what dominates: the tokenizer's own Rust batch encoder on the first 100,000 rows
-        from kdray.data.own import _encoder, splits_of
+        from kdray.data.own import splits_of
+        from kdray.data.tokens import batch_encoder
 
         train = splits_of(cfg.data.dataset)[0]
         sample = train.select(range(min(100_000, len(train))))
-        encode = _encoder(tok, cfg.data.max_length)
+        encode = batch_encoder(tok, cfg.data.max_length)
         t2 = time.perf_counter()
         for start in range(0, len(sample), 2000):
             batch = sample[start : start + 2000]

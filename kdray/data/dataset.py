@@ -261,8 +261,9 @@ def _load_own(
 ) -> TaskData:
     """`load_task` for your own dataset (`kdray.data.own`): validation from its split when it
     has one (else carved from train like GLUE's), reward carved from train, test its split."""
-    from kdray.data.own import describe, splits_of, tokenize_split
+    from kdray.data.own import describe, splits_of
     from kdray.data.specs import data_identity
+    from kdray.data.tokens import tokenize_split
 
     assert cfg.dataset is not None
     say = log.info if progress else log.debug

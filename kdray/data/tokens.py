@@ -1,13 +1,21 @@
 """Tokenised examples stored ragged: every example's token ids in one flat tensor with offsets
-(no padding stored); `TokenizedSplit.batch` pads a batch dynamically."""
+(no padding stored); `TokenizedSplit.batch` pads a batch dynamically. `tokenize_split` fills
+one from a `datasets.Dataset` (your own data) through `Dataset.map` and Arrow."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kdray.base.tensors import gather_padded, offsets_from_lengths
+
+if TYPE_CHECKING:
+    import datasets
+
+    from kdray.data.tasks import TaskSpec
 
 _STATE_KEYS = ("input_ids", "token_type_ids", "offsets", "labels")
 
@@ -78,3 +86,100 @@ class TokenizedSplit:
         if split.token_type_ids.shape != split.input_ids.shape:
             raise ValueError("inconsistent TokenizedSplit state (token_type_ids vs input_ids)")
         return split
+
+
+# ------------------------------------------------------------- your own data, through Arrow
+
+
+def batch_encoder(tokenizer: Any, max_length: int) -> Any:
+    """texts (one list per text column) -> (token ids per row, token type ids per row or None):
+    the fast tokenizer's Rust `encode_batch_fast` where there is one (the same ids as the
+    tokenizer's own call, without its per-row Python conversions), else the tokenizer."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        fast = copy.deepcopy(backend)
+        fast.enable_truncation(max_length=max_length, strategy="longest_first")
+        fast.no_padding()
+
+        def rust(texts: list[list[str]]) -> tuple[list[list[int]], list[list[int]] | None]:
+            encs = fast.encode_batch_fast(
+                list(zip(*texts, strict=True)) if len(texts) == 2 else texts[0]
+            )
+            return [e.ids for e in encs], [e.type_ids for e in encs]
+
+        return rust
+
+    def python(texts: list[list[str]]) -> tuple[list[list[int]], list[list[int]] | None]:
+        enc = tokenizer(*texts, truncation=True, max_length=max_length, padding=False,
+                        return_attention_mask=False)  # fmt: skip
+        return enc["input_ids"], enc.get("token_type_ids")
+
+    return python
+
+
+def tokenize_split(
+    ds: datasets.Dataset, spec: TaskSpec, tokenizer: Any, max_length: int, batch_size: int = 2000
+) -> TokenizedSplit:
+    """Tokenise `ds` with `Dataset.map(batched=True)` into Arrow (int32 token ids), labels as
+    ids (or floats), then take the flat token ids and offsets from the Arrow lists (no Python
+    list per row of the whole split)."""
+    import datasets
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    ids = {name: i for i, name in enumerate(spec.labels)}
+    columns, label = spec.text_columns, spec.label_column
+    encoder = batch_encoder(tokenizer, max_length)
+    tokens = datasets.Sequence(datasets.Value("int32"))
+    y_type = datasets.Value("float32" if spec.is_regression else "int64")
+    features = datasets.Features({"input_ids": tokens, "token_type_ids": tokens, "y": y_type})
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        texts = [[t if isinstance(t, str) else str(t) for t in batch[c]] for c in columns]
+        input_ids, token_types = encoder(texts)
+        values = batch[label]
+        return {
+            "input_ids": input_ids,
+            "token_type_ids": token_types or [[0] * len(row) for row in input_ids],
+            "y": [float(v) for v in values] if spec.is_regression else [
+                v if isinstance(v, int) and not isinstance(v, bool) and str(v) not in ids
+                else ids[str(v)] for v in values
+            ],
+        }  # fmt: skip
+
+    if len(ds) == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        dtype = torch.float32 if spec.is_regression else torch.long
+        return TokenizedSplit(empty, empty.clone(), torch.zeros(1, dtype=torch.long),
+                              torch.zeros(0, dtype=dtype))  # fmt: skip
+    mapped = ds.map(encode, batched=True, batch_size=batch_size, remove_columns=ds.column_names,
+                    features=features, keep_in_memory=True, load_from_cache_file=False)  # fmt: skip
+    table = mapped.data.table
+    del mapped
+    n = table.num_rows
+
+    def flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """A list column as (values int64, lengths), chunk by chunk: no combined copy."""
+        chunks = column.chunks
+        values = np.empty(sum(len(c.flatten()) for c in chunks), dtype=np.int64)
+        lengths = np.empty(n, dtype=np.int64)
+        pos = row = 0
+        for c in chunks:
+            v = c.flatten().to_numpy(zero_copy_only=False)
+            values[pos : pos + len(v)] = v
+            ln = np.diff(c.offsets.to_numpy())
+            lengths[row : row + len(ln)] = ln
+            pos, row = pos + len(v), row + len(ln)
+        return values, lengths
+
+    input_ids, lengths = flat(table.column("input_ids"))
+    token_types = flat(table.column("token_type_ids"))[0]
+    y = table.column("y").to_numpy()
+    del table
+    return TokenizedSplit(
+        input_ids=torch.from_numpy(input_ids),  # (total,)
+        token_type_ids=torch.from_numpy(token_types),  # (total,)
+        offsets=offsets_from_lengths(torch.from_numpy(lengths)),  # (n + 1,)
+        labels=torch.from_numpy(y.astype(np.float32 if spec.is_regression else np.int64)),
+    )
