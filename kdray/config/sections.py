@@ -65,13 +65,14 @@ def is_mutable(path: str) -> bool:
 class DatasetConfig:
     """Your own dataset, read as `datasets.load_dataset` reads it (`data.dataset`).
 
-    `path` is load_dataset's first argument: a format (csv, json, parquet, text) with
+    `path` is load_dataset's first argument: a format (csv, json, parquet, arrow) with
     `data_files`, a local folder (also one written by `Dataset.save_to_disk`) or a hub id."""
 
     path: str
     #: The hub config, if any.
     name: str | None = None
-    #: Split -> file(s), as load_dataset's `data_files` (relative paths: to the config file).
+    #: Split -> local file(s), as load_dataset's `data_files` (relative paths: from the folder
+    #: kdray runs in).
     data_files: Mapping[str, Any] | None = None
     revision: str | None = None
     #: The csv reader's delimiter ("\t" reads TSV); None: the format's default.
@@ -90,7 +91,7 @@ class DatasetConfig:
     #: The positive class of binary `f1`; None: labels[1].
     positive_label: str | None = None
     #: Metric names (kdray.data.metrics.METRICS); the first is the main one (model selection,
-    #: ASHA, reports). None: accuracy (and f1_macro beyond two classes), or pearson and
+    #: ASHA, reports). None: accuracy and f1 (two classes) or f1_macro (more), or pearson and
     #: spearmanr for regression.
     metrics: tuple[str, ...] | None = None
     #: kdray split -> the dataset's split name. A null validation is carved from train

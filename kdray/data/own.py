@@ -3,7 +3,7 @@ any work, described as a `TaskSpec` and tokenised through `Dataset.map`.
 
     data:
       dataset:
-        path: csv                                   # csv, json, parquet, text, a folder, a hub id
+        path: csv                                   # csv, json, parquet, a folder, a hub id
         data_files: {train: tickets/train.csv, test: tickets/test.csv}
         text_columns: [subject, body]               # one text, or a pair
         label_column: queue
@@ -55,8 +55,24 @@ def _nearest(name: str, columns: list[str]) -> list[str]:
     return close or columns
 
 
+#: kdray split -> the dataset's split name, unless `data.dataset.splits` says otherwise.
+DEFAULT_SPLITS: dict[str, str | None] = {"train": "train", "validation": None, "test": "test"}
+
+
+def split_names(cfg: DatasetConfig) -> dict[str, str | None]:
+    """`data.dataset.splits` over the defaults; two roles naming one split are refused."""
+    names = {**DEFAULT_SPLITS, **cfg.splits}
+    given = [n for n in names.values() if n is not None]
+    if len(given) != len(set(given)):
+        raise ConfigError(
+            f"'data.dataset.splits' names one split for two roles ({names}); a run must not be "
+            f"validated or tested on the examples it trains on"
+        )
+    return names
+
+
 def _split(cfg: DatasetConfig, splits: datasets.DatasetDict, role: str) -> datasets.Dataset | None:
-    name = cfg.splits.get(role)
+    name = split_names(cfg).get(role)
     if name is None:
         if role == "train":
             raise ConfigError("'data.dataset.splits.train' must name the training split")
@@ -98,12 +114,15 @@ def empty_text_rows(ds: datasets.Dataset, columns: tuple[str, ...]) -> list[int]
 
 
 def missing_label_rows(ds: datasets.Dataset, column: str) -> list[int]:
-    """Row numbers whose label is missing (null, or NaN in a float column)."""
+    """Row numbers whose label is missing (null, NaN in a float column, -1 in a ClassLabel)."""
+    import datasets
     import pyarrow as pa
     import pyarrow.compute as pc
 
     col = ds.with_format("arrow")[:].column(column)
     missing = pc.is_null(col, nan_is_null=pa.types.is_floating(col.type))
+    if isinstance(ds.features[column], datasets.ClassLabel):  # -1: "no label" (e.g. hub tests)
+        missing = pc.or_(missing, pc.fill_null(pc.less(col, 0), False))
     return pc.indices_nonzero(missing).to_pylist()
 
 
@@ -114,11 +133,12 @@ def _problem(cfg: DatasetConfig, train: datasets.Dataset) -> str:
     dtype = getattr(feature, "dtype", "")
     is_float = isinstance(feature, datasets.Value) and dtype.startswith("float")
     if cfg.problem != "auto":
-        numeric = isinstance(feature, datasets.Value) and dtype.startswith(("float", "int", "uint"))
+        numeric = type(feature) is datasets.Value and dtype.startswith(("float", "int", "uint"))
         if cfg.problem == "regression" and not numeric:
             raise DataError(
-                f"data.dataset.label_column '{cfg.label_column}' holds {dtype or 'class'} values, "
-                f"not numbers, so it cannot be regressed; use problem: classification"
+                f"data.dataset.label_column '{cfg.label_column}' holds "
+                f"{'class names' if not numeric and dtype != 'string' else dtype} values, not "
+                f"numbers, so it cannot be regressed; use problem: classification"
             )
         return cfg.problem
     if not is_float:
@@ -146,10 +166,13 @@ def _label_names(cfg: DatasetConfig, train: datasets.Dataset) -> tuple[str, ...]
     else:
         values = [v for v in train.unique(cfg.label_column) if v is not None]
         if len(values) > MAX_CLASSES:
+            numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+            fix = "a score, most likely: set data.dataset.problem: regression"
+            if not numbers:
+                fix = "group them into fewer classes, or predict a number (problem: regression)"
             raise DataError(
                 f"data.dataset.label_column '{cfg.label_column}' has {len(values)} distinct "
-                f"labels, over {MAX_CLASSES} classes; a score, most likely: set "
-                f"data.dataset.problem: regression"
+                f"labels, over {MAX_CLASSES} classes; {fix}"
             )
         found = tuple(str(v) for v in sorted(values))
     if cfg.labels is None:
@@ -171,7 +194,12 @@ def _label_names(cfg: DatasetConfig, train: datasets.Dataset) -> tuple[str, ...]
             f"({', '.join(names) or 'none'}); a classifier needs two or more"
         )
     if cfg.positive_label is not None:
-        if cfg.positive_label not in names or len(names) != 2:
+        if len(names) != 2:
+            raise ConfigError(
+                f"'data.dataset.positive_label' names the positive class of binary f1, and this "
+                f"dataset has {len(names)} classes; drop it"
+            )
+        if cfg.positive_label not in names:
             raise DataError(
                 f"data.dataset.positive_label '{cfg.positive_label}' must be one of the two "
                 f"classes ({', '.join(names)})"
@@ -330,7 +358,7 @@ def _describe(cfg: DatasetConfig) -> tuple[TaskSpec, Any]:
         is_regression=problem == "regression",
         metrics=metrics,
         main_metric=metrics[0],
-        test_splits={"test": str(cfg.splits["test"])} if kept["test"] is not None else {},
+        test_splits={"test": str(split_names(cfg)["test"])} if kept["test"] is not None else {},
         hub_test_splits={},
         source=_source(cfg, splits),
     )

@@ -1,5 +1,5 @@
 """Reading your own dataset (`data.dataset`) the way `datasets.load_dataset` reads it: local
-files (csv, json, parquet, text, arrow), a folder (also one written by `save_to_disk`) or a hub
+files (csv, json, parquet, arrow), a folder (also one written by `save_to_disk`) or a hub
 id; every way it cannot be read is one `DataError` line. `content_hash` names the data by
 what it holds, for the cache keys.
 """
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from kdray.config import DatasetConfig
 
-#: Formats `path` may name (datasets' packaged builders) that read `data_files`.
+#: Formats `path` may name (datasets' packaged builders) that read `data_files`; "text" gives
+#: one `text` column and no labels, so it is refused when the label column is asked for.
 FORMATS = ("csv", "json", "parquet", "text", "arrow")
 
 
@@ -134,23 +135,27 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def content_hash(cfg: DatasetConfig, splits: datasets.DatasetDict) -> str:
     """What the data is, not where: the sha256 of the data files (or the saved folder's files),
     else the hub id, config, revision and datasets' own fingerprints."""
-    h = hashlib.sha256()
     files = data_files(cfg)
     folder = local_folder(cfg)
-    paths: list[Path] = []
-    if files is not None:
-        paths = [Path(n) for names in files.values() for n in names]
+    named: list[tuple[str, Path]] = []
+    if files is not None:  # each file under its split, so a swap of splits is a new key
+        named = [(f"{split}/{i}", Path(n)) for split, names in files.items()
+                 for i, n in enumerate(names)]  # fmt: skip
     elif folder is not None:
-        paths = sorted(p for p in folder.rglob("*") if p.is_file())
-    if paths:
-        for p in paths:
-            with open(p, "rb") as f:
-                while block := f.read(1 << 20):
-                    h.update(block)
-        return h.hexdigest()
+        named = [(str(p.relative_to(folder)), p) for p in sorted(folder.rglob("*")) if p.is_file()]
+    if named:
+        return content_key([[label, _file_sha(p)] for label, p in named])
     # a hub dataset: its id and revision, and datasets' own fingerprint of each split
     ident = [cfg.path, cfg.name, cfg.revision, {k: v._fingerprint for k, v in splits.items()}]
     return content_key(ident)

@@ -33,6 +33,7 @@ def data_identity(data: DataConfig) -> dict[str, Any]:
         out.pop("dataset")  # GLUE keys stay as they were before datasets existed
     else:
         spec = spec_of(data)
+        out["data_dir"] = None  # the GLUE folder plays no part
         out["dataset"] = {
             **{k: v for k, v in out["dataset"].items() if k not in ("path", "data_files")},
             "content": dict(spec.source or {}).get("sha256"),

@@ -129,6 +129,10 @@ def tokenize_split(
     import torch
 
     ids = {name: i for i, name in enumerate(spec.labels)}
+    feature = ds.features[spec.label_column]
+    # a ClassLabel holds indices into its own names, whose order `spec.labels` may change
+    class_ids = ({i: ids[n] for i, n in enumerate(feature.names)}
+                 if isinstance(feature, datasets.ClassLabel) else None)  # fmt: skip
     columns, label = spec.text_columns, spec.label_column
     encoder = batch_encoder(tokenizer, max_length)
     tokens = datasets.Sequence(datasets.Value("int32"))
@@ -143,9 +147,8 @@ def tokenize_split(
             "input_ids": input_ids,
             "token_type_ids": token_types or [[0] * len(row) for row in input_ids],
             "y": [float(v) for v in values] if spec.is_regression else [
-                v if isinstance(v, int) and not isinstance(v, bool) and str(v) not in ids
-                else ids[str(v)] for v in values
-            ],
+                class_ids[v] for v in values
+            ] if class_ids is not None else [ids[str(v)] for v in values],
         }  # fmt: skip
 
     if len(ds) == 0:

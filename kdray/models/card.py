@@ -66,7 +66,12 @@ def _described(meta: dict[str, Any]) -> tuple[str, list[str], str, int, list[str
     files = d.get("data_files") or {}
     where = ", ".join(f"{k}: {Path(v[0]).name}" for k, v in files.items()) or d["path"]
     ident = f"revision {d['revision']}" if d.get("revision") else f"sha256 {d['sha256'][:12]}"
-    hub = [] if d["path"] in ("csv", "json", "parquet", "text", "arrow") or files else [d["path"]]
+    local = (
+        files
+        or d["path"] in ("csv", "json", "parquet", "text", "arrow")
+        or Path(d["path"]).expanduser().exists()
+    )
+    hub = [] if local else [d["path"]]  # the front matter's datasets: hub ids only
     texts = len(meta.get("config", {}).get("data", {}).get("dataset", {}).get("text_columns", [1]))
     return meta["task"], list(meta["metrics"]), f"{meta['task']} ({where}; {ident})", texts, hub
 

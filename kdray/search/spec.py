@@ -159,7 +159,9 @@ class SweepSpec:
         for split, names in (files if isinstance(files, dict) else {}).items():  # your own data
             many = [names] if isinstance(names, str) else names
             files[split] = [
-                n if not isinstance(n, str) or is_uri(n) else str((base / n).expanduser().resolve())
+                n
+                if not isinstance(n, str) or is_uri(n)
+                else str((base / Path(n).expanduser()).resolve())
                 for n in many
             ]
         for t in trial.get("teachers") or []:  # a pool: each teacher's path and backbone

@@ -99,7 +99,7 @@ def test_every_format_reads_and_tokenises(tmp_path: Path, fmt: str, tok: Any) ->
 
 def test_hundreds_of_classes(tmp_path: Path) -> None:
     many = [f"intent_{i % 300:03d}" for i in range(900)]
-    section = write(tmp_path, "parquet", {"train": rows(many)}) | {"splits": {"train": "train"}}
+    section = write(tmp_path, "parquet", {"train": rows(many)}) | {"splits": {"test": None}}
     spec = spec_of(cfg_of(section).data)
     assert len(spec.labels) == 300 and spec.num_labels == 300 and spec.labels[0] == "intent_000"
 
@@ -156,7 +156,7 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
 
 def test_missing_column_names_the_columns_nearest_first(tmp_path: Path) -> None:
     section = write(tmp_path, "csv", {"train": rows(BINARY)})
-    section |= {"label_column": "lable", "splits": {"train": "train"}}
+    section |= {"label_column": "lable", "splits": {"test": None}}
     assert "no column 'lable'; its columns are label, text" in refused(section)
 
 
@@ -168,7 +168,7 @@ def test_empty_split_and_one_class(tmp_path: Path) -> None:
     Path(header["data_files"]["test"]).write_text("text,label\n")
     assert "holds no rows" in refused(header)
     one = write(tmp_path / "b", "csv", {"train": rows(["yes"] * 10)}) | {
-        "splits": {"train": "train"}}  # fmt: skip
+        "splits": {"test": None}}  # fmt: skip
     assert "one class only (yes)" in refused(one)
 
 
@@ -191,31 +191,31 @@ def test_empty_texts_are_counted_or_dropped(tmp_path: Path, caplog: Any) -> None
 
 def test_label_kinds_that_do_not_fit_the_problem(tmp_path: Path) -> None:
     words = write(tmp_path / "a", "csv", {"train": rows(BINARY)}) | {
-        "splits": {"train": "train"}, "problem": "regression"}  # fmt: skip
+        "splits": {"test": None}, "problem": "regression"}  # fmt: skip
     assert "cannot be regressed; use problem: classification" in refused(words)
     few = write(tmp_path / "b", "csv", {"train": rows([float(i % 3) for i in range(30)])}) | {
-        "splits": {"train": "train"}}  # fmt: skip
+        "splits": {"test": None}}  # fmt: skip
     assert "only 3 distinct whole values (0, 1, 2)" in refused(few)
     assert "problem: classification" in refused(few)
     many = write(tmp_path / "c", "csv", {"train": rows([f"c{i}" for i in range(1100)])}) | {
-        "splits": {"train": "train"}}  # fmt: skip
+        "splits": {"test": None}}  # fmt: skip
     assert "1100 distinct labels, over 1000 classes" in refused(many)
 
 
 def test_listed_labels_must_match_the_data(tmp_path: Path) -> None:
     section = write(tmp_path, "csv", {"train": rows(BINARY)}) | {
-        "splits": {"train": "train"}, "labels": ["yes", "maybe"]}  # fmt: skip
+        "splits": {"test": None}, "labels": ["yes", "maybe"]}  # fmt: skip
     assert "do not match the training labels (no, yes): no missing" in refused(section)
 
 
 def test_task_and_dataset_together_and_unknown_metrics(tmp_path: Path) -> None:
-    section = write(tmp_path, "csv", {"train": rows(BINARY)}) | {"splits": {"train": "train"}}
+    section = write(tmp_path, "csv", {"train": rows(BINARY)}) | {"splits": {"test": None}}
     with pytest.raises(ConfigError, match=r"'data.task' \(rte\) and 'data.dataset' are both set"):
         cfg_of(section, task="rte")
     assert "unknown metric 'acc'" in refused(section | {"metrics": ["acc"]}, ConfigError)
     assert "f1 scores two classes" in refused(
         write(tmp_path / "f", "csv", {"train": rows(FIVE)})
-        | {"splits": {"train": "train"}, "metrics": ["f1"]},
+        | {"splits": {"test": None}, "metrics": ["f1"]},
         ConfigError,
     )
 
@@ -232,7 +232,7 @@ def test_a_teacher_with_other_class_names_is_refused(tmp_path: Path) -> None:
 
     from kdray.models.source import check_teacher_task
 
-    section = write(tmp_path, "csv", {"train": rows(BINARY)}) | {"splits": {"train": "train"}}
+    section = write(tmp_path, "csv", {"train": rows(BINARY)}) | {"splits": {"test": None}}
     spec = spec_of(cfg_of(section).data)
     config = BertConfig(num_labels=2, id2label={0: "negative", 1: "positive"})
     with pytest.raises(
@@ -246,7 +246,7 @@ def test_a_file_the_reader_cannot_parse_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "train.tsv"
     bad.write_text("text\tlabel\n" + "".join(f"row {i}\tyes\n" for i in range(9)) + "a\tb\tno\n")
     section = {"path": "csv", "delimiter": "\t", "data_files": {"train": str(bad)},
-               "splits": {"train": "train"}}  # fmt: skip
+               "splits": {"test": None}}  # fmt: skip
     assert "cannot parse the csv files (Error tokenizing data" in refused(section)
     own._DESCRIBED.clear()
     with pytest.raises(DataError, match="one class only"):  # read once the bad line is skipped
@@ -256,5 +256,48 @@ def test_a_file_the_reader_cannot_parse_is_one_line(tmp_path: Path) -> None:
 def test_rows_without_a_label_are_named(tmp_path: Path) -> None:
     data = rows(SCORES)
     data[4]["label"] = None
-    section = write(tmp_path, "json", {"train": data}) | {"splits": {"train": "train"}}
+    section = write(tmp_path, "json", {"train": data}) | {"splits": {"test": None}}
     assert "train split has 1 rows without a label (rows 4)" in refused(section)
+
+
+def test_classlabel_ids_follow_the_class_order_kdray_uses(tmp_path: Path, tok: Any) -> None:
+    """A ClassLabel holds indices into its own names: reordered by positive_label (or digit
+    names such as "1".."5"), each row still gets its own class."""
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["pos", "neg"])})  # fmt: skip
+    data = {"text": [f"{TEXTS[i % 6]} {i}" for i in range(20)], "label": [0, 1] * 10}
+    datasets.DatasetDict(train=datasets.Dataset.from_dict(data, features=features)).save_to_disk(
+        str(tmp_path / "saved")
+    )
+    section = {"path": str(tmp_path / "saved"), "splits": {"test": None}, "positive_label": "pos"}
+    cfg = cfg_of(section)
+    assert spec_of(cfg.data).labels == ("neg", "pos")
+    split = load_task(cfg.data, tok, None)
+    ids = torch.cat([split.train.labels, split.validation.labels, split.reward.labels])
+    assert sorted(ids.tolist()) == [0] * 10 + [1] * 10
+    first = split.train.batch(torch.tensor([0]))
+    word = int(tok.decode(first["input_ids"][0], skip_special_tokens=True).split()[-1])
+    assert int(first["labels"][0]) == (1 if word % 2 == 0 else 0)  # even rows: "pos", id 1
+
+
+def test_classlabel_minus_one_is_a_missing_label(tmp_path: Path) -> None:
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["a", "b"])})  # fmt: skip
+    train = datasets.Dataset.from_dict({"text": TEXTS, "label": [0, 1] * 3}, features=features)
+    test = datasets.Dataset.from_dict({"text": TEXTS[:2], "label": [-1, -1]}, features=features)
+    datasets.DatasetDict(train=train, test=test).save_to_disk(str(tmp_path / "saved"))
+    assert "test split has 2 rows without a label (rows 0, 1)" in refused(
+        {"path": str(tmp_path / "saved")}
+    )
+
+
+def test_swapped_splits_are_new_data_and_one_split_cannot_play_two_roles(tmp_path: Path) -> None:
+    section = write(tmp_path, "csv", {"train": rows(BINARY), "a": rows(BINARY[:6]),
+                                      "b": rows(BINARY[:4])})  # fmt: skip
+    files = section["data_files"]
+    one = section | {"data_files": {"train": files["train"], "test": files["a"], "dev": files["b"]}}
+    two = section | {"data_files": {"train": files["train"], "test": files["b"], "dev": files["a"]}}
+    first = spec_of(cfg_of(one).data).source or {}
+    assert first["sha256"] != (spec_of(cfg_of(two).data).source or {})["sha256"]
+    message = refused(section | {"splits": {"validation": "train"}}, ConfigError)
+    assert "names one split for two roles" in message
