@@ -37,3 +37,10 @@ def unknown(kind: str, name: str, valid: Iterable[str], where: str = "") -> Conf
     return ConfigError(
         f"unknown {kind} '{name}'{at}{suggest(name, valid)}; valid: {', '.join(valid)}"
     )
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line (transformers' and datasets' span several): its
+    first line, without a closing period, at most `limit` characters."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0].rstrip(".") if lines else type(exc).__name__)[:limit]

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdray.base.errors import ConfigError, DataError
+from kdray.base.errors import ConfigError, DataError, first_line
 from kdray.base.io import content_key
 
 if TYPE_CHECKING:
@@ -129,10 +129,6 @@ def _holds_no_rows(path: Path, fmt: str) -> bool:
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     return len([line for line in head.splitlines() if line.strip()]) <= 1 and len(head) < 1 << 16
-
-
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _file_sha(path: Path) -> str:

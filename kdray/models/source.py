@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-from kdray.base.errors import ConfigError
+from kdray.base.errors import ConfigError, first_line
 from kdray.config import DEFAULT_BACKBONE, TeacherConfig, TrialConfig
 from kdray.data.tasks import TaskSpec
 from kdray.models.card import read_model_meta
@@ -47,12 +47,6 @@ def looks_local(name: str) -> bool:
     if name.startswith(("/", "./", "../", "~")) or Path(name).is_absolute():
         return True
     return ("/" in name or os.sep in name) and not _HUB_ID.fullmatch(name)
-
-
-def _first_line(exc: BaseException) -> str:
-    """transformers' messages span lines; a CLI error is one."""
-    lines = str(exc).strip().splitlines()
-    return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
 def model_folder(name: str, what: str = "model", fix: str = MODEL_FIX) -> Path | None:
@@ -87,11 +81,11 @@ def load_config(name_or_path: str, what: str = "model", fix: str = MODEL_FIX) ->
         from huggingface_hub import is_offline_mode
 
         if folder is not None:
-            reason = f"{folder}/config.json is not a model config ({_first_line(exc)})"
+            reason = f"{folder}/config.json is not a model config ({first_line(exc)})"
         elif is_offline_mode():
             reason = "no local folder, and not in the hub cache (HF_HUB_OFFLINE is set)"
         else:
-            reason = f"no local folder, and no model on the hub ({_first_line(exc)})"
+            reason = f"no local folder, and no model on the hub ({first_line(exc)})"
         raise ConfigError(f"{what} {name_or_path}: {reason}; {fix}") from exc
 
 
