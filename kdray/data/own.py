@@ -27,13 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdray.base.errors import ConfigError, DataError
+from kdray.base.errors import ConfigError, DataError, unknown
 from kdray.base.io import content_key
 from kdray.data.reader import content_hash, data_files, read
 from kdray.data.tasks import TaskSpec
 
 if TYPE_CHECKING:
     import datasets
+    import pyarrow as pa
 
     from kdray.config import DatasetConfig
 
@@ -96,12 +97,11 @@ def _split(cfg: DatasetConfig, splits: datasets.DatasetDict, role: str) -> datas
     return ds
 
 
-def empty_text_rows(ds: datasets.Dataset, columns: tuple[str, ...]) -> list[int]:
+def empty_text_rows(table: pa.Table, columns: tuple[str, ...]) -> list[int]:
     """Row numbers whose text (any of `columns`) is missing or blank (Arrow compute, no copy
     of the corpus into Python)."""
     import pyarrow.compute as pc
 
-    table = ds.with_format("arrow")[:]
     bad = None
     for c in columns:
         col = pc.cast(table.column(c), "string")
@@ -113,15 +113,14 @@ def empty_text_rows(ds: datasets.Dataset, columns: tuple[str, ...]) -> list[int]
     return pc.indices_nonzero(bad).to_pylist()
 
 
-def missing_label_rows(ds: datasets.Dataset, column: str) -> list[int]:
+def missing_label_rows(table: pa.Table, column: str, class_label: bool) -> list[int]:
     """Row numbers whose label is missing (null, NaN in a float column, -1 in a ClassLabel)."""
-    import datasets
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    col = ds.with_format("arrow")[:].column(column)
+    col = table.column(column)
     missing = pc.is_null(col, nan_is_null=pa.types.is_floating(col.type))
-    if isinstance(ds.features[column], datasets.ClassLabel):  # -1: "no label" (e.g. hub tests)
+    if class_label:  # -1: "no label" (e.g. the hub's GLUE test splits)
         missing = pc.or_(missing, pc.fill_null(pc.less(col, 0), False))
     return pc.indices_nonzero(missing).to_pylist()
 
@@ -137,8 +136,8 @@ def _problem(cfg: DatasetConfig, train: datasets.Dataset) -> str:
         if cfg.problem == "regression" and not numeric:
             raise DataError(
                 f"data.dataset.label_column '{cfg.label_column}' holds "
-                f"{'class names' if not numeric and dtype != 'string' else dtype} values, not "
-                f"numbers, so it cannot be regressed; use problem: classification"
+                f"{dtype if dtype == 'string' else 'class names'} values, not numbers, so it "
+                f"cannot be regressed; use problem: classification"
             )
         return cfg.problem
     if not is_float:
@@ -214,14 +213,13 @@ def _check_labels(cfg: DatasetConfig, ds: datasets.Dataset, role: str, names: tu
     if isinstance(ds.features[cfg.label_column], datasets.ClassLabel):
         return
     known = set(names)
-    values = [v for v in ds.unique(cfg.label_column)]
-    unknown = sorted(str(v) for v in values if v is None or str(v) not in known)
-    if unknown:
+    strangers = sorted(str(v) for v in ds.unique(cfg.label_column) if str(v) not in known)
+    if strangers:
         column = ds[cfg.label_column] if len(ds) <= 200_000 else None
         rows = sum(1 for v in column if v is None or str(v) not in known) if column else None
         counted = f" in {rows} rows" if rows is not None else ""
         raise DataError(
-            f"data.dataset: the {role} split has labels {', '.join(unknown[:10])}{counted} that "
+            f"data.dataset: the {role} split has labels {', '.join(strangers[:10])}{counted} that "
             f"the training split does not ({', '.join(names[:20])}); fix those rows or add the "
             f"classes to training"
         )
@@ -273,6 +271,8 @@ def _described_key(cfg: DatasetConfig) -> str:
 
 
 def _describe(cfg: DatasetConfig) -> tuple[TaskSpec, Any]:
+    import datasets
+
     from kdray.data.metrics import METRICS
 
     if not 1 <= len(cfg.text_columns) <= 2:
@@ -282,8 +282,6 @@ def _describe(cfg: DatasetConfig) -> tuple[TaskSpec, Any]:
         )
     for m in cfg.metrics or ():
         if m not in METRICS:
-            from kdray.base.errors import unknown
-
             raise unknown("metric", m, METRICS, "data.dataset.metrics")
     unknown_roles = sorted(set(cfg.splits) - {"train", "validation", "test"})
     if unknown_roles:
@@ -300,13 +298,15 @@ def _describe(cfg: DatasetConfig) -> tuple[TaskSpec, Any]:
         if ds is None:
             kept[role] = None
             continue
-        unlabelled = missing_label_rows(ds, cfg.label_column)
+        table = ds.with_format("arrow")[:]
+        class_label = isinstance(ds.features[cfg.label_column], datasets.ClassLabel)
+        unlabelled = missing_label_rows(table, cfg.label_column, class_label)
         if unlabelled:
             raise DataError(
                 f"data.dataset: the {role} split has {len(unlabelled)} rows without a label "
                 f"(rows {', '.join(map(str, unlabelled[:SHOWN_ROWS]))}); label or drop them"
             )
-        bad = empty_text_rows(ds, cfg.text_columns)
+        bad = empty_text_rows(table, cfg.text_columns)
         if bad and not cfg.drop_empty:
             shown = ", ".join(map(str, bad[:SHOWN_ROWS])) + (
                 ", ..." if len(bad) > SHOWN_ROWS else ""
@@ -331,11 +331,8 @@ def _describe(cfg: DatasetConfig) -> tuple[TaskSpec, Any]:
     else:
         names = ()
     metrics = tuple(cfg.metrics) if cfg.metrics else default_metrics(problem, len(names))
-    regression_only, classes_only = {"pearson", "spearman", "spearmanr"}, set(METRICS) - {
-        "pearson", "spearman", "spearmanr"}  # fmt: skip
-    wrong = [
-        m for m in metrics if m in (classes_only if problem == "regression" else regression_only)
-    ]
+    scores = {"pearson", "spearman", "spearmanr"}  # the metrics of a regression
+    wrong = [m for m in metrics if (m in scores) != (problem == "regression")]
     if wrong:
         raise ConfigError(
             f"'data.dataset.metrics': {wrong[0]} does not score {problem}; use "

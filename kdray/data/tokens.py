@@ -130,9 +130,14 @@ def tokenize_split(
 
     ids = {name: i for i, name in enumerate(spec.labels)}
     feature = ds.features[spec.label_column]
-    # a ClassLabel holds indices into its own names, whose order `spec.labels` may change
-    class_ids = ({i: ids[n] for i, n in enumerate(feature.names)}
-                 if isinstance(feature, datasets.ClassLabel) else None)  # fmt: skip
+    to_y: Any
+    if spec.is_regression:
+        to_y = float
+    elif isinstance(feature, datasets.ClassLabel):
+        # a ClassLabel holds indices into its own names, whose order `spec.labels` may change
+        to_y = {i: ids[n] for i, n in enumerate(feature.names)}.__getitem__
+    else:
+        to_y = lambda v: ids[str(v)]  # noqa: E731 - labels are named by their text
     columns, label = spec.text_columns, spec.label_column
     encoder = batch_encoder(tokenizer, max_length)
     tokens = datasets.Sequence(datasets.Value("int32"))
@@ -146,9 +151,7 @@ def tokenize_split(
         return {
             "input_ids": input_ids,
             "token_type_ids": token_types or [[0] * len(row) for row in input_ids],
-            "y": [float(v) for v in values] if spec.is_regression else [
-                class_ids[v] for v in values
-            ] if class_ids is not None else [ids[str(v)] for v in values],
+            "y": [to_y(v) for v in values],
         }  # fmt: skip
 
     if len(ds) == 0:
