@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from kdray.data.reader import FORMATS
 from kdray.data.tasks import TASKS, TaskSpec
 
 #: The hub's id of the GLUE datasets kdray trains on.
@@ -46,6 +47,7 @@ def task_meta(spec: TaskSpec) -> dict[str, Any]:
     and, for your own dataset, where it came from (path, files, revision, content sha256)."""
     out: dict[str, Any] = {
         "task": spec.name,
+        "text_columns": list(spec.text_columns),
         "labels": list(spec.id2label.values()),
         "metrics": list(spec.metrics),
         "main_metric": spec.main_metric,
@@ -66,13 +68,9 @@ def _described(meta: dict[str, Any]) -> tuple[str, list[str], str, int, list[str
     files = d.get("data_files") or {}
     where = ", ".join(f"{k}: {Path(v[0]).name}" for k, v in files.items()) or d["path"]
     ident = f"revision {d['revision']}" if d.get("revision") else f"sha256 {d['sha256'][:12]}"
-    local = (
-        files
-        or d["path"] in ("csv", "json", "parquet", "text", "arrow")
-        or Path(d["path"]).expanduser().exists()
-    )
+    local = files or d["path"] in FORMATS or Path(d["path"]).expanduser().exists()
     hub = [] if local else [d["path"]]  # the front matter's datasets: hub ids only
-    texts = len(meta.get("config", {}).get("data", {}).get("dataset", {}).get("text_columns", [1]))
+    texts = len(meta.get("text_columns", [""]))
     return meta["task"], list(meta["metrics"]), f"{meta['task']} ({where}; {ident})", texts, hub
 
 
