@@ -43,17 +43,50 @@ def run_trial(
     *,
     data_dir: str | Path | None = None,
     progress: bool = False,
+    keep_state: bool = False,
 ) -> RunResult:
     """One distillation run, without Ray: the teachers are fine-tuned (or taken from the
     cache) first, then the student is trained in `trainer.output_dir` (resumed when that
-    folder holds a checkpoint of the same config). Returns the run's `RunResult`."""
-    from kdray.training.checkpoint import check_output_dir
+    folder holds a checkpoint of the same config; default: a new folder
+    `~/kdray_results/runs/<task>_<time>`). Returns the run's `RunResult`, whose
+    `output_dir` and `student_dir` say where it landed.
+
+    A run that ended (finished or diverged) keeps its student, logs and results; its training
+    state (the resumable checkpoint, three times the student's size) only with `keep_state`,
+    as a sweep's `sweep.keep.states: all`. An interrupted run keeps it: the same call
+    continues it."""
+    from kdray.training.checkpoint import check_output_dir, drop_states
     from kdray.training.fine_tune import resolve_teachers
     from kdray.training.trainer import distil
 
     cfg = trial_config(config, overrides, data_dir)
+    if cfg.trainer.output_dir is None:
+        cfg = cfg.replace(**{"trainer.output_dir": str(new_run_folder(cfg))})
     check_output_dir(cfg)  # before any teacher is fine-tuned
-    return distil(cfg, progress=progress, teacher_paths=resolve_teachers(cfg, progress=progress))
+    teachers = resolve_teachers(cfg, progress=progress)
+    result = distil(cfg, progress=progress, teacher_paths=teachers)
+    if not keep_state:
+        drop_states(Path(result.output_dir))
+    return result
+
+
+def new_run_folder(cfg: TrialConfig) -> Path:
+    """RESULTS_ROOT/RUNS_DIR/<task or dataset>_<time>, made (never one that exists)."""
+    import time
+
+    from kdray.base.results import RESULTS_ROOT, RUNS_DIR
+    from kdray.data.specs import spec_of
+
+    root = Path(RESULTS_ROOT).expanduser() / RUNS_DIR
+    name = f"{spec_of(cfg.data).name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    for i in range(1, 100):
+        folder = root / (name if i == 1 else f"{name}_{i}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{root} holds too many runs named {name}*; give trainer.output_dir")
 
 
 @dataclass
@@ -78,7 +111,7 @@ class SweepRun:
         sweep's metric), or None when no trial reported it."""
         from kdray.analysis import best_trial, load_sweep
 
-        return best_trial(load_sweep(self.path, phases=False))
+        return best_trial(load_sweep(self.path, phases=False, history=False))
 
     @property
     def best(self) -> Any:
@@ -117,10 +150,12 @@ def run_sweep(
     import kdray.search.ray_start as ray_start
     import kdray.search.tracking as tracking
     import kdray.search.tuner as tuning
+    from kdray.analysis.prune import prune_at_end
     from kdray.search.folder import (
         claim_name,
         load_saved_spec,
         release_claim,
+        running,
         storage_path,
         sweep_folder,
     )
@@ -169,17 +204,20 @@ def run_sweep(
             check = [ray_start.local_resources()]
             tuning.check_resources(spec, check, "this machine (a local Ray)")
         exp = "" if folder else claim_name(spec, root, name or spec.name, bool(name))
+        experiment = folder or f"{root.rstrip('/')}/{exp}"
         try:
-            tracking.prepare(spec, folder or f"{root.rstrip('/')}/{exp}")
+            tracking.prepare(spec, experiment)
             tuner = tuning.start_tuner(spec, target, folder, retry_errored, search_alg,
                                        scheduler, exp, root)  # fmt: skip
         except BaseException:
             if exp:
                 release_claim(root, exp)
             raise
-        with _env(tracking.driver_env(spec)):
+        with _env(tracking.driver_env(spec)), running(experiment):
             results = tuner.fit()
-    run = SweepRun(results=results, path=results.experiment_path)
+    # Tune's experiment_path is a path in the storage's filesystem: a URI loses its scheme
+    run = SweepRun(results=results, path=experiment)
+    prune_at_end(run.path)  # sweep.keep: the best trial's state, the best students
     if report:
         from kdray.analysis import print_summary
         from kdray.analysis.report import end_of_sweep

@@ -1,7 +1,9 @@
 """`python -m kdray.export SWEEP_DIR --best OUT_DIR` (or `kdray-export`): the best trial's
-student out of a sweep, as a Hugging Face model folder.
+student out of a sweep, as a Hugging Face model folder; `--prune` gives back the disk space of
+a sweep's ended trials.
 
     python -m kdray.export ~/kdray_results/quickstart --best ./sst2-student
+    python -m kdray.export ~/kdray_results/quickstart --prune --keep best:1
     python -c "from transformers import pipeline; print(pipeline('text-classification',
                model='./sst2-student')('a gripping film'))"
 
@@ -9,6 +11,10 @@ The best trial is the one `python -m kdray.sweep` names at its end: finished tri
 by the sweep's metric (`sweep.metric`, `sweep.mode`: the validation split, never GLUE dev).
 The folder is copied whole (weights, config with the task's labels, tokenizer, model card)
 and atomically: OUT_DIR appears complete or not at all. OUT_DIR must not exist yet.
+
+`--prune` applies the keep rules (`kdray.analysis.prune`; the sweep file's `sweep.keep`, with
+`--keep` for the students and `--states` for the training states) to a sweep that is not running,
+and says how much it freed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from kdray.analysis import best_trial, load_sweep, student_path
+from kdray.analysis.prune import prune_sweep
 from kdray.base.errors import ConfigError, KdrayError
 from kdray.base.io import atomic_dir, is_uri, storage_fs
 
@@ -27,7 +34,7 @@ def export_best(sweep_dir: str, out: str | Path) -> tuple[str, Path]:
     out = Path(out).expanduser().resolve()
     if out.exists():
         raise ConfigError(f"{out} exists; give a new folder for the student (nothing written)")
-    sweep = load_sweep(sweep_dir, phases=False)
+    sweep = load_sweep(sweep_dir, phases=False, history=False)
     best = best_trial(sweep)
     if best is None:
         raise KdrayError(f"{sweep.path}: no trial reported {sweep.metric}; nothing to export")
@@ -53,9 +60,35 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m kdray.export", description=__doc__.split("\n")[0])
     p.add_argument("path", metavar="SWEEP_DIR", help="a sweep folder STORAGE/NAME (or its URI)")
-    p.add_argument("--best", metavar="OUT_DIR", required=True,
-                   help="copy the best trial's student (best validation metric) here")  # fmt: skip
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--best",
+        metavar="OUT_DIR",
+        help="copy the best trial's student (best validation metric) here",
+    )
+    what.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the training states (and students --keep does not keep) of "
+        "the sweep's ended trials; refused while the sweep runs",
+    )
+    p.add_argument(
+        "--keep",
+        metavar="STUDENTS",
+        help="with --prune: students to keep: finished, best:K or none (default: the "
+        "sweep's sweep.keep.students)",
+    )
+    p.add_argument(
+        "--states",
+        choices=("none", "best", "all"),
+        help="with --prune: training states to keep (default: sweep.keep.states)",
+    )
     args = p.parse_args(argv)
+    if not args.prune and (args.keep or args.states):
+        p.error("--keep and --states go with --prune")
+    if args.prune:
+        print(prune_sweep(args.path, states=args.states, students=args.keep).describe())
+        return 0
     name, out = export_best(args.path, args.best)
     print(f"best trial {name}: student copied to {out}")
     return 0

@@ -1,7 +1,9 @@
 """`python -m kdray.train` (or `kdray-train`): one distillation run with a progress bar;
 prints val and dev scores. A thin wrapper over `kdray.run_trial` (kdray.api).
 
-Rerunning with the same --output-dir resumes from the last checkpoint.
+The run lands in --output-dir (default: a new folder ~/kdray_results/runs/<task>_<time>).
+Rerunning an interrupted run with the same --output-dir resumes from its last checkpoint; a run
+that ended keeps its student, logs and results, and its training state only with --keep-state.
 """
 
 from __future__ import annotations
@@ -20,13 +22,21 @@ def main() -> int:
     )
     add_common(parser)
     parser.add_argument(
-        "--output-dir", help="run folder (checkpoint, results.json, student); resumes if present"
+        "--output-dir",
+        help="run folder (checkpoint, results.json, student); resumes if present "
+        "(default: a new folder ~/kdray_results/runs/<task>_<time>)",
     )
+    parser.add_argument(
+        "--keep-state", action="store_true",
+        help="keep the resumable training state (checkpoint.pt) after the run ends",
+    )  # fmt: skip
     args = parser.parse_args()
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"trainer.output_dir={args.output_dir}")
-    result = run_trial(args.config, overrides, data_dir=args.data_dir, progress=True)
+    result = run_trial(
+        args.config, overrides, data_dir=args.data_dir, progress=True, keep_state=args.keep_state
+    )
     m = result.main_metric
     print(f"status: {result.status} after {result.steps} steps ({result.wall_s:.1f} s)")
     if len(result.teachers) > 1:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import GLUE, make_tiny_teacher
+from kdray.models.source import random_teacher
+from tests.helpers import GLUE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -57,7 +58,7 @@ def count_losses(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-de
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: str) -> str:
-    return make_tiny_teacher(tmp_path_factory.mktemp("tiny-teacher"), tokenizer_dir)
+    return random_teacher(tmp_path_factory.mktemp("tiny-teacher"), tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +97,7 @@ def tiny_cfg(tiny_teacher: str, glue_dir: Path, cache_dir: str, tmp_path: Path) 
 def second_teacher(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: str) -> str:
     """Another tiny random teacher: 3 layers, other weights, same tokenizer and labels."""
     torch.manual_seed(7)
-    return make_tiny_teacher(tmp_path_factory.mktemp("tiny-b"), tokenizer_dir, layers=3)
+    return random_teacher(tmp_path_factory.mktemp("tiny-b"), tokenizer_dir, layers=3)
 
 
 @pytest.fixture

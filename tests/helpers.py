@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from kdray.config import TrialConfig
@@ -23,29 +22,6 @@ from kdray.config import TrialConfig
 #: The repository root.
 REPO = Path(__file__).resolve().parents[1]
 GLUE = REPO.parent / "shared" / "glue"
-
-
-def make_tiny_teacher(
-    path: Path, tokenizer_dir: str, num_labels: int = 2, layers: int = 2, heads: int = 4
-) -> str:
-    """A random BERT classifier, hidden 32, saved with the MiniLM tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=37,
-        max_position_embeddings=128,
-        num_labels=num_labels,
-    )
-    model = BertForSequenceClassification(config)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 class CrashAtFirstReport:

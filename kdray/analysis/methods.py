@@ -31,7 +31,7 @@ import pandas as pd
 
 from kdray.analysis.phases import knowledge_by_phase
 from kdray.analysis.tables import DEFAULT_BUCKETS, AnalysisError, Sweep
-from kdray.base.io import storage_fs
+from kdray.base.io import fs_path, storage_fs
 from kdray.base.results import PREDICTIONS, TRIAL_RUN_DIR, read_results, read_table
 
 #: Config paths that name a method, in the order a sweep's method dimension is looked for.
@@ -187,7 +187,7 @@ def compare(
         rows = done[done[column].astype(str) == name]
         out: dict[int, pd.DataFrame] = {}
         for _, r in rows.iterrows():
-            run_dir = f"{r['path']}/{TRIAL_RUN_DIR}"
+            run_dir = f"{fs_path(r['path'])}/{TRIAL_RUN_DIR}"
             if pd.isna(r[seed_col]) or int(r[seed_col]) in out:
                 raise AnalysisError(
                     f"{sweep.path}: {name} has several finished trials at {SEED_PATH} = "
@@ -221,7 +221,7 @@ def compare(
         return np.stack(rows)  # (S, N)
 
     xa, xb = stack(pa), stack(pb)
-    run_dir = f"{done[done[column].astype(str) == a]['path'].iloc[0]}/{TRIAL_RUN_DIR}"
+    run_dir = f"{fs_path(done[done[column].astype(str) == a]['path'].iloc[0])}/{TRIAL_RUN_DIR}"
     metric = str(read_results(run_dir, fs)["main_metric"])
     regression = np.asarray(labels).dtype.kind == "f"
     constant = best_constant(metric, regression, labels)

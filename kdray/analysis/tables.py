@@ -33,7 +33,6 @@ from kdray.base.results import (
     STUDENT_DIR,
     TRIAL_RUN_DIR,
     read_results,
-    read_table,
 )
 from kdray.config import flat_paths
 
@@ -107,11 +106,13 @@ def describe_statuses(trials: pd.DataFrame) -> str:
     return f"{len(trials)} trial{'s' if len(trials) != 1 else ''}" + (f": {parts}" if parts else "")
 
 
-def load_sweep(path: str | Path, phases: bool = True) -> Sweep:
-    """The tables of a finished or running sweep at a local folder or a storage URI
-    (`phases`: False leaves the phase logs unread, e.g. for a summary)."""
-    from ray.tune import ExperimentAnalysis
+def load_sweep(path: str | Path, phases: bool = True, history: bool = True) -> Sweep:
+    """The tables of a finished or running sweep at a local folder or a storage URI.
 
+    `phases`: False leaves the phase logs and probes unread; `history`: False leaves every
+    trial's report history unread (`history` is then empty), and the trials table takes each
+    trial's last report from Tune's experiment state: what a summary, the best trial or the
+    keep rules need, without a read per trial. Phase logs are read in parallel."""
     from kdray.search.folder import SPEC_FILE, load_saved_spec, sweep_folder
     from kdray.search.spec import SweepSpec
 
@@ -122,7 +123,7 @@ def load_sweep(path: str | Path, phases: bool = True) -> Sweep:
         raise AnalysisError(str(exc)) from None
     fs, _ = storage_fs(uri)
     try:
-        analysis = ExperimentAnalysis(uri)
+        analysis = _tune_analysis(uri, history)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise AnalysisError(
             f"{raw} is not a sweep folder (no Tune experiment state); give the folder "
@@ -137,19 +138,19 @@ def load_sweep(path: str | Path, phases: bool = True) -> Sweep:
     metric = settings.metric if settings else "val_metric"
     skipped: list[str] = []
     trials: list[dict[str, Any]] = []
-    history: list[pd.DataFrame] = []
-    logs: list[pd.DataFrame] = []
-    probes: list[pd.DataFrame] = []
+    history_frames: list[pd.DataFrame] = []
+    run_dirs: dict[str, str] = {}
     frames = analysis.trial_dataframes
+    scheme = uri.split("://", 1)[0] + "://" if is_uri(uri) else ""
     for trial in analysis.trials:
-        tid, tdir = trial.trial_id, trial.path
+        tid, tdir = trial.trial_id, trial.path  # a path in `fs` (a URI's without its scheme)
         df = frames.get(tid, pd.DataFrame())
-        last = df.iloc[-1].to_dict() if len(df) else {}
+        last = df.iloc[-1].to_dict() if len(df) else dict(trial.last_result or {})
         run_dir = f"{tdir}/{TRIAL_RUN_DIR}"
         status, problem = trial_status(trial.status, run_dir, fs)
         if problem:
             skipped.append(problem)
-        config = spec.trial_config(trial.config).to_dict() if spec else {}
+        config = spec.sampled_config(trial.config) if spec else {}
         row = {
             "trial_id": tid,
             "status": status,
@@ -165,41 +166,77 @@ def load_sweep(path: str | Path, phases: bool = True) -> Sweep:
             "steps": last.get("step", 0),
             "iterations": last.get("training_iteration", 0),
             "wall_s": last.get("time_total_s", np.nan),
-            "path": tdir,
+            "path": scheme + tdir,  # where to open it: a folder, or a URI
         }
         trials.append(row)
+        run_dirs[tid] = run_dir
         if len(df):
-            history.append(df.drop(columns=[c for c in df if c.startswith("config/")]))
-        if not phases:
-            continue
-        for name, into in ((PHASE_LOG, logs), (PROBES, probes)):
-            try:
-                into.append(read_table(f"{run_dir}/{name}", fs).assign(trial_id=tid))
-            except FileNotFoundError:
-                pass
-            except Exception as exc:  # a corrupt file: report which, analyse the rest
-                skipped.append(f"{run_dir}/{name}: {type(exc).__name__}: {exc}")
-                log.warning("skipped %s/%s: %s", run_dir, name, exc)
+            history_frames.append(df.drop(columns=[c for c in df if c.startswith("config/")]))
+    tables = {
+        name: read_tables({t: f"{d}/{name}" for t, d in run_dirs.items()}, fs, skipped)
+        for name in ((PHASE_LOG, PROBES) if phases else ())
+    }
     return Sweep(
         path=uri,
         trials=pd.DataFrame(trials),
-        history=pd.concat(history, ignore_index=True) if history else pd.DataFrame(),
-        phases=pd.concat(logs, ignore_index=True) if logs else pd.DataFrame(),
+        history=pd.concat(history_frames, ignore_index=True) if history_frames else pd.DataFrame(),
+        phases=tables.get(PHASE_LOG, pd.DataFrame()),
         metric=metric,
         mode=settings.mode if settings else "max",
         search=spec.to_dict()["search"] if spec else {},
         skipped=skipped,
-        probes=pd.concat(probes, ignore_index=True) if probes else pd.DataFrame(),
+        probes=tables.get(PROBES, pd.DataFrame()),
     )
+
+
+def _tune_analysis(uri: str, history: bool) -> Any:
+    """Tune's reader of the experiment state; without `history`, one that skips reading
+    every trial's result file (the state holds each trial's last result)."""
+    from ray.tune import ExperimentAnalysis
+
+    class LastResults(ExperimentAnalysis):
+        def _fetch_trial_dataframes(self) -> dict[str, pd.DataFrame]:
+            return {}
+
+    return (ExperimentAnalysis if history else LastResults)(uri)
+
+
+def read_tables(files: dict[str, str], fs: Any, skipped: list[str]) -> pd.DataFrame:
+    """Parquet files of trials ({trial_id: file}) as one table with a trial_id column, read in
+    parallel (pyarrow reads without the GIL). A missing file is passed over; an unreadable one
+    is named in `skipped` and the rest are read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def read(item: tuple[str, str]) -> pa.Table | None:
+        tid, file = item
+        try:
+            table = pq.read_table(file, filesystem=fs)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # a corrupt file: report which, analyse the rest
+            skipped.append(f"{file}: {type(exc).__name__}: {exc}")
+            log.warning("skipped %s: %s", file, exc)
+            return None
+        return table.append_column("trial_id", pa.array([tid] * len(table), pa.string()))
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(files)))) as pool:
+        found = [t for t in pool.map(read, files.items()) if t is not None]
+    if not found:
+        return pd.DataFrame()
+    return pa.concat_tables(found, promote_options="default").to_pandas()
 
 
 def leaderboard(sweep: Sweep, n: int = 10) -> pd.DataFrame:
     """The top `n` trials that reported a validation metric: finished ones first (a pruned
-    or diverged trial's last metric is from before its end), each group by the metric."""
+    or diverged trial's last metric is from before its end), each group by the metric, ties
+    by trial id (as `kdray.search.states` ranks students while the sweep runs)."""
     m = sweep.metric
     t = sweep.trials.dropna(subset=[m])
     t = t.assign(_unfinished=t["status"] != "finished").sort_values(
-        ["_unfinished", m], ascending=[True, sweep.mode == "min"]
+        ["_unfinished", m, "trial_id"], ascending=[True, sweep.mode == "min", True]
     )
     searched = [f"config/{p}" for p in sweep.search if f"config/{p}" in t]
     columns = ["trial_id", "status", m, "val_metric", "test_metric", "steps", "wall_s", *searched]
@@ -211,7 +248,7 @@ def print_summary(experiment: str) -> None:
     trial is not counted as finished) and the best trial, finished ones first. A summary
     that cannot be read is logged, never a failure of the finished sweep."""
     try:
-        sweep = load_sweep(experiment, phases=False)
+        sweep = load_sweep(experiment, phases=False, history=False)
     except KdrayError as exc:
         log.warning("no summary of %s: %s", experiment, exc)
         return
@@ -244,7 +281,12 @@ def student_path(trial: pd.Series) -> str | None:
     """A trial's saved student folder (a Hugging Face model folder), or None when it saved
     none (pruned, errored, or `trainer.save_student: false`)."""
     student = f"{trial['path']}/{TRIAL_RUN_DIR}/{STUDENT_DIR}"
-    return student if is_uri(student) or Path(student).exists() else None
+    if is_uri(student):
+        import pyarrow.fs
+
+        fs, where = storage_fs(student)
+        return student if fs.get_file_info(where).type != pyarrow.fs.FileType.NotFound else None
+    return student if Path(student).exists() else None
 
 
 def param_importance(sweep: Sweep) -> pd.Series:

@@ -208,6 +208,12 @@ def storage_location(path: str) -> str:
     return path if is_uri(path) else str(Path(path).expanduser().resolve())
 
 
+def fs_path(path: str) -> str:
+    """Where `path` (a local path or a storage URI) is in its pyarrow filesystem: a URI less
+    its scheme (s3://bucket/key -> bucket/key), a local path as it is."""
+    return path.split("://", 1)[1] if is_uri(path) else path
+
+
 def storage_fs(path: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path in it) for a local folder or a storage URI such as s3://..."""
     import pyarrow.fs

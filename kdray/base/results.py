@@ -4,10 +4,15 @@ A run (`kdray.training.trainer`, `python -m kdray.train`, one sweep trial) write
 
     <output_dir>/
         checkpoint.pt     CHECKPOINT: the full training state (resume, PBT); torch.load with
-                          weights_only=True
+                          weights_only=True. Kept while the run is live: a sweep deletes an
+                          ended trial's (`kdray.search.states`, `sweep.keep`), as `kdray.run_trial`
+                          does an ended run's; at a storage URI or under PBT a sweep trial's
+                          is in Tune's checkpoint folder instead
         checkpoint.prev.pt
                           PREV_CHECKPOINT: the one before, resumed from when checkpoint.pt
                           cannot be read
+        ended.json        a sweep trial whose states were settled at its end: its status, the
+                          states removed (`kdray.search.states.ENDED`)
         results.json      RESULTS: the run's outcome (status, steps, validation and test
                           metrics, ...), written once when the run ends
         phases.parquet    PHASE_LOG: the phase log, one row per selector phase (schema below),
@@ -66,6 +71,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import pandas as pd
 
+#: Where sweeps (STORAGE/NAME) and single runs (RUNS_DIR/<name>_<time>) go by default.
+RESULTS_ROOT = "~/kdray_results"
+#: The folder of RESULTS_ROOT that holds single runs (`kdray.run_trial`, `python -m kdray.train`).
+RUNS_DIR = "runs"
 #: The training state of a run, in its run folder.
 CHECKPOINT = "checkpoint.pt"
 #: The checkpoint before CHECKPOINT (kept at every save), in its run folder.

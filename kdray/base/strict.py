@@ -9,6 +9,7 @@ here knows kdray's config: `kdray.config` builds on it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -55,10 +56,17 @@ def flat_paths(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def type_hints(cls: Any) -> dict[str, Any]:
+    """`typing.get_type_hints` of a config class, worked out once (a sweep's analysis builds
+    thousands of configs)."""
+    return typing.get_type_hints(cls)
+
+
 def dataclass_paths(cls: type, prefix: str = "") -> list[str]:
     """Every dotted leaf path of a config class (for search-space validation and messages)."""
     paths: list[str] = []
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
@@ -71,7 +79,7 @@ def dataclass_paths(cls: type, prefix: str = "") -> list[str]:
 def _build(cls: type[T], raw: Any, where: str) -> T:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"'{where or 'config'}' must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)  # type: ignore[arg-type]
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():

@@ -5,6 +5,7 @@
 `position_limit`, `check_max_length` and `check_teacher_task` refuse a config that a model
 cannot serve while only its config.json has been read. `model_sources` lists every model
 config a trial reads, and `check_models` checks data.max_length against each of them.
+`random_teacher` writes a tiny random classifier (smoke tests, scale benchmarks).
 """
 
 from __future__ import annotations
@@ -225,3 +226,31 @@ def check_models(cfg: TrialConfig) -> None:
         config = config_offline(src.name, src.where, src.fix)
         if config is not None:
             check_max_length(cfg.data.max_length, config, src.who)
+
+
+def random_teacher(
+    path: Path, tokenizer_dir: str | None = None, num_labels: int = 2, layers: int = 2,
+    heads: int = 4, hidden: int = 32,
+) -> str:  # fmt: skip
+    """A random BERT classifier (seed 0; the caller's RNG state is left alone), hidden 32 by
+    default, saved to `path` with the tokenizer of `tokenizer_dir` (default: the offline
+    MiniLM's): a teacher that trains in milliseconds, for tests and scale benchmarks."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir or resolve_backbone(DEFAULT_BACKBONE))
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=37,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

@@ -1,13 +1,20 @@
 """The sweep folder STORAGE/NAME: where a sweep's results, its saved sweep file and its
 report live. `storage_path` checks the storage, `claim_name` claims a new folder (never one
 that holds a sweep), `save_spec` and `load_saved_spec` keep the sweep file beside the results
-(for `--resume` and the analysis), `sweep_folder` finds a sweep again.
+(for `--resume` and the analysis), `sweep_folder` finds a sweep again, and `running` marks a
+folder whose sweep runs (`check_not_running` refuses to prune it meanwhile).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
+import socket
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from kdray.base.errors import ConfigError
@@ -18,6 +25,8 @@ from kdray.search.sweep_file import parse_sweep
 
 #: The sweep file as run, saved in the experiment folder (for --resume and kdray.analysis).
 SPEC_FILE = "kdray_sweep.yaml"
+#: In the experiment folder while its sweep runs: the driver's host, process id and start.
+RUNNING_FILE = "kdray_running.json"
 
 
 def save_spec(spec: SweepSpec, experiment: str, claim: bool = False) -> bool:
@@ -25,8 +34,6 @@ def save_spec(spec: SweepSpec, experiment: str, claim: bool = False) -> bool:
 
     `claim`: in a local folder, write it only if the folder has none yet (an exclusive
     create, so of two sweeps started together one wins); False when one was there."""
-    import os
-
     import yaml
 
     text = yaml.safe_dump(spec.to_dict(), sort_keys=False)
@@ -95,9 +102,8 @@ def storage_path(spec: SweepSpec, override: str | None) -> str:
     path = Path(location)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".kdray-write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".kdray-write-test-"):
+            pass  # a name of its own: two sweeps starting together each probe their own
     except OSError as exc:
         raise ConfigError(
             f"storage path {path} is not writable ({exc.strerror}); pass --storage DIR"
@@ -140,3 +146,51 @@ def release_claim(storage: str, name: str) -> None:
     folder = Path(f"{storage}/{name}")
     if not is_uri(storage) and [p.name for p in folder.iterdir()] == [SPEC_FILE]:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(experiment: str) -> Iterator[None]:
+    """Mark `experiment` as running for the block (RUNNING_FILE: host, pid, start)."""
+    fs, path = storage_fs(experiment)
+    claim = f"{path}/{RUNNING_FILE}"
+    text = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S")})  # fmt: skip
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(claim) as f:
+        f.write(text.encode())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fs.delete_file(claim)
+
+
+def check_not_running(experiment: str) -> None:
+    """ConfigError when the sweep at `experiment` runs now (its RUNNING_FILE names a live
+    driver; one left by a driver of this machine that is gone is stale, and ignored)."""
+    fs, path = storage_fs(experiment)
+    try:
+        with fs.open_input_stream(f"{path}/{RUNNING_FILE}") as f:
+            claim = json.loads(f.read().decode())
+    except (FileNotFoundError, OSError, ValueError):
+        return
+    host, pid = claim.get("host"), int(claim.get("pid", -1))
+    if host == socket.gethostname() and not _alive(pid):
+        return
+    raise ConfigError(
+        f"{experiment} is running (its {RUNNING_FILE}: driver {pid} on {host}, started "
+        f"{claim.get('started')}); wait until the sweep ends, or delete {RUNNING_FILE} if "
+        f"no sweep runs there"
+    )
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: is it there
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kdray.base.io import is_uri
+from kdray.base.results import RESULTS_ROOT
 from kdray.base.strict import _plain
 from kdray.config import (
     TrialConfig,
@@ -67,6 +68,20 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class KeepConfig:
+    """What a sweep keeps of its ended trials (`kdray.search.states`). Every trial keeps its
+    logs, config and results; a live trial keeps its current training state and the one
+    before it, and PBT keeps its checkpoints until the sweep ends (it clones them)."""
+
+    #: Training states (the resumable checkpoint: weights and optimiser moments) of ended
+    #: trials: none, best (the best trial's last one), all (each trial's last one).
+    states: Literal["none", "best", "all"] = "none"
+    #: Students (Hugging Face model folders) of finished trials: finished (every one), best:K
+    #: (the K best, by the sweep's metric), none.
+    students: str = "finished"
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """How Ray Tune runs the trials."""
 
@@ -88,7 +103,9 @@ class SweepConfig:
     selector_grace: Mapping[str, int] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     #: Where results and checkpoints go (a folder or a URI every node reaches).
-    storage: str = "~/kdray_results"
+    storage: str = RESULTS_ROOT
+    #: What is kept of ended trials besides their logs and results (KeepConfig).
+    keep: KeepConfig = field(default_factory=KeepConfig)
     #: Retries of a trial that raised.
     max_failures: int = 1
     time_budget_s: float | None = None
@@ -116,6 +133,15 @@ class SweepSpec:
         for path, value in sampled.items():
             set_path(raw, path, value)
         return check_trial(TrialConfig.from_dict(raw))
+
+    def sampled_config(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        """The base trial with the sampled {path: value} applied, every key filled in but not
+        checked against models or files (what the analysis of a sweep's trials reads: the
+        trials ran, so they were checked)."""
+        raw = copy.deepcopy(dict(self.trial))
+        for path, value in sampled.items():
+            set_path(raw, path, value)
+        return TrialConfig.from_dict(raw).to_dict()
 
     def base_trial(self) -> TrialConfig:
         """The trial config the teachers are prepared for: the base trial, with every teacher

@@ -49,6 +49,7 @@ from kdray.search.spec import (
     SweepConfig,
     SweepSpec,
 )
+from kdray.search.states import check_keep
 from kdray.search.tracking import check_loggers
 from kdray.selector import SELECTORS
 from kdray.training.checks import check_trial
@@ -154,6 +155,7 @@ def validate_sweep_settings(spec: SweepSpec) -> None:
     if s.scheduler == "pbt":
         validate_pbt(spec)
     check_loggers(s.loggers, s.logger_options)
+    check_keep(s.keep)
     check_selector_grace(spec)
     allowed = list(GENERIC_METRICS)
     if "data.task" not in spec.search:  # one task: its own metrics are reported too

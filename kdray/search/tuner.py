@@ -6,14 +6,16 @@ search leaves the data and the teacher alone, computes the teacher outputs once 
 every trial through Ray's object store (tune.with_parameters). Each trial is one
 kdray.training.trainer run in its trial folder (`run/`: checkpoint, phases.parquet, results.json,
 the student), reporting once per evaluation; ASHA, median stopping or FIFO decide what to prune.
-Trials hand their checkpoint to Tune at every evaluation: Tune keeps it in the storage path, a
-resumed or retried trial starts from it, and PBT clones it from a strong trial into a weak one (then
-changes the MUTABLE_PATHS knobs).
+Trials hand a checkpoint to Tune at every evaluation: a marker of the run folder's state, or (at a
+storage URI, under PBT) the state itself, which Tune then keeps (`kdray.search.states`). A resumed
+or retried trial continues from it, and PBT clones it from a strong trial into a weak one (then
+changes the MUTABLE_PATHS knobs). An ended trial's states are deleted as Tune records it complete.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import shutil
@@ -26,11 +28,13 @@ import kdray.search.ray_start as ray_start
 import kdray.search.tracking as tracking
 from kdray.base.errors import ConfigError
 from kdray.base.io import is_uri
-from kdray.base.results import CHECKPOINT, TRIAL_RUN_DIR
+from kdray.base.results import CHECKPOINT, PREV_CHECKPOINT, TRIAL_RUN_DIR
 from kdray.config import TrialConfig
 from kdray.data.tasks import TASKS
 from kdray.search.schedulers import create_scheduler
 from kdray.search.spec import SweepSpec
+from kdray.search.states import MARKER, back_to_marked, has_ended, marker_of, tune_owns_state
+from kdray.search.states import callback as state_callback
 from kdray.teachers.outputs import TeacherOutputs
 
 log = logging.getLogger(__name__)
@@ -51,13 +55,15 @@ REFERENCE_READS = ("data.", "teacher", "student.", "trainer.", "cache_dir")
 
 class TuneReporter:
     """The trainer's Reporter inside a Tune trial: numbers once per evaluation, with the run's
-    checkpoint, which Tune copies to the storage path (resume and PBT read it from there).
+    checkpoint (`kdray.search.states`): a marker naming it when the run folder owns the state,
+    else the state itself, moved out of the run folder for Tune to keep.
     """
 
     STAGE = ".to-tune-"
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, tune_owns: bool = False) -> None:
         self.node_id = node_id
+        self.tune_owns = tune_owns
         #: Seconds spent in tune.report so far (handing over and persisting checkpoints).
         self.report_s = 0.0
 
@@ -78,32 +84,42 @@ class TuneReporter:
         if ckpt is None or not ckpt.is_file():
             tune.report(clean)
             return
-        self.clear_stages(ckpt.parent)
-        # A folder holding just the checkpoint, hard-linked (no copy here); Tune may stop the
-        # trial inside report, so stale folders are cleared at the next report or start.
-        stage = Path(tempfile.mkdtemp(dir=ckpt.parent, prefix=self.STAGE))
-        os.link(ckpt, stage / CHECKPOINT)
+        run_dir = ckpt.parent
+        self.clear_stages(run_dir)
+        # The folder handed to Tune: outside the trial's working folder, which Tune syncs to a
+        # storage URI; Tune may stop the trial inside report, so stale ones are cleared at the
+        # next report or start.
+        stage = Path(tempfile.mkdtemp(dir=run_dir.parent.parent, prefix=self.prefix(run_dir)))
+        if self.tune_owns:  # moved, not copied: Tune's copy becomes the only one
+            os.replace(ckpt, stage / CHECKPOINT)
+            (run_dir / PREV_CHECKPOINT).unlink(missing_ok=True)
+        else:
+            (stage / MARKER).write_text(json.dumps(marker_of(ckpt, metrics.get("step"))))
         try:
             tune.report(clean, checkpoint=tune.Checkpoint.from_directory(str(stage)))
         finally:  # also when Tune stops the trial inside report (SystemExit)
             shutil.rmtree(stage, ignore_errors=True)
 
     @classmethod
+    def prefix(cls, run_dir: Path) -> str:
+        return f"{cls.STAGE}{run_dir.parent.name}-"
+
+    @classmethod
     def clear_stages(cls, run_dir: Path) -> None:
-        for stale in run_dir.glob(cls.STAGE + "*"):
+        for stale in run_dir.parent.parent.glob(cls.prefix(run_dir) + "*"):
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def trial_run_dir(context: Any) -> Path:
-    """The trainer's folder: in the storage path itself when that is a local or mounted
-    folder (so results.json, phases.parquet and the student land there as they are written),
-    else in the trial's working folder, which Tune syncs to the storage URI."""
+def trial_run_dir(context: Any) -> tuple[Path, bool]:
+    """The trainer's folder, and whether it is in the storage path itself (a local or
+    mounted folder: results.json, phases.parquet and the student land there as they are
+    written); else it is the trial's working folder, which Tune syncs to the storage URI."""
     import pyarrow.fs
 
     storage = context.get_storage()
     if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-        return Path(storage.trial_fs_path) / TRIAL_RUN_DIR
-    return Path(storage.trial_working_directory) / TRIAL_RUN_DIR  # the folder Tune syncs
+        return Path(storage.trial_fs_path) / TRIAL_RUN_DIR, True
+    return Path(storage.trial_working_directory) / TRIAL_RUN_DIR, False  # the folder Tune syncs
 
 
 def train_trial(
@@ -114,8 +130,9 @@ def train_trial(
 ) -> None:
     """One Tune trial: the sampled {path: value} on the base config, run in the trial folder.
 
-    A restarted trial (retry, or the sweep resumed) finds its checkpoint in the same folder
-    and continues from it.
+    A restarted trial (retry, or the sweep resumed) continues from its state: the run
+    folder's, or the one Tune hands back (also a PBT donor's). One that had ended already
+    (its states settled, `kdray.search.states.ENDED`) stops at once.
     """
     import ray
     from ray import tune
@@ -127,17 +144,26 @@ def train_trial(
 
     free_previous_trial()
     context = tune.get_context()
-    run_dir = trial_run_dir(context)
+    storage = context.get_storage()
+    if has_ended(storage.storage_filesystem, storage.trial_fs_path):
+        log.info("trial %s had ended; nothing to run", context.get_trial_id())
+        return
+    run_dir, local = trial_run_dir(context)
     TuneReporter.clear_stages(run_dir)
     checkpoint = tune.get_checkpoint()  # this trial's last one, or a PBT donor's
-    if checkpoint is not None:  # kept beside the run's own (the last two are kept)
+    if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            install_checkpoint(Path(d) / CHECKPOINT, run_dir)
+            if (Path(d) / CHECKPOINT).is_file():  # a state, not a marker of the run folder's
+                install_checkpoint(Path(d) / CHECKPOINT, run_dir)
+            elif (Path(d) / MARKER).is_file():
+                marker = json.loads((Path(d) / MARKER).read_text())
+                back_to_marked(run_dir, marker, context.get_trial_id())
     cfg = spec.trial_config({**config, "trainer.output_dir": str(run_dir)})
     if teacher_paths is None:  # teachers or data searched: this trial's own (cached) teachers
         check_output_dir(cfg, allow_mutation=spec.sweep.scheduler == "pbt")
         teacher_paths = resolve_teachers(cfg)
-    reporter = TuneReporter(ray.get_runtime_context().get_node_id())
+    owner = tune_owns_state(local, spec.sweep.scheduler)
+    reporter = TuneReporter(ray.get_runtime_context().get_node_id(), tune_owns=owner)
     distil(cfg, reporter, teacher_outputs=shared, run_id=context.get_trial_id(),
               allow_mutation=spec.sweep.scheduler == "pbt",
               teacher_paths=teacher_paths)  # fmt: skip
@@ -187,22 +213,24 @@ def run_config(spec: SweepSpec, name: str, storage: str, **overrides: Any) -> An
     RunConfig fields, e.g. verbose)."""
     from ray import tune
 
-    # Every report is a checkpoint (resume, PBT) and Tune keeps 2, so it snapshots the
-    # experiment state at most once a report, by design; its "snapshotting ... may become a
-    # bottleneck" warning advises against that every few seconds. A user's setting wins.
+    # Every report is a checkpoint (resume, PBT), so Tune snapshots the experiment state at
+    # most once a report, by design; its "snapshotting ... may become a bottleneck" warning
+    # advises against that every few seconds. A user's setting wins.
     os.environ.setdefault(SNAPSHOT_WARNING, "0")
     s = spec.sweep
     settings: dict[str, Any] = {
         "name": name,
         "storage_path": storage,
         "failure_config": tune.FailureConfig(max_failures=s.max_failures),
-        # PBT clones checkpoints of other trials, which must not be deleted meanwhile
-        "checkpoint_config": tune.CheckpointConfig(
-            num_to_keep=None if s.scheduler == "pbt" else 2  # 1: a state save per report
-        ),
+        # the last one (a marker, or the state Tune owns: kdray.search.states); PBT clones
+        # checkpoints of other trials, which must not be deleted meanwhile
+        "checkpoint_config": tune.CheckpointConfig(num_to_keep=None if s.scheduler == "pbt" else 1),
         # a storage URI gets the trial folders (phase logs, students) by syncing
         "sync_config": tune.SyncConfig(sync_artifacts=is_uri(storage)),
-        "callbacks": tracking.callbacks(spec, f"{storage.rstrip('/')}/{name}"),
+        "callbacks": [
+            *tracking.callbacks(spec, f"{storage.rstrip('/')}/{name}"),
+            state_callback(spec),
+        ],
     }
     return tune.RunConfig(**{**settings, **overrides})
 

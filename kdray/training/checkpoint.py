@@ -170,6 +170,13 @@ def save(state: dict[str, Any], out_dir: Path) -> None:
     atomic_torch_save(state, out_dir / CHECKPOINT, keep=out_dir / PREV_CHECKPOINT)
 
 
+def drop_states(out_dir: Path) -> None:
+    """Delete the training states of an ended run's folder (its checkpoint and the previous
+    one); the student, logs and results stay."""
+    for name in (CHECKPOINT, PREV_CHECKPOINT):
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def install(src: Path, out_dir: Path) -> None:
     """Make `src`, a checkpoint from elsewhere (Ray Tune's copy of a trial's last one, or a
     PBT donor's), the checkpoint of `out_dir`, through the same rotation as `save`. The same

@@ -19,8 +19,7 @@ from kdray.models.classifier import (
     remap_sources,
     uniform_layer_map,
 )
-from kdray.models.source import check_teacher_task, load_config
-from tests.helpers import make_tiny_teacher
+from kdray.models.source import check_teacher_task, load_config, random_teacher
 
 SST2 = TASKS["sst2"]
 
@@ -102,7 +101,7 @@ def test_incompatible_student_shapes(tiny_teacher: str, cfg: StudentConfig, need
 
 
 def test_teacher_label_count_must_match_task(tmp_path: Path, tokenizer_dir: str) -> None:
-    path = make_tiny_teacher(tmp_path / "t3", tokenizer_dir, num_labels=3)
+    path = random_teacher(tmp_path / "t3", tokenizer_dir, num_labels=3)
     with pytest.raises(ConfigError, match="3 labels but sst2 needs 2"):
         check_teacher_task(path, load_config(path), SST2)
     check_teacher_task(path, load_config(path), TASKS["mnli"])  # 3 labels: fine

@@ -64,7 +64,8 @@ def test_run_trial_writes_a_student_that_a_pipeline_loads(
                    "| selector | all |", "| training steps | 10 |",
                    f"| GLUE dev accuracy (measured, never tuned on) | {dev:.4f} |"):  # fmt: skip
         assert needle in card, needle
-    # the same run from a YAML path and "KEY=VALUE" overrides resumes the finished run
+    # the same run from a YAML path and "KEY=VALUE" overrides: the ended run kept no
+    # training state (run_trial's default), so it trains again, to the same scores
     path = tmp_path / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg))
     again = kdray.run_trial(str(path), ["selector.kind=all"])

@@ -18,6 +18,7 @@ from kdray.base.errors import ConfigError
 from kdray.base.results import PHASE_LOG
 from kdray.config import TrialConfig
 from kdray.models.features import Features
+from kdray.models.source import random_teacher
 from kdray.selector.base import PhaseOutcome
 from kdray.teacher_policy import (
     POLICIES,
@@ -28,7 +29,7 @@ from kdray.teacher_policy import (
     kd_loss,
 )
 from kdray.training.trainer import distil
-from tests.helpers import killed_and_resumed, make_tiny_teacher, pool_cfg
+from tests.helpers import killed_and_resumed, pool_cfg
 
 NAMES = ("A", "B")
 
@@ -386,7 +387,7 @@ def test_pool_of_other_label_counts_exits_2_naming_both(
     """Refused before any data or model is read: exit 2, one line, both teachers named."""
     import yaml
 
-    three = make_tiny_teacher(tmp_path / "three", tokenizer_dir, num_labels=3)
+    three = random_teacher(tmp_path / "three", tokenizer_dir, num_labels=3)
     raw = pool_cfg(tiny_cfg, tiny_teacher, three).to_dict()
     path = tmp_path / "pool.yaml"
     path.write_text(yaml.safe_dump(raw))

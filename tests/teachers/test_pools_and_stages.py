@@ -15,9 +15,10 @@ import torch
 from kdray.base.errors import ConfigError
 from kdray.base.results import PHASE_LOG
 from kdray.config import TrialConfig
+from kdray.models.source import random_teacher
 from kdray.training.stages import plan
 from kdray.training.trainer import Run, distil, setup
-from tests.helpers import REPO, make_tiny_teacher, pool_cfg
+from tests.helpers import REPO, pool_cfg
 
 
 class OneHot:
@@ -122,7 +123,7 @@ def test_two_teacher_run_caches_both_and_finishes(
 def test_pools_with_other_labels_or_vocabulary_are_refused_naming_both(
     tiny_cfg: dict, tiny_teacher: str, tokenizer_dir: str, tmp_path: Path
 ) -> None:
-    three = make_tiny_teacher(tmp_path / "three", tokenizer_dir, num_labels=3)
+    three = random_teacher(tmp_path / "three", tokenizer_dir, num_labels=3)
     with pytest.raises(ConfigError, match=r"teachers 'a' \(2 labels\) and 'b' \(3 labels\)"):
         distil(pool_cfg(tiny_cfg, tiny_teacher, three))
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
