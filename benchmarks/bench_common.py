@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,62 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 
         atomic_write_text(Path(path), json.dumps(payload, indent=2) + "\n")
         print(f"wrote {path}")
+
+
+#: Training states in a trial folder: the run folder's files, Tune's folders holding one.
+STATE_FILES = ("checkpoint.pt", "checkpoint.prev.pt")
+
+
+def folder_bytes(root: Path) -> int:
+    """Bytes a folder holds on disk, each file counted once (hard links share their blocks)."""
+    seen: set[int] = set()
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512
+    return total
+
+
+def count_states(experiment: Path) -> dict[str, int]:
+    """Trial folder -> training states in it now (hard links to one file count once)."""
+    counts: dict[str, int] = {}
+    for dirpath, _dirs, files in os.walk(experiment):
+        inodes = set()
+        for name in files:
+            if name in STATE_FILES:
+                try:
+                    inodes.add(os.lstat(os.path.join(dirpath, name)).st_ino)
+                except FileNotFoundError:
+                    continue
+        if inodes:
+            rel = Path(dirpath).relative_to(experiment).parts
+            if rel:
+                counts[rel[0]] = counts.get(rel[0], 0) + len(inodes)
+    return counts
+
+
+class DiskSampler(threading.Thread):
+    """Samples a sweep folder every `every` seconds until `done` is set: the peak of its
+    bytes on disk, of the training states in it, and of the states in any one trial."""
+
+    def __init__(self, root: Path, every: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.root, self.every = root, every
+        self.peak = self.states_peak = self.states_one_trial = self.samples = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            if not self.root.exists():
+                continue
+            states = count_states(self.root)
+            self.peak = max(self.peak, folder_bytes(self.root))
+            self.states_peak = max(self.states_peak, sum(states.values()))
+            self.states_one_trial = max([self.states_one_trial, *states.values()])
+            self.samples += 1
