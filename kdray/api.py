@@ -19,6 +19,7 @@ same message the command lines print.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from kdray.analysis import Sweep
     from kdray.base.results import RunResult
     from kdray.search.spec import SweepSpec
+
+log = logging.getLogger(__name__)
 
 
 def run_trial(
@@ -53,8 +56,9 @@ def run_trial(
 
     A run that ended (finished or diverged) keeps its student, logs and results; its training
     state (the resumable checkpoint, three times the student's size) only with `keep_state`,
-    as a sweep's `sweep.keep.states: all`. An interrupted run keeps it: the same call
-    continues it."""
+    as a sweep's `sweep.keep.states: all`. An interrupted run keeps it: the same call with
+    `trainer.output_dir` set to its folder continues it (the default folder is new each
+    call, so it is logged as the run starts)."""
     from kdray.training.checkpoint import check_output_dir, drop_states
     from kdray.training.fine_tune import resolve_teachers
     from kdray.training.trainer import distil
@@ -62,6 +66,8 @@ def run_trial(
     cfg = trial_config(config, overrides, data_dir)
     if cfg.trainer.output_dir is None:
         cfg = cfg.replace(**{"trainer.output_dir": str(new_run_folder(cfg))})
+        log.info("run folder: %s (to continue it if interrupted: trainer.output_dir=%s)",
+                 cfg.trainer.output_dir, cfg.trainer.output_dir)  # fmt: skip
     check_output_dir(cfg)  # before any teacher is fine-tuned
     teachers = resolve_teachers(cfg, progress=progress)
     result = distil(cfg, progress=progress, teacher_paths=teachers)

@@ -12,6 +12,7 @@
 - `phases`: knowledge (and teachers) by training phase, the schedule export.
 - `methods`: methods side by side, paired over seeds (`methods_table`, `compare`).
 - `stats`: paired bootstrap intervals and their verdict (imported by name: it needs torch).
+- `prune`: the keep rules (`sweep.keep`) over a sweep on disk (`prune_sweep`).
 - `report`: the report `python -m kdray.analyze` writes (figures, tables, Markdown or HTML).
 
 May import: `kdray.base`, `kdray.config`, `kdray.data`, and (inside functions) the sweep
@@ -37,6 +38,7 @@ from kdray.analysis.phases import (
     teacher_by_phase,
     teacher_names,
 )
+from kdray.analysis.prune import Pruned, prune_sweep
 from kdray.analysis.tables import (
     DEFAULT_BUCKETS,
     STATUSES,
@@ -61,6 +63,7 @@ __all__ = [
     "STATUSES",
     "TEACHER_COLUMNS",
     "AnalysisError",
+    "Pruned",
     "Sweep",
     "best_trial",
     "check_buckets",
@@ -78,6 +81,7 @@ __all__ = [
     "param_importance",
     "policy_reward_by_phase",
     "print_summary",
+    "prune_sweep",
     "student_path",
     "teacher_by_phase",
     "teacher_names",

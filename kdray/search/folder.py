@@ -16,11 +16,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from kdray.base.errors import ConfigError
 from kdray.base.io import atomic_write_text, is_uri, storage_fs, storage_location, write_error
+from kdray.base.strict import _build
 from kdray.base.yamlio import parse_yaml
-from kdray.search.spec import SweepSpec
+from kdray.search.spec import KeepConfig, SweepConfig, SweepSpec
+from kdray.search.states import check_keep
 from kdray.search.sweep_file import parse_sweep
 
 #: The sweep file as run, saved in the experiment folder (for --resume and kdray.analysis).
@@ -79,18 +82,40 @@ def sweep_folder(path: str, flag: str) -> str:
     return location
 
 
-def load_saved_spec(experiment: str) -> SweepSpec:
-    """The sweep file saved beside a sweep's results (`save_spec`), validated."""
+def _saved_raw(experiment: str, fix: str) -> dict[str, Any]:
+    """The sweep file saved beside a sweep's results, as its YAML mapping (`fix`: what to do
+    when there is none, for the message)."""
     fs, path = storage_fs(experiment)
     try:
         with fs.open_input_stream(f"{path}/{SPEC_FILE}") as f:
             text = f.read().decode()
     except (FileNotFoundError, OSError) as exc:
         raise ConfigError(
-            f"--resume {experiment} has no {SPEC_FILE} (a sweep started before kdray saved "
-            f"it?); pass the sweep's --space FILE as well"
+            f"{experiment} has no {SPEC_FILE} (a sweep started before kdray saved it?); {fix}"
         ) from exc
-    return parse_sweep(parse_yaml(text, f"{experiment}/{SPEC_FILE}"), Path(path).name)
+    raw = parse_yaml(text, f"{experiment}/{SPEC_FILE}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{experiment}/{SPEC_FILE} is not a sweep file (not a mapping)")
+    return raw
+
+
+def load_saved_spec(experiment: str) -> SweepSpec:
+    """The sweep file saved beside a sweep's results (`save_spec`), validated."""
+    raw = _saved_raw(experiment, "pass the sweep's --space FILE as well")
+    return parse_sweep(raw, Path(storage_fs(experiment)[1]).name)
+
+
+def saved_keep(experiment: str) -> tuple[KeepConfig, str]:
+    """The saved sweep file's `sweep.keep` and `sweep.scheduler`, read alone: pruning needs
+    these two, not the rest of the sweep to validate again (its trackers installed, its
+    models and data at hand)."""
+    raw = _saved_raw(experiment, "pass both --states and --keep")
+    sweep = raw.get("sweep") or {}
+    if not isinstance(sweep, dict):
+        raise ConfigError(f"'sweep' in {experiment}/{SPEC_FILE} must be a mapping")
+    keep = _build(KeepConfig, sweep.get("keep") or {}, "sweep.keep")
+    check_keep(keep)
+    return keep, str(sweep.get("scheduler", SweepConfig.scheduler))
 
 
 def storage_path(spec: SweepSpec, override: str | None) -> str:

@@ -11,8 +11,9 @@ three times the student's weights, so a sweep keeps as few as it safely can:
   evaluation whose report was lost is reported again. With the storage at a URI (the trial's working
   folder is synced there, so a state in it would be uploaded a second time) or under PBT (which
   clones a strong trial's state into a weak one) the owner is Tune: each report moves the state out
-  of the run folder into Tune's checkpoint folder (`checkpoint_NNNNNN/`). Tune keeps the last one
-  (under PBT every one, until the sweep ends).
+  of the run folder into Tune's checkpoint folder (`checkpoint_NNNNNN/`). Tune keeps the last two
+  (the one before guards a restore after a crash of the driver; under PBT every one, until the
+  sweep ends).
 - **When a trial ends** (`StateCallback`, as Tune records it complete) the trial's ending is
   written into its run folder (`ENDED`) and its states are deleted, or all but its last one
   where `sweep.keep.states` keeps it. A trial Tune starts again after a crash of the driver
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kdray.base.errors import ConfigError
-from kdray.base.io import atomic_write_text
+from kdray.base.io import atomic_write_text, write_error
 from kdray.base.results import (
     CHECKPOINT,
     PREV_CHECKPOINT,
@@ -54,6 +55,9 @@ MARKER = "kdray_state.json"
 ENDED = "ended.json"
 #: The prefix of Tune's checkpoint folders in a trial folder.
 TUNE_CHECKPOINT = "checkpoint_"
+#: The prefix of a folder being handed to Tune at a report, beside the trial folders (then the
+#: trial folder's name and a random part).
+STAGE = ".to-tune-"
 #: The values of sweep.keep.students, for messages.
 STUDENT_RULES = "finished, none or best:K (K >= 1, e.g. best:3)"
 #: The values of sweep.keep.states.
@@ -70,10 +74,11 @@ def marker_of(state: Path, step: Any) -> dict[str, Any]:
 
 def back_to_marked(run_dir: Path, marker: dict[str, Any], trial_id: str) -> None:
     """A restarted trial whose run folder owns its state goes on from the state Tune recorded
-    (`marker`), so every evaluation is reported at least once: a state saved after it whose
-    report never reached Tune (the node or process died in between) is set aside for the
-    marked one, now the previous checkpoint. Where neither file is the marked one (a
-    filesystem without hard links) the run folder's newest state is used."""
+    (`marker`) where that file is still there: a state saved after it (at a later report that
+    never reached Tune, the node or process dying in between, or between two reports) is set
+    aside for the marked one, now the previous checkpoint, and the steps after the marked one
+    run, and are reported, again. Where neither file is the marked one (a filesystem without
+    hard links, or a marker older than both) the run folder's newest state is used."""
     current, previous = run_dir / CHECKPOINT, run_dir / PREV_CHECKPOINT
 
     def marked(path: Path) -> bool:
@@ -202,9 +207,12 @@ def write_ended(fs: Any, trial: str, status: str, removed: Sequence[str]) -> Non
     if isinstance(fs, pyarrow.fs.LocalFileSystem):
         atomic_write_text(Path(path), text)
         return
-    fs.create_dir(f"{trial}/{TRIAL_RUN_DIR}", recursive=True)
-    with fs.open_output_stream(path) as f:  # an object store writes an object whole
-        f.write(text.encode())
+    try:
+        fs.create_dir(f"{trial}/{TRIAL_RUN_DIR}", recursive=True)
+        with fs.open_output_stream(path) as f:  # an object store writes an object whole
+            f.write(text.encode())
+    except OSError as exc:
+        raise write_error(Path(path), exc) from exc
 
 
 def has_ended(fs: Any, trial: str) -> bool:
@@ -212,11 +220,30 @@ def has_ended(fs: Any, trial: str) -> bool:
     return _exists(fs, f"{trial}/{TRIAL_RUN_DIR}/{ENDED}")
 
 
+def leftovers(fs: Any, trial: str) -> list[str]:
+    """Partial files a killed process can leave of a trial's states: a checkpoint's temporary
+    file in the run folder (`kdray.base.io.atomic_path`), a folder staged for Tune beside the
+    trial folder (`kdray.search.tuner.TuneReporter`)."""
+    import pyarrow.fs
+
+    def listing(folder: str) -> list[Any]:
+        try:
+            return list(fs.get_file_info(pyarrow.fs.FileSelector(folder)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    run, (parent, _, name) = f"{trial}/{TRIAL_RUN_DIR}", trial.rpartition("/")
+    partial = tuple(f".{n}." for n in (CHECKPOINT, PREV_CHECKPOINT))
+    found = [i.path for i in listing(run)
+             if i.base_name.startswith(partial) and i.base_name.endswith(".tmp")]  # fmt: skip
+    return found + [i.path for i in listing(parent) if i.base_name.startswith(f"{STAGE}{name}-")]
+
+
 def end_trial(fs: Any, trial: str, status: str, keep_last: bool) -> Freed:
     """Settle an ended trial: ENDED written, then its states deleted (all but the newest with
-    `keep_last`). Nothing is deleted before the record is on disk."""
+    `keep_last`), partial ones too. Nothing is deleted before the record is on disk."""
     states = trial_states(fs, trial)
-    drop = states[1:] if keep_last else states
+    drop = (states[1:] if keep_last else states) + leftovers(fs, trial)
     if not drop and has_ended(fs, trial):
         return Freed()
     write_ended(fs, trial, status, drop)
@@ -281,8 +308,8 @@ def callback(spec: SweepSpec) -> Any:
             """Enter a finished trial among the best (ties by trial id, as the leaderboard);
             drop the student pushed past K."""
             value = (trial.last_result or {}).get(s.metric)
-            score = -math.inf  # no metric: last
-            if isinstance(value, int | float) and math.isfinite(value):
+            score = -math.inf  # no metric: last (the leaderboard leaves such trials out)
+            if isinstance(value, int | float) and not math.isnan(value):  # ±inf: as sorted there
                 score = float(value) if s.mode == "max" else -float(value)
             self.finished.append((score, str(trial.trial_id), fs, path))
             self.finished.sort(key=lambda t: (-t[0], t[1]))

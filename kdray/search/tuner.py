@@ -33,7 +33,14 @@ from kdray.config import TrialConfig
 from kdray.data.tasks import TASKS
 from kdray.search.schedulers import create_scheduler
 from kdray.search.spec import SweepSpec
-from kdray.search.states import MARKER, back_to_marked, has_ended, marker_of, tune_owns_state
+from kdray.search.states import (
+    MARKER,
+    STAGE,
+    back_to_marked,
+    has_ended,
+    marker_of,
+    tune_owns_state,
+)
 from kdray.search.states import callback as state_callback
 from kdray.teachers.outputs import TeacherOutputs
 
@@ -58,8 +65,6 @@ class TuneReporter:
     checkpoint (`kdray.search.states`): a marker naming it when the run folder owns the state,
     else the state itself, moved out of the run folder for Tune to keep.
     """
-
-    STAGE = ".to-tune-"
 
     def __init__(self, node_id: str, tune_owns: bool = False) -> None:
         self.node_id = node_id
@@ -102,7 +107,7 @@ class TuneReporter:
 
     @classmethod
     def prefix(cls, run_dir: Path) -> str:
-        return f"{cls.STAGE}{run_dir.parent.name}-"
+        return f"{STAGE}{run_dir.parent.name}-"
 
     @classmethod
     def clear_stages(cls, run_dir: Path) -> None:
@@ -158,6 +163,10 @@ def train_trial(
             elif (Path(d) / MARKER).is_file():
                 marker = json.loads((Path(d) / MARKER).read_text())
                 back_to_marked(run_dir, marker, context.get_trial_id())
+            else:
+                log.warning("trial %s: the checkpoint Tune handed back (%s) holds neither a "
+                            "state nor a marker; the trial goes on from its run folder's "
+                            "state, if any", context.get_trial_id(), checkpoint.path)  # fmt: skip
     cfg = spec.trial_config({**config, "trainer.output_dir": str(run_dir)})
     if teacher_paths is None:  # teachers or data searched: this trial's own (cached) teachers
         check_output_dir(cfg, allow_mutation=spec.sweep.scheduler == "pbt")
@@ -222,9 +231,11 @@ def run_config(spec: SweepSpec, name: str, storage: str, **overrides: Any) -> An
         "name": name,
         "storage_path": storage,
         "failure_config": tune.FailureConfig(max_failures=s.max_failures),
-        # the last one (a marker, or the state Tune owns: kdray.search.states); PBT clones
-        # checkpoints of other trials, which must not be deleted meanwhile
-        "checkpoint_config": tune.CheckpointConfig(num_to_keep=None if s.scheduler == "pbt" else 1),
+        # the last two (markers, or the states Tune owns: kdray.search.states): the one before
+        # the last is what a restored experiment names when the driver died between Tune
+        # registering a checkpoint and writing its experiment state; PBT clones checkpoints of
+        # other trials, which must not be deleted meanwhile
+        "checkpoint_config": tune.CheckpointConfig(num_to_keep=None if s.scheduler == "pbt" else 2),
         # a storage URI gets the trial folders (phase logs, students) by syncing
         "sync_config": tune.SyncConfig(sync_artifacts=is_uri(storage)),
         "callbacks": [

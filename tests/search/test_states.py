@@ -12,17 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow.fs
 import pytest
+import yaml
 
 import kdray
-from kdray.analysis import best_trial, load_sweep, student_path
+from kdray.analysis import Sweep, best_trial, load_sweep, prune_sweep, student_path
 from kdray.base.errors import ConfigError
 from kdray.base.results import CHECKPOINT, PREV_CHECKPOINT, STUDENT_DIR
-from kdray.search.folder import RUNNING_FILE, check_not_running, running
+from kdray.search.folder import RUNNING_FILE, SPEC_FILE, check_not_running, running, saved_keep
+from kdray.search.spec import KeepConfig
 from kdray.search.states import (
     ENDED,
     MARKER,
+    STAGE,
     back_to_marked,
     end_trial,
     has_ended,
@@ -63,10 +67,10 @@ def test_the_owner_of_a_live_state() -> None:
     assert tune_owns_state(storage_is_local=False, scheduler="asha")  # a storage URI
 
 
-def fake_trial(root: Path) -> Path:
+def fake_trial(root: Path, name: str = "trial_0001") -> Path:
     """A trial folder with every kind of state: the run folder's two, Tune's folder with a
     state and one with a marker, plus what must stay (student, results, logs)."""
-    trial = root / "trial_0001"
+    trial = root / name
     run = trial / "run"
     (run / STUDENT_DIR).mkdir(parents=True)
     (run / STUDENT_DIR / "model.safetensors").write_bytes(b"w" * 100)
@@ -154,6 +158,76 @@ def test_a_running_sweep_is_marked_and_a_stale_mark_is_ignored(tmp_path: Path) -
     (tmp_path / RUNNING_FILE).write_text(json.dumps({**stale, "host": "another-machine"}))
     with pytest.raises(ConfigError, match="another-machine"):
         check_not_running(str(tmp_path))
+
+
+def test_partial_files_of_a_killed_write_go_with_the_states(tmp_path: Path) -> None:
+    trial = fake_trial(tmp_path)
+    (trial / "run" / f".{CHECKPOINT}.x1y2.tmp").write_bytes(b"t" * 500)  # a torn save
+    staged = tmp_path / f"{STAGE}{trial.name}-abc"  # a hand-over to Tune cut short
+    staged.mkdir()
+    (staged / CHECKPOINT).write_bytes(b"t" * 400)
+    other = tmp_path / f"{STAGE}trial_0002-abc"  # another trial's: not this one's to delete
+    other.mkdir()
+    freed = end_trial(pyarrow.fs.LocalFileSystem(), str(trial), "pruned", keep_last=False)
+    assert freed.bytes == 6000 + 500 + 400 and freed.paths == 5
+    assert not staged.exists() and other.is_dir()
+    assert [p.name for p in (trial / "run").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def saved_sweep(folder: Path, sweep: dict[str, Any]) -> None:
+    """A saved sweep file whose trial section would not validate (as one naming a tracker this
+    machine lacks): pruning reads only sweep.keep and sweep.scheduler from it."""
+    raw = {"trial": {"student": {"no_such_key": 1}}, "sweep": sweep}
+    (folder / SPEC_FILE).write_text(yaml.safe_dump(raw))
+
+
+def test_the_saved_keep_rules_are_read_alone_and_never_guessed(tmp_path: Path) -> None:
+    saved_sweep(tmp_path, {"scheduler": "pbt", "keep": {"states": "all"}})
+    assert saved_keep(str(tmp_path)) == (KeepConfig(states="all"), "pbt")
+    saved_sweep(tmp_path, {"keep": {"students": "top"}})
+    with pytest.raises(ConfigError, match=r"'sweep.keep.students' must be finished, none"):
+        saved_keep(str(tmp_path))
+    (tmp_path / SPEC_FILE).unlink()
+    with pytest.raises(ConfigError, match=rf"has no {SPEC_FILE} .*pass both --states and --keep"):
+        saved_keep(str(tmp_path))
+
+
+def fake_sweep(root: Path, statuses: dict[str, str]) -> Sweep:
+    """A sweep on disk as prune_sweep reads it: a fake_trial folder per (name, status)."""
+    rows = []
+    for n, (name, status) in enumerate(statuses.items()):
+        trial = fake_trial(root, name)
+        rows.append({"trial_id": name, "status": status, "path": str(trial), "val_metric": n,
+                     "test_metric": n, "steps": 10, "wall_s": 1.0})  # fmt: skip
+    return Sweep(path=str(root), trials=pd.DataFrame(rows), history=pd.DataFrame(),
+                 phases=pd.DataFrame())  # fmt: skip
+
+
+@pytest.mark.parametrize("scheduler", ["asha", "pbt"])
+def test_prune_leaves_what_resume_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheduler: str
+) -> None:
+    """Ended trials lose their states, errored ones keep them (--resume continues them), and
+    so does the folder of an errored trial that --retry-errored replaced by a new one (which
+    Tune lists no more). In a PBT sweep with a trial to resume no state goes (PBT may clone
+    any); students still do."""
+    sweep = fake_sweep(tmp_path, {"a": "finished", "b": "pruned", "c": "errored"})
+    fake_trial(tmp_path, "d_replaced")
+    (tmp_path / "report").mkdir()  # not a trial folder: left alone
+    monkeypatch.setattr("kdray.analysis.prune.load_sweep", lambda *a, **k: sweep)
+    saved_sweep(tmp_path, {"scheduler": scheduler, "keep": {"students": "none"}})
+    pruned = prune_sweep(tmp_path)
+    fs = pyarrow.fs.LocalFileSystem()
+    left = {n: len(trial_states(fs, str(tmp_path / n))) for n in ("a", "b", "c", "d_replaced")}
+    held = scheduler == "pbt"
+    assert (
+        left == {"a": 0, "b": 0, "c": 3, "d_replaced": 0} if not held else set(left.values()) == {3}
+    )
+    assert pruned.states_held == held and pruned.continued == {"errored": 1}
+    assert pruned.replaced == (0 if held else 1) and (tmp_path / "report").is_dir()
+    assert not (tmp_path / "a" / "run" / STUDENT_DIR).exists()  # students: none
+    assert (tmp_path / "c" / "run" / STUDENT_DIR).exists()  # errored: untouched
+    assert ("PBT may clone" in pruned.describe()) == held
 
 
 # ----------------------------------------------------------------------------- a single run
