@@ -1,6 +1,6 @@
 """Shared by the benchmarks that compare methods ("arms") over seeds on GLUE dev: one finished
 run (`Done`), its per-example dev correctness, an arm's row of the JSON and the paired
-comparison of two arms (per-seed differences, a paired bootstrap CI over dev examples)."""
+comparison of two arms (per-seed differences, a 95% interval over seeds and dev examples)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import print_table
+from bench_common import print_paired, print_table
 
-from kdray.analysis.stats import paired_bootstrap, verdict
+from kdray.analysis.stats import score_bootstrap, verdict
 from kdray.base.io import cache_root
 from kdray.base.results import RunResult
 from kdray.config import TrialConfig
 from kdray.config.recipes import merged
 from kdray.data.dataset import TaskData, TokenizedSplit, load_task
+from kdray.knowledge.logits import matched_smoothing, mean_entropy
 from kdray.models.classifier import load_classifier
 from kdray.models.device import pick_device
 from kdray.training.checks import check_trial
@@ -86,12 +87,25 @@ def run_arm(
     return Done(result, cfg, val, right)
 
 
-def correctness(model: Any, split: TokenizedSplit, cfg: TrialConfig) -> np.ndarray:
-    """(N,) 1.0 where `model` predicts example i of `split` right, else 0.0."""
+def logits_on(model: Any, split: TokenizedSplit, cfg: TrialConfig) -> Any:
+    """(N, C) logits of `model` on `split`, on cfg's device and eval batch size."""
     device, tr = pick_device(cfg.trainer.device), cfg.trainer
     model.to(device)
-    logits = predict(model, split, device, tr.eval_batch_size, tr.bf16)  # (N, C)
-    return (logits.argmax(1) == split.labels).double().numpy()
+    return predict(model, split, device, tr.eval_batch_size, tr.bf16)
+
+
+def correctness(model: Any, split: TokenizedSplit, cfg: TrialConfig) -> np.ndarray:
+    """(N,) 1.0 where `model` predicts example i of `split` right, else 0.0."""
+    return (logits_on(model, split, cfg).argmax(1) == split.labels).double().numpy()
+
+
+def matched_epsilon(teacher_dir: str, split: TokenizedSplit, cfg: TrialConfig) -> dict[str, float]:
+    """The label smoothing ε whose targets are as soft, on average, as the teacher's soft
+    labels on `split` at cfg's temperature (the control arm for "a teacher's soft labels"
+    against "soft labels"): {"epsilon", "teacher_entropy"} (nats)."""
+    logits = logits_on(load_classifier(teacher_dir), split, cfg)
+    entropy = mean_entropy(logits, cfg.knowledge.temperature)
+    return {"epsilon": matched_smoothing(entropy, logits.shape[1]), "teacher_entropy": entropy}
 
 
 def finite_mean(values: list[float]) -> float:
@@ -118,26 +132,26 @@ def method_row(runs: dict[int, Done], constant: float) -> dict[str, Any]:
 
 
 def paired(a: str, b: str, done: dict[str, dict[int, Done]]) -> dict[str, Any]:
-    """Arm a − arm b on the seeds both ran: the mean of the per-seed dev differences, and the
-    paired bootstrap CI over dev examples of the per-example correctness differences averaged
-    over those seeds."""
+    """Arm a − arm b on the seeds both ran: the mean of the per-seed dev differences and its
+    95% interval over seeds and dev examples (`paired_contrast`)."""
     return paired_contrast({a: 1.0, b: -1.0}, done) | {"a": a, "b": b}
 
 
 def paired_contrast(weights: dict[str, float], done: dict[str, dict[int, Done]]) -> dict[str, Any]:
     """Σ_arm weight·score on the seeds every arm ran, e.g. {a: 1, b: −1} (a − b) or
     {m12: 1, m3: −1, v12: −1, v3: 1} (MLKD's 12→3-head drop minus vanilla's): the mean of the
-    per-seed contrasts and the paired bootstrap CI over dev examples of the per-example
-    contrast (each arm's correctness averaged over those seeds)."""
+    per-seed contrasts and its Multi-Bootstrap 95% interval (`score_bootstrap` on each arm's
+    per-seed dev correctness: seeds, then dev examples, drawn with replacement, the same draws
+    for every arm; with one seed the examples only, as `covers` says), and beside it the
+    interval over dev examples alone (`examples95`, what kdray reported before)."""
     seeds = sorted(set.intersection(*(set(done[k]) for k in weights)))
     per_seed = [sum(w * done[k][s].result.test_score for k, w in weights.items()) for s in seeds]
-    right = {k: np.mean([done[k][s].right for s in seeds], axis=0) for k in weights}  # (N,)
-    plus = sum(w * right[k] for k, w in weights.items() if w > 0)
-    minus = sum(-w * right[k] for k, w in weights.items() if w < 0)
-    boot = paired_bootstrap(plus, minus, n_boot=10000, seed=0)
+    right = [(w, np.stack([done[k][s].right for s in seeds])) for k, w in weights.items()]
+    boot = score_bootstrap(right, n_boot=10000, seed=0)
     return {"mean": statistics.mean(per_seed), "per_seed": per_seed,
             "ci95": list(boot["ci95"]), "verdict": verdict(boot["ci95"]),
-            "seeds": len(seeds)}  # fmt: skip
+            "seeds": len(seeds), "examples": boot["examples"], "covers": boot["covers"],
+            "examples95": list(boot["examples95"])}  # fmt: skip
 
 
 def print_arms(out: dict[str, Any], title: str, marks: dict[str, str] | None = None) -> None:
@@ -161,14 +175,9 @@ def print_arms(out: dict[str, Any], title: str, marks: dict[str, str] | None = N
     if not out["any_beats_constant"]:
         print(f"no arm beats the constant prediction ({out['constant']:.4f}): the differences "
               f"between arms here are noise, not knowledge transfer")  # fmt: skip
-    print("\npaired on dev examples (mean of per-seed differences; 95% CI: paired bootstrap "
-          "over dev examples)")  # fmt: skip
-    print_table(
-        [{"comparison": k + (f" ({v['a']} − {v['b']})" if "a" in v else ""),
-          "mean": v["mean"], "ci95": f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]",
-          "seeds": v["seeds"], "verdict": v["verdict"]}
-         for k, v in out.get("paired", {}).items()],
-        ["comparison", "mean", "ci95", "seeds", "verdict"],
+    print_paired(
+        [{"comparison": k + (f" ({v['a']} − {v['b']})" if "a" in v else ""), **v}
+         for k, v in out.get("paired", {}).items()]
     )  # fmt: skip
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from kdray.analysis.stats import verdict
+
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
@@ -54,6 +56,32 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def print_paired(rows: Sequence[dict[str, Any]], title: str = "paired") -> None:
+    """The paired comparisons' table: each row a `comparison` name and what
+    `kdray.analysis.stats` returned for it (mean, per_seed, ci95, verdict, seeds, examples,
+    covers, and examples95: the interval over examples alone, shown with the verdict it gives
+    as what the seeds change)."""
+    if not rows:
+        return
+    covers = sorted({str(r.get("covers", "")) for r in rows} - {""})
+    print(f"\n{title} (mean of per-seed differences; 95% interval resampling "
+          f"{' / '.join(covers) or 'examples'}, the same draws for both sides; beside it the "
+          f"interval over examples alone)")  # fmt: skip
+
+    def interval(ci: Sequence[float]) -> str:
+        return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+    print_table(
+        [{**r, "mean": f"{r['mean']:+.4f}", "ci95": interval(r["ci95"]),
+          "per_seed": " ".join(f"{d:+.3f}" for d in r.get("per_seed", [])),
+          "examples only": interval(r["examples95"]) if "examples95" in r else "",
+          "its verdict": verdict(r["examples95"]) if "examples95" in r else ""}
+         for r in rows],
+        ["comparison", "mean", "ci95", "per_seed", "seeds", "examples", "verdict",
+         "examples only", "its verdict"],
+    )  # fmt: skip
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:

@@ -43,8 +43,8 @@ once for the pool and shared by every run.
 Reported: per arm the mean ± std of the dev main metric over seeds and the mean wall time of
 a run; the teachers' scores; the best constant prediction (majority class) and whether any
 arm beats it; paired comparisons rl_soft − average and rl_soft − best single (the mean over
-seeds of the per-seed dev differences, and a 95% CI from a paired bootstrap over dev
-examples of the per-example correctness difference averaged over seeds, with its verdict);
+seeds of the per-seed dev differences, and a 95% interval resampling seeds and dev
+examples (the Multi-Bootstrap: the same draws for both arms), with its verdict);
 weight_auroc (rl_soft, last evaluation: AUROC of the per-example teacher weights against
 "this teacher is right on this example", mean over seeds); near_chance_weight (rl_soft: T4's
 mean weight over the final segment's learning phases, those after the policy's warm-up, mean

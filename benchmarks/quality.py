@@ -25,9 +25,9 @@ on MRPC) with the methods that do not beat it.
 
 Paired comparisons: every ACKS variant against each of --references (default all, vanilla,
 random_soft), on the seeds both ran: the mean of the per-seed dev differences and a 95%
-interval from a paired bootstrap over dev examples (the same resampled examples for every seed
-and both methods; each run's per-example predictions are its predictions.parquet), with the
-verdict. A task where no method beats the constant prediction is marked uninformative: its
+interval from the Multi-Bootstrap (seeds, then dev examples, drawn with replacement, the same
+draws for both methods; each run's per-example predictions are its predictions.parquet), with
+the verdict. A task where no method beats the constant prediction is marked uninformative: its
 differences are noise, and it is left out of the cross-task mean (the table says so).
 Targets: teacher SST-2 dev accuracy >= 0.88; vanilla and all beat none; the best ACKS
 variant >= all and >= vanilla on the 3-task mean.
@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from arms import work_folder
-from bench_common import machine, parser, print_table, quiet_hf, write_json
+from arms import matched_epsilon, work_folder
+from bench_common import machine, parser, print_paired, print_table, quiet_hf, write_json
 
 from kdray.analysis.stats import paired_comparison
 from kdray.base.errors import ConfigError
@@ -67,7 +67,16 @@ METHODS: dict[str, dict[str, Any]] = {
     "acks_online_soft": {"kind": "acks", "action": "soft"},
     "acks_two_stage": {"kind": "acks", "action": "soft", "mode": "two_stage", "episodes": 1},
     "acks_online_hard": {"kind": "acks", "action": "hard"},
+    # hard labels only, smoothed: soft targets without a teacher (the control for vanilla)
+    "smooth_0.1": {"kind": "none"},
+    "smooth_matched": {"kind": "none"},
 }
+#: The smoothing methods' ε (`knowledge.label_smoothing`); None: matched per task to the
+#: teacher's soft labels (their mean entropy on the training rows at the run's temperature).
+SMOOTHING: dict[str, float | None] = {"smooth_0.1": 0.1, "smooth_matched": None}
+#: Soft targets with and without a teacher, paired (those run), besides the ACKS pairs.
+CONTROLS = [("vanilla", "smooth_matched"), ("all", "smooth_matched"), ("vanilla", "smooth_0.1"),
+            ("smooth_matched", "none"), ("smooth_0.1", "none")]  # fmt: skip
 #: Per task: max length, teacher epochs (small tasks need several), train.tsv rows used by the
 #: students (the teacher always sees its whole training split), and that cap in --quick.
 TASKS: dict[str, dict[str, Any]] = {
@@ -95,9 +104,14 @@ def task_config(task: str, args: Any, steps: int) -> TrialConfig:
     )  # fmt: skip
 
 
-def method_overrides(name: str) -> dict[str, Any]:
-    """A method of METHODS as config overrides (selector.<key>: value)."""
-    return {f"selector.{k}": v for k, v in METHODS[name].items()}
+def method_overrides(name: str, matched: float = 0.0) -> dict[str, Any]:
+    """A method of METHODS as config overrides (selector.<key>: value, and a smoothing
+    method's knowledge.label_smoothing; `matched`: smooth_matched's ε on this task)."""
+    over = {f"selector.{k}": v for k, v in METHODS[name].items()}
+    if name in SMOOTHING:
+        eps = SMOOTHING[name]
+        over["knowledge.label_smoothing"] = matched if eps is None else eps
+    return over
 
 
 def weights_by_phase(run_dir: str) -> list[dict[str, float]]:
@@ -203,6 +217,12 @@ def run_task(
     constant = constant_score(s.spec, next(iter(s.data.test.values())).labels)
     entry: dict[str, Any] = {"teacher": teacher_dev, "metric": main_metric,
                              "constant": constant, "methods": {}}  # fmt: skip
+    if "smooth_matched" in methods:
+        entry["smoothing"] = matched_epsilon(teacher, s.data.train, base)
+        print(f"{task}: teacher soft labels at τ {base.knowledge.temperature}: mean entropy "
+              f"{entry['smoothing']['teacher_entropy']:.4f} nats; matched ε "
+              f"{entry['smoothing']['epsilon']:.4f}")  # fmt: skip
+    matched = entry.get("smoothing", {}).get("epsilon", 0.0)
     out["tasks"][task] = entry
     preds: dict[str, dict[int, Any]] = {}
     for name in methods:
@@ -212,7 +232,7 @@ def run_task(
             # selector.seed follows trainer.seed
             folder = work / task / f"{name}-s{seed}"
             cfg = base.replace(
-                **method_overrides(name),
+                **method_overrides(name, matched),
                 **{"trainer.seed": seed, "trainer.output_dir": str(folder)},
             )
             result = distil(cfg, teacher_outputs=shared, teacher_paths=teachers)
@@ -236,23 +256,21 @@ def run_task(
 def paired_table(
     preds: dict[str, dict[int, pd.DataFrame]], metric: str, references: list[str]
 ) -> dict[str, Any]:
-    """Each ACKS variant run so far against each reference run so far, on their common seeds."""
+    """Each ACKS variant run so far against each reference run so far, and the soft targets
+    with a teacher against those without (CONTROLS), on their common seeds."""
     out = {}
-    for a in (m for m in preds if m.startswith("acks")):
-        for b in (r for r in references if r in preds and r != a):
-            seeds = sorted(set(preds[a]) & set(preds[b]))
-            if not seeds:
-                continue
-            labels = preds[a][seeds[0]]["label"].to_numpy()
-            for s in seeds:
-                if not np.array_equal(preds[b][s]["label"].to_numpy(), labels):
-                    raise SystemExit(f"{a} and {b} seed {s}: scored on other examples")
-            xa, xb = (np.stack([preds[m][s]["prediction"].to_numpy() for s in seeds])
-                      for m in (a, b))  # fmt: skip
-            c = paired_comparison(metric, xa, xb, labels)
-            out[f"{a} − {b}"] = {"a": a, "b": b, "mean": c["mean"], "per_seed": c["per_seed"],
-                                 "ci95": list(c["ci95"]), "verdict": c["verdict"],
-                                 "seeds": len(seeds)}  # fmt: skip
+    pairs = [(a, b) for a in preds if a.startswith("acks") for b in references if b != a]
+    for a, b in [*pairs, *CONTROLS]:
+        seeds = sorted(set(preds.get(a, {})) & set(preds.get(b, {})))
+        if not seeds:
+            continue
+        labels = preds[a][seeds[0]]["label"].to_numpy()
+        for s in seeds:
+            if not np.array_equal(preds[b][s]["label"].to_numpy(), labels):
+                raise SystemExit(f"{a} and {b} seed {s}: scored on other examples")
+        xa, xb = (np.stack([preds[m][s]["prediction"].to_numpy() for s in seeds])
+                  for m in (a, b))  # fmt: skip
+        out[f"{a} − {b}"] = {"a": a, "b": b, **paired_comparison(metric, xa, xb, labels)}
     return out
 
 
@@ -328,15 +346,7 @@ def summarize(out: dict[str, Any], path: str | None) -> None:
         if not pairs:
             continue
         note = "" if t in used else " (uninformative task: read as noise)"
-        print(f"\n{t}: paired on dev examples (mean of per-seed differences; 95% CI: paired "
-              f"bootstrap over dev examples){note}")  # fmt: skip
-        print_table(
-            [{"comparison": k, "mean": f"{v['mean']:+.4f}",
-              "ci95": f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]",
-              "per_seed": " ".join(f"{d:+.3f}" for d in v["per_seed"]),
-              "seeds": v["seeds"], "verdict": v["verdict"]} for k, v in pairs.items()],
-            ["comparison", "mean", "ci95", "per_seed", "seeds", "verdict"],
-        )  # fmt: skip
+        print_paired([{"comparison": k, **v} for k, v in pairs.items()], f"{t}: paired{note}")
     checks: dict[str, bool] = {}
     if "sst2" in tasks:
         checks["teacher_sst2_ge_0.88"] = out["tasks"]["sst2"]["teacher"] >= 0.88

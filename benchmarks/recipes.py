@@ -12,8 +12,8 @@ at 12 heads. 3-head students keep the teacher's width (remap re-groups the copie
 Every arm runs the same seeds on the same data; the teacher's outputs are cached per arm.
 
 Reported: GLUE dev accuracy per arm (mean ± std over seeds), and paired comparisons (per-seed
-differences; 95% CI from a paired bootstrap over dev examples, each arm's per-example
-correctness averaged over the seeds): MLKD two-stage − vanilla, two-stage − one-stage,
+differences; 95% interval resampling seeds and dev examples, the same draws for every
+arm): MLKD two-stage − vanilla, two-stage − one-stage,
 TinyBERT − vanilla, MLKD − hard, and the head drops: MLKD 12 − 3, vanilla 12 − 3 and vanilla's
 drop − MLKD's drop (positive: MLKD loses less from fewer heads). A verdict for each
 ("better", "worse", "no detectable difference at this scale"). If no arm beats the constant

@@ -26,20 +26,27 @@ Arms (the same seeds and data for all):
     linear_weak    α_s from 4 down to 1 over training (DWT's suggestion), the weak teacher
     remap_weak     α_s = 1, the weak teacher, student.init remap (student layer i <- teacher
                    layer i while i <= M, above it the teacher's last layer; embeddings copied)
+    smooth_0.1     hard labels only, smoothed with ε = 0.1 (`knowledge.label_smoothing`)
+    smooth_matched hard labels only, smoothed with the ε whose targets are as soft as the weak
+                   teacher's soft labels on the training rows (mean entropy at τ = 1)
+
+The smoothing arms tell "soft targets from a teacher" apart from "soft targets": a teacher
+arm that beats stand-alone but not smooth_matched gains what any soft target gives.
 
 kdray's teacher-quality gate (`teacher_gate`, on by default: every teacher here is smaller than
 the student) trains its hard-only reference once and records each run's `teacher_gap`; the
 JSON keeps the gate's verdict per teacher.
 
-Reported: dev accuracy per arm (mean ± std over seeds), validation at 25% and 50% of training
-(the paper: a strong α_s converges faster, a normal one ends higher), and paired comparisons
-with 95% CIs (paired bootstrap over dev examples, per-example correctness averaged over
-seeds): each α_s = 1 arm − standalone (the gain or loss by gap), α_s 4 − 1, linear − 1, and
-remap − random init. Students and teachers train at the dwt recipe's learning rate, 1e-3.
-Full: 8000 training examples, max length 64, 240 steps of batch 32, 2 seeds; --quick: 2000,
-max length 32, 80 steps of batch 32, 1 seed, a shorter ladder. Two targets that pick the same
-teacher share their runs (`same_as` in the JSON). Run folders go to a temporary folder (removed)
-or --work DIR (kept; reruns reuse finished runs).
+Reported: dev accuracy per arm (mean ± std over seeds), validation at 25% and 50% of training (the
+paper: a strong α_s converges faster, a normal one ends higher), and paired comparisons with 95%
+intervals (resampling seeds and dev examples, the same draws for both arms): each α_s = 1 arm −
+standalone (the gain or loss by gap), α_s 4 − 1, linear − 1, remap − random init, each smoothing arm
+− standalone, and the weak and weakest teachers' α_s = 1 arms − smooth_matched and − smooth_0.1.
+Students and teachers train at the dwt recipe's learning rate, 1e-3. Full: 8000 training examples,
+max length 64, 240 steps of batch 32, 2 seeds; --quick: 2000, max length 32, 80 steps of batch 32, 1
+seed, a shorter ladder. Two targets that pick the same teacher share their runs (`same_as` in the
+JSON). Run folders go to a temporary folder (removed) or --work DIR (kept; reruns reuse finished
+runs).
 """
 
 from __future__ import annotations
@@ -50,7 +57,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arms import method_row, paired_contrast, prepare, print_arms, run_arm, work_folder
+from arms import (
+    matched_epsilon,
+    method_row,
+    paired_contrast,
+    prepare,
+    print_arms,
+    run_arm,
+    work_folder,
+)
 from bench_common import machine, parser, print_table, quiet_hf, write_json
 
 from kdray.config import TrialConfig
@@ -93,8 +108,11 @@ def base_config(args: Any, st: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def arms(st: dict[str, Any], picked: dict[str, int], weak: str) -> dict[str, dict[str, Any]]:
-    """Arm name -> config sections over the base (teachers by their ladder step count)."""
+def arms(
+    st: dict[str, Any], picked: dict[str, int], weak: str, epsilon: float
+) -> dict[str, dict[str, Any]]:
+    """Arm name -> config sections over the base (teachers by their ladder step count;
+    `epsilon`: smooth_matched's label smoothing)."""
 
     def dwt(target: str, **over: Any) -> dict[str, Any]:
         return {"teacher": teacher_section(st, picked[target]), **over}
@@ -106,6 +124,8 @@ def arms(st: dict[str, Any], picked: dict[str, int], weak: str) -> dict[str, dic
     linear = {"soft": {"kind": "linear", "start": 4.0, "end": 1.0}}
     out["linear_weak"] = dwt(weak, knowledge={"schedules": linear})
     out["remap_weak"] = dwt(weak, student={"init": "remap"}, **one)
+    for name, eps in (("smooth_0.1", 0.1), ("smooth_matched", epsilon)):
+        out[name] = {"knowledge": {"types": ["hard"], "label_smoothing": eps}}
     return out
 
 
@@ -115,7 +135,11 @@ def contrasts(weak: str) -> dict[str, dict[str, float]]:
         "a4_minus_a1_weak": {"a4_weak": 1.0, f"a1_{weak}": -1.0},
         "linear_minus_a1_weak": {"linear_weak": 1.0, f"a1_{weak}": -1.0},
         "remap_minus_random_weak": {"remap_weak": 1.0, f"a1_{weak}": -1.0},
-    }
+        "smooth_0.1_minus_standalone": {"smooth_0.1": 1.0, "standalone": -1.0},
+        "smooth_matched_minus_standalone": {"smooth_matched": 1.0, "standalone": -1.0},
+        **{f"a1_{t}_minus_{s}": {f"a1_{t}": 1.0, s: -1.0}
+           for t in dict.fromkeys((weak, "gap20")) for s in ("smooth_matched", "smooth_0.1")},
+    }  # fmt: skip
 
 
 def val_at(result: Any, fraction: float) -> float:
@@ -176,7 +200,7 @@ def run_seeds(name: str, over: dict[str, Any], ctx: dict[str, Any], seeds: range
 
 
 def run_benchmark(args: Any, st: dict[str, Any], raw: dict[str, Any], work: Path) -> dict[str, Any]:
-    every = arms(st, dict.fromkeys(TARGETS, st["ladder"][0]), args.weak)
+    every = arms(st, dict.fromkeys(TARGETS, st["ladder"][0]), args.weak, 0.1)
     base, _, data = prepare(raw, every, work)
     spec = TASKS[base.data.task]
     dev = next(iter(data.test.values()))
@@ -209,7 +233,14 @@ def run_benchmark(args: Any, st: dict[str, Any], raw: dict[str, Any], work: Path
         steps = min(st["ladder"], key=lambda k: abs(out["ladder"][str(k)]["gap"] - gap))
         picked[target] = steps
         out["teachers"][target] = {"steps": steps, "target_gap": gap, **out["ladder"][str(steps)]}
-    out["config"]["arms"] = every = arms(st, picked, args.weak)
+    weak_cfg = TrialConfig.from_dict({**raw, "teacher": teacher_section(st, picked[args.weak])})
+    out["smoothing"] = matched = matched_epsilon(resolve_teachers(weak_cfg)["teacher"],
+                                                 data.train, base)  # fmt: skip
+    print(
+        f"the weak teacher's soft labels: mean entropy {matched['teacher_entropy']:.4f} nats "
+        f"on the training rows; matched label smoothing ε = {matched['epsilon']:.4f}"
+    )
+    out["config"]["arms"] = every = arms(st, picked, args.weak, matched["epsilon"])
     out["config"]["contrasts"] = pairs = contrasts(args.weak)
     same: dict[str, str] = {}  # an arm whose config another arm has: its runs are reused
     for name, over in every.items():

@@ -29,7 +29,7 @@ from kdray.analysis import (
     method_path,
     methods_table,
 )
-from kdray.analysis.report import print_knowledge, write_report
+from kdray.analysis.report import print_knowledge, replay_command, write_report
 from kdray.base.errors import ConfigError
 from kdray.base.io import is_uri
 
@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     print(board.head(3).to_string(index=False))
     methods = methods_table(sweep)
     if "reference" in methods:
-        columns = ["method", "finished", "val_mean", "test_mean", "test_std", "test_diff"]
-        print(f"\n{method_path(sweep)} compared (test_diff: per-seed against "
-              f"{methods['reference'].iloc[0]}):")  # fmt: skip
+        columns = ["method", "finished", "val_mean", "test_mean", "test_std", "test_diff",
+                   "paired_seeds", "ci_low", "ci_high", "verdict"]  # fmt: skip
+        reference = methods["reference"].iloc[0]
+        print(f"\n{method_path(sweep)} compared (test_diff: per-seed against {reference}; 95% "
+              "interval over seeds and dev examples):")  # fmt: skip
         print(methods[[c for c in columns if c in methods]].to_string(index=False))
     table = summary["table"]
     report = out / f"report.{args.format}"
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print_knowledge(table)
     print(f"\nreport: {report}")
+    if summary["replay"] is not None:
+        print(f"replay the schedule: {replay_command(summary['replay'])}")
     return 0
 
 

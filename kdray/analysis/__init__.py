@@ -11,7 +11,8 @@
 - `tables`: a sweep read into pandas tables (`load_sweep`), the leaderboard, the best trial.
 - `phases`: knowledge (and teachers) by training phase, the schedule export.
 - `methods`: methods side by side, paired over seeds (`methods_table`, `compare`).
-- `stats`: paired bootstrap intervals and their verdict (imported by name: it needs torch).
+- `stats`: paired intervals over seeds and examples, their verdict (imported by name: it
+  needs torch); `calibration`: how often each interval is wrong between equal methods.
 - `prune`: the keep rules (`sweep.keep`) over a sweep on disk (`prune_sweep`).
 - `report`: the report `python -m kdray.analyze` writes (figures, tables, Markdown or HTML).
 

@@ -8,17 +8,16 @@ or `teacher_policy.kind`), usually over seeds (`trainer.seed`), read back per me
     methods_table(sweep)         # one row per method: scores over its trials, paired per seed
     knowledge_by_method(sweep)   # knowledge_by_phase within each method's trials
 
-`methods_table`: trials, finished, val / test mean and std over the finished trials, mean wall
-time; and against the reference method (the best by mean validation metric) the per-seed
-test-metric differences on the seeds both finished (mean, number of seeds, seeds where the
-method is ahead) and, where the runs saved their per-example predictions, the paired bootstrap
-95% CI over dev examples and its verdict (`compare`). Seeds are paired only when the sweep
-searches trainer.seed.
+`methods_table`: trials, finished, val / test mean and std over the finished trials, mean wall time;
+and against the reference method (the best by mean validation metric) the per-seed test-metric
+differences on the seeds both finished (mean, number of seeds, seeds where the method is ahead) and,
+where the runs saved their per-example predictions, the paired 95% interval over seeds and dev
+examples and its verdict (`compare`). Seeds are paired only when the sweep searches trainer.seed.
 
 `compare(sweep, a, b)`: two methods of the sweep (values of its method dimension, e.g.
 selector.kind) paired over the seeds both finished, on the same dev examples: the per-seed
-differences of the main metric and a paired bootstrap CI over the examples (from each run's
-kdray.base.results.PREDICTIONS).
+differences of the main metric and a 95% interval resampling the seeds and the examples (from
+each run's kdray.base.results.PREDICTIONS; `kdray.analysis.stats`).
 """
 
 from __future__ import annotations
@@ -38,6 +37,8 @@ from kdray.base.results import PREDICTIONS, TRIAL_RUN_DIR, read_results, read_ta
 METHOD_PATHS = ("recipe", "selector.kind", "teacher_policy.kind")
 #: The searched path that pairs trials of different methods.
 SEED_PATH = "trainer.seed"
+#: What `methods_table` takes of each `compare` against the reference.
+INTERVAL_COLUMNS = ("ci_low", "ci_high", "verdict", "n_examples", "covers")
 
 
 def methods_table(sweep: Sweep, path: str | None = None) -> pd.DataFrame:
@@ -73,8 +74,9 @@ def methods_table(sweep: Sweep, path: str | None = None) -> pd.DataFrame:
 
 
 def _intervals(sweep: Sweep, methods: pd.Series, reference: str, path: str) -> pd.DataFrame:
-    """Per method: the paired bootstrap CI of its difference from `reference` and the verdict
-    (NaN / empty where the runs left no predictions to pair)."""
+    """Per method: the paired 95% interval of its difference from `reference` (seeds and
+    examples resampled: `compare`), what it covers, and the verdict (NaN / empty where the runs
+    left no predictions to pair)."""
     out = {}
     for name in methods:
         if name == reference:
@@ -83,8 +85,8 @@ def _intervals(sweep: Sweep, methods: pd.Series, reference: str, path: str) -> p
             c = compare(sweep, name, reference, path)
         except AnalysisError:
             continue
-        out[name] = {"ci_low": c["ci_low"], "ci_high": c["ci_high"], "verdict": c["verdict"]}
-    return pd.DataFrame.from_dict(out, orient="index", columns=["ci_low", "ci_high", "verdict"])
+        out[name] = {k: c[k] for k in INTERVAL_COLUMNS}
+    return pd.DataFrame.from_dict(out, orient="index", columns=list(INTERVAL_COLUMNS))
 
 
 def _paired(done: pd.DataFrame, reference: str, seed: str) -> pd.DataFrame:
@@ -153,11 +155,13 @@ def compare(
     by trainer.seed and reads each one's per-example test predictions (PREDICTIONS).
 
     Returns a dict: a, b, path, metric (the task's main metric), seeds, per_seed (a − b per
-    seed), mean (their mean), ci_low, ci_high (95%, paired bootstrap over the dev examples: the
-    same resampled examples for every seed and both methods), verdict (better / worse / no
+    seed), mean (their mean), ci_low, ci_high (95%, the Multi-Bootstrap of
+    `kdray.analysis.stats`: seeds drawn with replacement, then dev examples, the same draws for
+    both methods; with one seed the examples only), verdict (better / worse / no
     detectable difference at this scale, or uninformative), a_score, b_score (mean over the
     seeds), constant (the best constant prediction's score), informative (a or b beats it: if
-    neither does, the task says nothing about the methods), n_examples.
+    neither does, the task says nothing about the methods), n_examples, covers (what the
+    interval resamples: "seeds and examples", or "examples only (1 seed)").
     """
     from kdray.analysis.stats import paired_comparison
     from kdray.data.metrics import best_constant
@@ -234,5 +238,5 @@ def compare(
         "verdict": c["verdict"] if informative
         else "uninformative (neither beats the constant prediction)",
         "a_score": c["a_score"], "b_score": c["b_score"], "constant": constant,
-        "informative": informative, "n_examples": len(labels),
+        "informative": informative, "n_examples": len(labels), "covers": c["covers"],
     }  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,8 @@ def end_of_sweep(experiment: str) -> None:
         print_knowledge(summary["table"])
         print(f"heatmap: {out / 'heatmap.png'}")
     print(f"report: {out / 'report.md'}")
+    if summary["replay"] is not None:
+        print(f"replay the schedule: {replay_command(summary['replay'])}")
 
 
 def knowledge_grid(table: pd.DataFrame) -> pd.DataFrame:
@@ -252,7 +255,8 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
                   ("Replay the knowledge that helped (hard labels, and per bucket each type "
                    "with a positive effect, weighted by it)" if probe else
                    "Replay the top trials' weights") + " without RL: `selector: {kind: "
-                  f"schedule, schedule_file: {out / 'schedule.yaml'}}}`\n"]  # fmt: skip
+                  f"schedule, schedule_file: {out / 'schedule.yaml'}}}` (the command at the "
+                  "end of this report trains one such student).\n"]  # fmt: skip
     teachers = teacher_by_phase(sweep, buckets)
     if teachers["n_phases"].sum():  # multi-teacher runs only: a single teacher has no tw_ column
         with atomic_path(out / "teacher_by_phase.csv") as tmp:
@@ -278,11 +282,60 @@ def write_report(sweep: Sweep, out: Path, buckets: list[float], fmt: str) -> dic
         parts.append("Not enough finished trials with searched knobs.\n")
     if sweep.skipped:
         parts += ["## Files that could not be read\n", *[f"- {s}" for s in sweep.skipped]]
+    replay = write_replay(sweep, out) if table is not None else None
+    if replay is not None:
+        parts += ["## Replay the schedule\n",
+                  f"The sweep's trial with `selector: schedule` reading {out / 'schedule.yaml'} "
+                  f"and no probes ({replay}); add `--set trainer.seed=N` for other seeds:\n",
+                  f"```\n{replay_command(replay)}\n```"]  # fmt: skip
     text = "\n".join(parts) + "\n"
     atomic_write_text(out / "report.md", text)
     if fmt == "html":
         atomic_write_text(out / "report.html", _html(text, out))
-    return {"board": board, "table": table, "missing": missing, "importance": importance}
+    return {"board": board, "table": table, "missing": missing, "importance": importance,
+            "replay": replay}  # fmt: skip
+
+
+#: The trial config `write_replay` writes beside the schedule.
+REPLAY_FILE = "replay.yaml"
+
+
+def write_replay(sweep: Sweep, out: Path) -> Path | None:
+    """out/REPLAY_FILE: the sweep's base trial (its saved sweep file's) training with the
+    exported schedule (out/schedule.yaml) instead of its selector: no probes, no stages (the
+    schedule is one plan), a recipe's presets already spelled out, every knowledge type the
+    schedule weights. Searched knobs take their base values. None (logged) when the sweep
+    file is not saved beside the results, or the sweep searched its teacher pool (the base
+    trial would train with every teacher, which no trial did)."""
+    import yaml
+
+    from kdray.search.folder import load_saved_spec
+
+    try:
+        spec = load_saved_spec(sweep.path)
+    except KdrayError as exc:
+        log.warning("no replay config: %s", exc)
+        return None
+    if "pool" in spec.search:
+        log.warning("no replay config: the sweep searched its teacher pool; pick the teachers "
+                    "and set selector.schedule_file in a trial config of your own")  # fmt: skip
+        return None
+    raw = spec.base_trial().to_dict()
+    schedule = yaml.safe_load((out / "schedule.yaml").read_text())["schedule"]
+    weighted = [k for bucket in schedule for k in bucket["weights"]]
+    raw["knowledge"]["types"] = list(dict.fromkeys([*raw["knowledge"]["types"], *weighted]))
+    raw["selector"] = {"kind": "schedule", "schedule_file": str(out.resolve() / "schedule.yaml"),
+                       "phase_length": raw["selector"]["phase_length"]}  # fmt: skip
+    for section in ("probe", "stages", "recipe"):  # the recipe's presets are in raw already
+        raw.pop(section, None)
+    raw["trainer"]["output_dir"] = None  # a new run folder each time
+    atomic_write_text(out / REPLAY_FILE, yaml.safe_dump(raw, sort_keys=False))
+    return out.resolve() / REPLAY_FILE
+
+
+def replay_command(replay: Path) -> str:
+    """The command that trains one student with the exported schedule."""
+    return f"python -m kdray.train --config {shlex.quote(str(replay))}"
 
 
 def methods_section(sweep: Sweep, out: Path, buckets: list[float]) -> list[str]:
@@ -299,9 +352,11 @@ def methods_section(sweep: Sweep, out: Path, buckets: list[float]) -> list[str]:
              f"Finished trials of each `{path}`: validation and test (GLUE dev) metric, mean and "
              "std over trials; `test_diff`: the mean per-seed test difference against the "
              "reference (the best by validation) on the seeds both finished (`paired_seeds`; "
-             "`seeds_ahead`: seeds where the method scored higher). Too few seeds for an "
-             "interval: read a difference smaller than the std as no detectable "
-             "difference.\n", _md(table)]  # fmt: skip
+             "`seeds_ahead`: seeds where the method scored higher); `ci_low`, `ci_high`: its "
+             "95% interval, resampling seeds and then dev examples with the same draws for "
+             "both methods (`covers`: examples only where one seed was paired), "
+             "`n_examples` dev examples; `verdict`: the interval's reading.\n",
+             _md(table)]  # fmt: skip
     by_method = knowledge_by_method(sweep, buckets)
     if not by_method.empty:
         with atomic_path(out / "knowledge_by_method.csv") as tmp:

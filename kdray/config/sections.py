@@ -204,6 +204,10 @@ class KnowledgeConfig:
     schedules: Mapping[str, WeightSchedule] = field(default_factory=dict)
     temperature: float = 2.0
     contrastive_temperature: float = 0.1
+    #: hard: the gold label smoothed, CE against (1 − ε)·one-hot + ε/C (0: plain labels).
+    #: Soft targets without a teacher: the control that tells "a teacher's soft labels" apart
+    #: from "soft labels".
+    label_smoothing: float = 0.0
     #: hidden: also match the embedding outputs H_0 (TinyBERT style).
     hidden_include_embeddings: bool = True
     #: With several teachers, which one teaches the knowledge types other than soft labels

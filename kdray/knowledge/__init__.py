@@ -111,6 +111,11 @@ def validate_knowledge(cfg: KnowledgeConfig, spec: TaskSpec, student: StudentCon
         )
     for cls in KNOWLEDGE_TYPES.values():  # each type owns its knobs; checked whatever is chosen
         cls.check_options(cfg)
+    if cfg.label_smoothing and spec.is_regression:
+        raise ConfigError(
+            f"'knowledge.label_smoothing' smooths class labels and {spec.name} is a regression "
+            f"task; set it to 0"
+        )
     if student.architecture != "bert":
         bad = [n for n in cfg.types if KNOWLEDGE_TYPES[n].reads_attention]
         if bad:

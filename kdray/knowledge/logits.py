@@ -1,6 +1,10 @@
-"""Output-level knowledge: gold labels (FinK) and the teacher's soft labels (ResK)."""
+"""Output-level knowledge: gold labels (FinK) and the teacher's soft labels (ResK); and the
+label smoothing whose targets are as soft as a teacher's (`matched_smoothing`), the control
+that tells a teacher's soft labels apart from soft labels."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -13,12 +17,20 @@ from kdray.models.features import Features
 
 
 class Hard(Knowledge):
-    """`hard` (FinK): CE(y, z_S) per example; squared error on the output for regression.
+    """`hard` (FinK): CE(y, z_S) per example, y smoothed by `knowledge.label_smoothing` ε
+    ((1 − ε)·one-hot + ε/C); squared error on the output for regression (ε must be 0 there).
     Reads no teacher output."""
 
     name = "hard"
     zero_at_match = False
     needs_teacher = False
+
+    @classmethod
+    def check_options(cls, cfg: KnowledgeConfig) -> None:
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise ConfigError(
+                f"'knowledge.label_smoothing' must be in [0, 1), got {cfg.label_smoothing}"
+            )
 
     def loss(
         self, student: Features, teacher: Features | None, batch: dict[str, torch.Tensor]
@@ -26,7 +38,9 @@ class Hard(Knowledge):
         z = default_float(student.logits)  # (B, C)
         if self.ctx.is_regression:
             return ExampleLoss((z.squeeze(-1) - default_float(batch["labels"])).pow(2))  # (B,)
-        return ExampleLoss(F.cross_entropy(z, batch["labels"], reduction="none"))  # (B,)
+        eps = self.ctx.cfg.label_smoothing
+        return ExampleLoss(F.cross_entropy(z, batch["labels"], reduction="none",
+                                           label_smoothing=eps))  # (B,)  # fmt: skip
 
 
 class Soft(Knowledge):
@@ -56,3 +70,34 @@ class Soft(Knowledge):
         log_pt = F.log_softmax(zt / tau, dim=-1)
         kl = F.kl_div(log_ps, log_pt, log_target=True, reduction="none")  # (B, C)
         return ExampleLoss(tau**2 * kl)
+
+
+def mean_entropy(logits: torch.Tensor, temperature: float = 1.0) -> float:
+    """Mean entropy (nats) of softmax(logits/τ) over the rows of (n, C) logits: how soft a
+    teacher's soft labels are at the temperature they are taught with."""
+    logp = F.log_softmax(default_float(logits) / temperature, dim=-1)  # (n, C)
+    return float(-(logp.exp() * logp).sum(-1).mean())
+
+
+def smoothed_entropy(eps: float, classes: int) -> float:
+    """Entropy (nats) of an ε-smoothed one-hot target over C classes: 1 − ε + ε/C on the
+    label, ε/C on each other class."""
+    top, rest = 1.0 - eps + eps / classes, eps / classes
+    return -(top * math.log(top) if top else 0.0) - (
+        (classes - 1) * rest * math.log(rest) if rest else 0.0
+    )
+
+
+def matched_smoothing(entropy: float, classes: int) -> float:
+    """The ε whose smoothed targets have `entropy` (nats), found by bisection on [0, 1], where
+    the smoothed entropy rises from 0 (one-hot) to log C (uniform, ε = 1); ValueError outside
+    [0, log C]."""
+    if classes < 2 or not 0.0 <= entropy <= math.log(classes) + 1e-12:
+        raise ValueError(
+            f"an entropy for {classes} classes must be in [0, log {classes}], got {entropy}"
+        )
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if smoothed_entropy(mid, classes) < entropy else (lo, mid)
+    return (lo + hi) / 2

@@ -279,6 +279,35 @@ def test_contrastive_matches_loop() -> None:
     assert float(got) == pytest.approx(sum(losses) / len(losses), rel=1e-5)
 
 
+def test_hard_with_label_smoothing_matches_loop() -> None:
+    """ε-smoothed gold labels, (1 − ε)·one-hot + ε/C: the CE is (1 − ε)·CE(y) plus ε times the
+    mean over classes of −log p_c. A teacher-free control for soft targets."""
+    eps = 0.1
+    cfg = KnowledgeConfig(types=("hard",), label_smoothing=eps)
+    ctx = KnowledgeContext(cfg, False, shape(2, 16, 4), shape(2, 16, 4), (1, 2))
+    s, batch = features(2, 16, 4, 24), batch_of()
+    got = KNOWLEDGE_TYPES["hard"](ctx)(s, None, batch).sums  # (B,)
+    logp = torch.log_softmax(s.logits, -1)
+    for i in range(B):
+        want = (1 - eps) * -logp[i, batch["labels"][i]] + eps * -logp[i].mean()
+        assert float(got[i]) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_bad_label_smoothing_is_refused_before_any_work() -> None:
+    from kdray.base.errors import ConfigError
+    from kdray.config import StudentConfig
+    from kdray.data.tasks import get_task
+    from kdray.knowledge import validate_knowledge
+
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=r"'knowledge.label_smoothing' must be in \[0, 1\)"):
+            validate_knowledge(KnowledgeConfig(label_smoothing=bad), get_task("sst2"),
+                               StudentConfig())  # fmt: skip
+    with pytest.raises(ConfigError, match="stsb is a regression task; set it to 0"):
+        validate_knowledge(KnowledgeConfig(types=("hard",), label_smoothing=0.1),
+                           get_task("stsb"), StudentConfig())  # fmt: skip
+
+
 def test_hard_mode_regression_uses_mse() -> None:
     ctx = KnowledgeContext(KnowledgeConfig(), True, shape(2, 16, 4), shape(2, 16, 4), (1, 2))
     s = Features(logits=torch.tensor([[1.0], [2.0]]))
@@ -403,3 +432,20 @@ def test_example_loss_is_the_loss_of_that_example_alone(name: str) -> None:
         torch.testing.assert_close(whole.values[j], alone.values[0], rtol=1e-5, atol=1e-6)
     mass = whole.mass if whole.mass is not None else torch.ones(B)
     torch.testing.assert_close(whole.mean(), (whole.values * mass).sum() / mass.sum())
+
+
+def test_matched_smoothing_gives_targets_as_soft_as_the_teacher() -> None:
+    from kdray.knowledge.logits import matched_smoothing, mean_entropy, smoothed_entropy
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, -1.0]])
+    h = mean_entropy(logits)
+    p = torch.softmax(logits, -1)
+    assert h == pytest.approx(float(-(p * p.log()).sum(-1).mean()), rel=1e-6)
+    eps = matched_smoothing(h, 2)
+    assert smoothed_entropy(eps, 2) == pytest.approx(h, abs=1e-9) and 0 < eps < 0.5
+    two = -(0.95 * math.log(0.95) + 0.05 * math.log(0.05))  # 0.95 on the label, 0.05 off
+    assert smoothed_entropy(0.1, 2) == pytest.approx(two)
+    assert matched_smoothing(math.log(3), 3) == pytest.approx(1.0)  # uniform: ε = 1
+    assert smoothed_entropy(matched_smoothing(0.65, 2), 2) == pytest.approx(0.65)  # near log 2
+    with pytest.raises(ValueError, match=r"must be in \[0, log 2\]"):
+        matched_smoothing(1.0, 2)

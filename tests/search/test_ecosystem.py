@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -234,6 +235,19 @@ def test_load_and_report_a_real_sweep(tracked_sweep: Any, tmp_path: Path) -> Non
         assert (out / name).is_file(), name
     assert "Knowledge by phase" in (out / "report.md").read_text()
     assert "Hyperparameter importance" in (out / "report.md").read_text()
+    # the report ends with the command that replays the schedule it exported; it runs
+    command = f"python -m kdray.train --config {shlex.quote(str(out.resolve() / 'replay.yaml'))}"
+    assert (out / "report.md").read_text().rstrip().endswith(f"{command}\n```")
+    assert f"replay the schedule: {command}" in report.stdout
+    replay = subprocess.run(
+        [sys.executable, *shlex.split(command)[1:], "--set", "trainer.max_steps=4",
+         "--output-dir", str(tmp_path / "replayed")], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    assert json.loads((tmp_path / "replayed" / "results.json").read_text())["status"] == "finished"
+    selector = yaml.safe_load((out / "replay.yaml").read_text())["selector"]
+    assert selector == {"kind": "schedule", "schedule_file": str(out.resolve() / "schedule.yaml"),
+                        "phase_length": selector["phase_length"]}  # fmt: skip
 
     # a corrupt phase log is named and skipped; the other trial is still read
     victim = folder / Path(sweep.trials["path"].iloc[0]).name / TRIAL_RUN_DIR / PHASE_LOG
