@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 from arms import work_folder
 from bench_common import machine, parser, print_paired, print_table, quiet_hf, write_json
 
 import kdray
-from kdray.analysis.stats import paired_comparison
+from kdray.analysis.methods import aligned_predictions
+from kdray.analysis.stats import UNINFORMATIVE, paired_comparison
 from kdray.base.results import PREDICTIONS
 from kdray.data.metrics import constant_score
 from kdray.data.tasks import get_task
@@ -116,7 +116,7 @@ def run(args: Any, space: Path, over: dict[str, Any], work: Path) -> dict[str, A
             print(f"  {name} seed {seed}: dev {result.test_score:.4f} ({result.wall_s:.0f} s)",
                   flush=True)  # fmt: skip
         write_json(args.out, out)  # partial results survive an interruption
-    labels, stacks = aligned(preds)
+    labels, stacks = aligned_predictions(preds)
     out["constant"] = constant_score(get_task(args.task), labels)
     out["paired"] = {}
     for name in METHODS:
@@ -124,27 +124,10 @@ def run(args: Any, space: Path, over: dict[str, Any], work: Path) -> dict[str, A
         out["paired"][f"schedule − {name}"] = c
     best = max(statistics.mean(m["runs"]) for m in out["methods"].values())
     out["informative"] = best > out["constant"]
+    if not out["informative"]:  # the differences are noise: no verdict
+        for c in out["paired"].values():
+            c["verdict"] = UNINFORMATIVE
     return out
-
-
-def aligned(preds: dict[str, list[pd.DataFrame]]) -> tuple[Any, dict[str, Any]]:
-    """The first test split's labels (N,) and each method's (S, N) predictions, every run's
-    rows in example order; SystemExit when a run was scored on other examples."""
-
-    def rows(df: pd.DataFrame) -> pd.DataFrame:
-        return df[df["split"] == df["split"].iloc[0]].sort_values("example")
-
-    first = rows(preds["schedule"][0])
-    labels = first["label"].to_numpy()
-    stacks = {}
-    for name, runs in preds.items():
-        sorted_runs = [rows(df) for df in runs]
-        for df in sorted_runs:
-            same = np.array_equal(df["example"], first["example"])
-            if not same or not np.array_equal(df["label"], labels):
-                raise SystemExit(f"{name}: a run was scored on other examples than the schedule's")
-        stacks[name] = np.stack([df["prediction"].to_numpy() for df in sorted_runs])
-    return labels, stacks
 
 
 def report(out: dict[str, Any]) -> None:

@@ -41,11 +41,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from arms import matched_epsilon, work_folder
 from bench_common import machine, parser, print_paired, print_table, quiet_hf, write_json
 
+from kdray.analysis.methods import aligned_predictions
 from kdray.analysis.stats import paired_comparison
 from kdray.base.errors import ConfigError
 from kdray.base.results import PHASE_LOG, PREDICTIONS
@@ -264,13 +264,8 @@ def paired_table(
         seeds = sorted(set(preds.get(a, {})) & set(preds.get(b, {})))
         if not seeds:
             continue
-        labels = preds[a][seeds[0]]["label"].to_numpy()
-        for s in seeds:
-            if not np.array_equal(preds[b][s]["label"].to_numpy(), labels):
-                raise SystemExit(f"{a} and {b} seed {s}: scored on other examples")
-        xa, xb = (np.stack([preds[m][s]["prediction"].to_numpy() for s in seeds])
-                  for m in (a, b))  # fmt: skip
-        out[f"{a} − {b}"] = {"a": a, "b": b, **paired_comparison(metric, xa, xb, labels)}
+        labels, x = aligned_predictions({m: [preds[m][s] for s in seeds] for m in (a, b)})
+        out[f"{a} − {b}"] = {"a": a, "b": b, **paired_comparison(metric, x[a], x[b], labels)}
     return out
 
 

@@ -200,6 +200,8 @@ def run_seeds(name: str, over: dict[str, Any], ctx: dict[str, Any], seeds: range
 
 
 def run_benchmark(args: Any, st: dict[str, Any], raw: dict[str, Any], work: Path) -> dict[str, Any]:
+    # every arm's config, to check them all before any training: the teachers and the
+    # matched ε here are placeholders (the ladder picks the teachers, the weak one sets ε)
     every = arms(st, dict.fromkeys(TARGETS, st["ladder"][0]), args.weak, 0.1)
     base, _, data = prepare(raw, every, work)
     spec = TASKS[base.data.task]

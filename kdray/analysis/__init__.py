@@ -23,6 +23,7 @@ folder of `kdray.search` and the selector table. Reads run folders; never import
 from kdray.analysis.methods import (
     METHOD_PATHS,
     SEED_PATH,
+    aligned_predictions,
     compare,
     knowledge_by_method,
     method_path,
@@ -66,6 +67,7 @@ __all__ = [
     "AnalysisError",
     "Pruned",
     "Sweep",
+    "aligned_predictions",
     "best_trial",
     "check_buckets",
     "compare",

@@ -58,7 +58,7 @@ def false_verdict_rates(
     wrong = {"examples_only": 0, "multi_bootstrap_percentile": 0, "seeds_and_examples": 0}
     for c in range(comparisons):
         a, b = noise.runs(rng)
-        new = score_bootstrap([(1.0, a), (-1.0, b)], n_boot=n_boot, seed=c)
+        new = score_bootstrap([(1.0, a), (-1.0, b)], n_boot=n_boot, seed=seed * comparisons + c)
         for name, (lo, hi) in (("examples_only", new["examples95"]),
                                ("seeds_and_examples", new["ci95"]),
                                ("multi_bootstrap_percentile", new["percentile95"])):  # fmt: skip

@@ -145,6 +145,35 @@ def method_path(sweep: Sweep) -> str | None:
     return next((p for p in METHOD_PATHS if p in sweep.search), None)
 
 
+def aligned_predictions(
+    runs: dict[str, Sequence[pd.DataFrame]],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Several methods' runs lined up for a paired comparison: runs maps a method to its
+    runs' per-example predictions (each a run's predictions.parquet; run s of every method
+    from the same seed). Returns the labels (N,) and each method's (S, N) predictions on the
+    first run's first split, rows in example order; AnalysisError when a run was scored on
+    other examples."""
+    first_runs = next(iter(runs.values()))
+    split = first_runs[0]["split"].iloc[0]
+
+    def rows(df: pd.DataFrame) -> pd.DataFrame:
+        return df[df["split"] == split].sort_values("example")
+
+    first = rows(first_runs[0])
+    labels = first["label"].to_numpy()
+    stacks = {}
+    for name, method_runs in runs.items():
+        lined = [rows(df) for df in method_runs]
+        for i, df in enumerate(lined):
+            if not (np.array_equal(df["example"], first["example"])
+                    and np.array_equal(df["label"], labels)):  # fmt: skip
+                raise AnalysisError(
+                    f"{name}'s run {i + 1} was scored on other {split} examples than the first"
+                )
+        stacks[name] = np.stack([df["prediction"].to_numpy() for df in lined])
+    return labels, stacks
+
+
 def compare(
     sweep: Sweep, a: str, b: str, path: str | None = None, n_boot: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
@@ -163,7 +192,7 @@ def compare(
     neither does, the task says nothing about the methods), n_examples, covers (what the
     interval resamples: "seeds and examples", or "examples only (1 seed)").
     """
-    from kdray.analysis.stats import paired_comparison
+    from kdray.analysis.stats import UNINFORMATIVE, paired_comparison
     from kdray.data.metrics import best_constant
 
     path = path or method_path(sweep)
@@ -211,20 +240,11 @@ def compare(
     seeds = sorted(set(pa) & set(pb))
     if not seeds:
         raise AnalysisError(f"{sweep.path}: {a} and {b} finished on no common {SEED_PATH}")
-    first = pa[seeds[0]]
-    split = first["split"].iloc[0]
-    labels = first.loc[first["split"] == split, "label"].to_numpy()
-
-    def stack(runs: dict[int, pd.DataFrame]) -> np.ndarray:
-        rows = []
-        for s in seeds:
-            df = runs[s][runs[s]["split"] == split]
-            if not np.array_equal(df["label"].to_numpy(), labels):
-                raise AnalysisError(f"{sweep.path}: seed {s}'s runs were scored on other examples")
-            rows.append(df["prediction"].to_numpy())
-        return np.stack(rows)  # (S, N)
-
-    xa, xb = stack(pa), stack(pb)
+    try:
+        labels, x = aligned_predictions({a: [pa[s] for s in seeds], b: [pb[s] for s in seeds]})
+    except AnalysisError as e:
+        raise AnalysisError(f"{sweep.path}: {e}") from None
+    xa, xb = x[a], x[b]
     run_dir = f"{fs_path(done[done[column].astype(str) == a]['path'].iloc[0])}/{TRIAL_RUN_DIR}"
     metric = str(read_results(run_dir, fs)["main_metric"])
     regression = np.asarray(labels).dtype.kind == "f"
@@ -236,7 +256,7 @@ def compare(
         "per_seed": c["per_seed"], "mean": c["mean"], "ci_low": c["ci95"][0],
         "ci_high": c["ci95"][1],
         "verdict": c["verdict"] if informative
-        else "uninformative (neither beats the constant prediction)",
+        else UNINFORMATIVE,
         "a_score": c["a_score"], "b_score": c["b_score"], "constant": constant,
         "informative": informative, "n_examples": len(labels), "covers": c["covers"],
     }  # fmt: skip

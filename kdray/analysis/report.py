@@ -420,7 +420,18 @@ def _html(markdown: str, folder: Path) -> str:
                                             + "</tr>" for r in rows) + "</table>")  # fmt: skip
             table.clear()
 
+    code: list[str] | None = None  # the lines of an open ``` block
     for line in markdown.splitlines():
+        if line.startswith("```"):
+            flush()
+            if code is not None:
+                block = html.escape("\n".join(code))
+                body.append(f"<pre><code>{block}</code></pre>")
+            code = [] if code is None else None
+            continue
+        if code is not None:
+            code.append(line)
+            continue
         if line.startswith("|"):
             table.append(_cells(line))
             continue

@@ -31,6 +31,9 @@ from kdray.data.metrics import METRICS, ArrayLike, as_numpy
 
 #: `verdict` when the 95% interval of a difference contains 0.
 NO_DIFFERENCE = "no detectable difference at this scale"
+#: The verdict in its place where no method beats the constant prediction (the differences
+#: there are noise, not methods).
+UNINFORMATIVE = "uninformative (neither beats the constant prediction)"
 #: What an interval resamples (`SeedExampleDifference.covers`).
 SEEDS_AND_EXAMPLES = "seeds and examples"
 EXAMPLES_ONLY = "examples only (1 seed)"
@@ -81,16 +84,21 @@ def _stack(arms: Arms, n: int | None = None) -> tuple[list[float], list[np.ndarr
     return weights, values
 
 
+def _check_boot(n_boot: int, s: int) -> None:
+    """n_boot resamples are enough for S seeds: 1 with one seed, else MIN_BOOT (a variance
+    from a few draws is noise)."""
+    if n_boot < (1 if s == 1 else MIN_BOOT):
+        raise ValueError(
+            f"n_boot must be >= {1 if s == 1 else MIN_BOOT} with {s} seeds, got {n_boot}"
+        )
+
+
 def _draws(
     rng: np.random.Generator, s: int, n: int, n_boot: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Resamples in chunks: (first index, seeds (m, S), examples (m, N)); the seeds are
     drawn first, then the examples, and with one seed only the examples (so one seed gives
     the examples-only bootstrap draw for draw)."""
-    if n_boot < (1 if s == 1 else MIN_BOOT):  # a variance from a few draws is noise
-        raise ValueError(
-            f"n_boot must be >= {1 if s == 1 else MIN_BOOT} with {s} seeds, got {n_boot}"
-        )
     chunk = max(1, 2**22 // (n * s))  # resamples per draw: ~32 MB of gathered scores at a time
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
@@ -118,7 +126,7 @@ def _result(mean: float, per_seed: np.ndarray, seeds: np.ndarray, n: int) -> See
     seeds."""
     s = per_seed.shape[1]
     examples_only = np.nanmean(per_seed, axis=1)  # (n_boot,): every seed, drawn examples
-    lo, hi = np.nanpercentile(examples_only, [2.5, 97.5])  # a metric may be undefined
+    lo, hi = np.nanpercentile(examples_only, [2.5, 97.5])
     examples95 = (float(lo), float(hi))
     if s == 1:
         return {"mean": mean, "ci95": examples95, "seeds": 1, "examples": n,
@@ -148,6 +156,7 @@ def score_bootstrap(arms: Arms, n_boot: int = 10000, seed: int = 0) -> SeedExamp
     same inputs and seed give the same interval.
     """
     weights, values = _stack(arms)
+    _check_boot(n_boot, values[0].shape[0])
     d = np.zeros(values[0].shape)  # (S, N): the contrast per seed and example
     for w, v in zip(weights, values, strict=True):
         d += w * v.astype(np.float64)
@@ -173,6 +182,7 @@ def metric_bootstrap(
     """
     gold = as_numpy(labels).reshape(-1)
     weights, values = _stack(arms, len(gold))
+    _check_boot(n_boot, values[0].shape[0])
     if metric == "accuracy":
         right = [(w, v == gold) for w, v in zip(weights, values, strict=True)]
         return score_bootstrap(right, n_boot, seed)

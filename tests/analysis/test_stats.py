@@ -143,8 +143,10 @@ def test_contrasts_of_several_arms_and_bad_shapes() -> None:
         score_bootstrap([(1.0, a), (-1.0, b[:1])])
     with pytest.raises(ValueError, match="N = 49 labels, got \\(2, 50\\)"):
         metric_bootstrap("f1", [(1.0, a > 0.5)], np.zeros(49))
-    with pytest.raises(ValueError, match="n_boot must be >= 1"):
-        score_bootstrap([(1.0, a)], n_boot=0)
+    with pytest.raises(ValueError, match=r"n_boot must be >= 1 with 1 seeds, got 0$"):
+        score_bootstrap([(1.0, a[0])], n_boot=0)
+    with pytest.raises(ValueError, match=r"n_boot must be >= 100 with 2 seeds, got -5$"):
+        metric_bootstrap("f1", [(1.0, a > 0.5)], np.zeros(50), n_boot=-5)
 
 
 def test_with_seed_noise_only_the_seeds_and_examples_interval_stays_near_5_percent() -> None:
@@ -156,7 +158,7 @@ def test_with_seed_noise_only_the_seeds_and_examples_interval_stays_near_5_perce
     for seeds in (2, 5):
         noisy = false_verdict_rates(PlantedNoise(seeds=seeds, examples=300, seed_sd=0.3),
                                     comparisons=200, n_boot=400)  # fmt: skip
-        assert noisy["examples_only"] >= 0.3 and noisy["seeds_and_examples"] <= 0.1, noisy
+        assert noisy["examples_only"] >= 0.2 and noisy["seeds_and_examples"] <= 0.1, noisy
         assert noisy["multi_bootstrap_percentile"] >= noisy["seeds_and_examples"]
     calm = false_verdict_rates(PlantedNoise(seeds=5, examples=300, seed_sd=0.0),
                                comparisons=200, n_boot=400)  # fmt: skip

@@ -4,6 +4,7 @@ the HTML report in a real browser."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shlex
@@ -239,6 +240,7 @@ def test_load_and_report_a_real_sweep(tracked_sweep: Any, tmp_path: Path) -> Non
     command = f"python -m kdray.train --config {shlex.quote(str(out.resolve() / 'replay.yaml'))}"
     assert (out / "report.md").read_text().rstrip().endswith(f"{command}\n```")
     assert f"replay the schedule: {command}" in report.stdout
+    assert f"<pre><code>{html.escape(command)}</code></pre>" in (out / "report.html").read_text()
     replay = subprocess.run(
         [sys.executable, *shlex.split(command)[1:], "--set", "trainer.max_steps=4",
          "--output-dir", str(tmp_path / "replayed")], capture_output=True, text=True, timeout=300,

@@ -12,8 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdray.analysis import AnalysisError, Sweep, compare, export_schedule, knowledge_by_phase
-from kdray.analysis.stats import paired_metric_bootstrap
+from kdray.analysis import (
+    AnalysisError,
+    Sweep,
+    aligned_predictions,
+    compare,
+    export_schedule,
+    knowledge_by_phase,
+)
+from kdray.analysis.stats import SEEDS_AND_EXAMPLES, paired_metric_bootstrap
 from kdray.base.errors import ConfigError
 from kdray.base.results import PHASE_LOG, PREDICTIONS, PROBES, RESULTS
 from kdray.config import TrialConfig
@@ -245,12 +252,14 @@ def test_paired_metric_bootstrap_centre_is_hand_computed() -> None:
                   [0, 0, 1, 1, 0, 1, 1, 0, 1, 1]])  # 8 right  # fmt: skip
     acc = paired_metric_bootstrap("accuracy", a, b, labels, n_boot=2000)
     assert acc["mean"] == pytest.approx(((0.9 - 0.6) + (0.9 - 0.8)) / 2)
-    assert acc["ci95"][0] <= acc["mean"] <= acc["ci95"][1]
+    # two seeds: the interval over seeds and examples, at least as wide as the examples' alone
+    assert acc["covers"] == SEEDS_AND_EXAMPLES and (acc["seeds"], acc["examples"]) == (2, 10)
+    assert acc["ci95"][0] <= acc["examples95"][0] and acc["examples95"][1] <= acc["ci95"][1]
     # F1 of the positive class: a0 6/(6+1) precision 6/7, recall 1 -> 12/13; a1 tp 5, fp 0,
     # fn 1 -> 10/11; b0 tp 4, fp 2, fn 2 -> 2/3; b1 tp 5, fp 1, fn 1 -> 5/6
     f1 = paired_metric_bootstrap("f1", a, b, labels, n_boot=300)
     assert f1["mean"] == pytest.approx(((12 / 13 - 2 / 3) + (10 / 11 - 5 / 6)) / 2)
-    assert f1["ci95"][0] <= f1["mean"] <= f1["ci95"][1]
+    assert f1["ci95"][1] - f1["ci95"][0] >= f1["examples95"][1] - f1["examples95"][0]
     with pytest.raises(ValueError, match="predictions must be"):
         paired_metric_bootstrap("accuracy", a, b[:, :5], labels)
 
@@ -260,6 +269,27 @@ def write_run(folder: Path, labels: np.ndarray, preds: np.ndarray) -> None:
     pd.DataFrame({"split": "dev", "example": range(len(labels)), "label": labels,
                   "prediction": preds}).to_parquet(folder / PREDICTIONS)  # fmt: skip
     (folder / RESULTS).write_text(json.dumps({"status": "finished", "main_metric": "accuracy"}))
+
+
+def test_aligned_predictions_line_runs_up_by_example() -> None:
+    """Runs whose rows come in another order are sorted by example; a run scored on other
+    examples is named."""
+
+    def run(order: list[int], preds: list[int], split: str = "dev") -> pd.DataFrame:
+        labels = [1, 0, 1]
+        return pd.DataFrame({"split": split, "example": order, "prediction": preds,
+                             "label": [labels[i] for i in order]})  # fmt: skip
+
+    labels, x = aligned_predictions(
+        {
+            "a": [run([0, 1, 2], [1, 0, 0]), run([2, 0, 1], [1, 1, 1])],
+            "b": [run([1, 2, 0], [0, 1, 1])],
+        }
+    )
+    assert list(labels) == [1, 0, 1]
+    assert x["a"].tolist() == [[1, 0, 0], [1, 1, 1]] and x["b"].tolist() == [[1, 0, 1]]
+    with pytest.raises(AnalysisError, match="b's run 1 was scored on other dev examples"):
+        aligned_predictions({"a": [run([0, 1, 2], [1, 0, 0])], "b": [run([0, 1], [1, 0])]})
 
 
 def test_compare_pairs_two_methods_of_a_sweep(tmp_path: Path) -> None:
