@@ -29,7 +29,8 @@ from kdray.analysis import (
     method_path,
     methods_table,
 )
-from kdray.analysis.report import print_knowledge, replay_command, write_report
+from kdray.analysis.replay import replay_command
+from kdray.analysis.report import print_knowledge, write_report
 from kdray.base.errors import ConfigError
 from kdray.base.io import is_uri
 

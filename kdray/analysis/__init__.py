@@ -14,7 +14,8 @@
 - `stats`: paired intervals over seeds and examples, their verdict (imported by name: it
   needs torch); `calibration`: how often each interval is wrong between equal methods.
 - `prune`: the keep rules (`sweep.keep`) over a sweep on disk (`prune_sweep`).
-- `report`: the report `python -m kdray.analyze` writes (figures, tables, Markdown or HTML).
+- `report`: the report `python -m kdray.analyze` writes (figures, tables, Markdown or HTML);
+  `replay`: the trial config and command that replay a probe sweep's schedule.
 
 May import: `kdray.base`, `kdray.config`, `kdray.data`, and (inside functions) the sweep
 folder of `kdray.search` and the selector table. Reads run folders; never imports the trainer.

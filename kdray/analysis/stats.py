@@ -247,11 +247,11 @@ def paired_comparison(
     x, y, gold = as_numpy(a), as_numpy(b), as_numpy(labels).reshape(-1)
     x, y = (x[None], y[None]) if x.ndim == 1 else (x, y)
     boot = paired_metric_bootstrap(metric, x, y, gold, n_boot=n_boot, seed=seed)
+    sa, sb = ([float(fn(p, gold)) for p in z] for z in (x, y))  # each seed's score
     return {
-        "per_seed": [float(fn(xs, gold) - fn(ys, gold)) for xs, ys in zip(x, y, strict=True)],
+        "per_seed": [p - q for p, q in zip(sa, sb, strict=True)],
         "mean": boot["mean"], "ci95": boot["ci95"], "verdict": verdict(boot["ci95"]),
-        "a_score": float(np.mean([fn(xs, gold) for xs in x])),
-        "b_score": float(np.mean([fn(ys, gold) for ys in y])),
+        "a_score": float(np.mean(sa)), "b_score": float(np.mean(sb)),
         "seeds": boot["seeds"], "examples": boot["examples"], "covers": boot["covers"],
         "examples95": boot["examples95"],
     }  # fmt: skip

@@ -204,9 +204,7 @@ class KnowledgeConfig:
     schedules: Mapping[str, WeightSchedule] = field(default_factory=dict)
     temperature: float = 2.0
     contrastive_temperature: float = 0.1
-    #: hard: the gold label smoothed, CE against (1 − ε)·one-hot + ε/C (0: plain labels).
-    #: Soft targets without a teacher: the control that tells "a teacher's soft labels" apart
-    #: from "soft labels".
+    #: hard: CE against (1 − ε)·one-hot + ε/C, soft targets without a teacher (0: plain labels)
     label_smoothing: float = 0.0
     #: hidden: also match the embedding outputs H_0 (TinyBERT style).
     hidden_include_embeddings: bool = True
