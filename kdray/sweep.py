@@ -8,7 +8,8 @@ A thin wrapper over `kdray.run_sweep` (kdray.api): the sweep file is validated c
 before Ray starts (kdray.search.spec), the teacher is prepared once and the trials run on Ray
 Tune (kdray.search.tuner). The sweep file is saved beside the results (`kdray_sweep.yaml`), so
 `--resume DIR` needs nothing else. Run it on a cluster with
-`ray submit cluster.yaml kdray/sweep.py -- --space ...` or `ray job submit` (see the README).
+`ray submit cluster.yaml kdray/sweep.py -- --space ...` or `ray job submit` (see docs/sweeps.md,
+"On a cluster").
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ CLI_MODULES = {
     "kdray.teacher",
     "kdray.export",
 }
-#: The layers: package -> the packages its modules may import, bottom up (README, "Layers").
+#: The layers: package -> the packages its modules may import, bottom up (docs/development.md,
+#: "Layers").
 #: The top-level modules (the command lines, `kdray.api`, `kdray` itself) may import any.
 LAYERS: dict[str, set[str]] = {
     "base": set(),

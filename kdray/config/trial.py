@@ -21,16 +21,18 @@ from kdray.config.recipes import with_recipe
 from kdray.config.sections import (
     DEFAULT_TASK,
     DataConfig,
+    StudentConfig,
+    TeacherConfig,
+    TeacherGateConfig,
+    TrainerConfig,
+    split_sizes,
+)
+from kdray.config.selection import (
     KnowledgeConfig,
     ProbeConfig,
     SelectorConfig,
     StageConfig,
-    StudentConfig,
-    TeacherConfig,
-    TeacherGateConfig,
     TeacherPolicyConfig,
-    TrainerConfig,
-    split_sizes,
 )
 
 __all__ = [
@@ -45,8 +47,8 @@ __all__ = [
 class TrialConfig:
     """One distillation run."""
 
-    #: A named preset the rest of the config overrides (kdray/recipes/NAME.yaml: acks,
-    #: vanilla, tinybert, mlkd, mlkd_one_stage, dwt). None: the defaults below.
+    #: A named preset (a published method) the rest of the config overrides. None: the
+    #: defaults of every section.
     recipe: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)

@@ -229,14 +229,15 @@ def check_models(cfg: TrialConfig) -> None:
 
 
 def random_teacher(
-    path: Path, tokenizer_dir: str | None = None, num_labels: int = 2, layers: int = 2,
+    path: Path, tokenizer_dir: str | None = None, num_labels: int | None = 2, layers: int = 2,
     heads: int = 4, hidden: int = 32,
 ) -> str:  # fmt: skip
     """A random BERT classifier (seed 0; the caller's RNG state is left alone), hidden 32 by
     default, saved to `path` with the tokenizer of `tokenizer_dir` (default: the offline
-    MiniLM's): a teacher that trains in milliseconds, for tests and scale benchmarks."""
+    MiniLM's): a teacher that trains in milliseconds, for tests and scale benchmarks. With
+    `num_labels=None`, the encoder alone: a backbone that kdray fine-tunes for any label set."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir or resolve_backbone(DEFAULT_BACKBONE))
     config = BertConfig(
@@ -246,11 +247,11 @@ def random_teacher(
         num_attention_heads=heads,
         intermediate_size=37,
         max_position_embeddings=128,
-        num_labels=num_labels,
+        num_labels=num_labels or 2,
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = BertForSequenceClassification(config)
+        model = BertModel(config) if num_labels is None else BertForSequenceClassification(config)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)

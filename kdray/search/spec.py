@@ -25,6 +25,14 @@ from kdray.training.checks import check_trial
 
 #: name -> number of parameters it takes ("list" for a non-empty list of values).
 DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "int": 2, "choice": "list", "grid": "list"}
+#: What each distribution samples (the configuration reference prints it).
+DISTRIBUTION_DOCS = {
+    "uniform": "{uniform: [low, high]}: a float, uniform on [low, high].",
+    "loguniform": "{loguniform: [low, high]}: a float, uniform in log space (learning rates).",
+    "int": "{int: [low, high]}: an integer in [low, high], both ends included.",
+    "choice": "{choice: [a, b, ...]}: one of the values, sampled.",
+    "grid": "{grid: [a, b, ...]}: every value, each crossed with every sample.",
+}
 #: Config keys holding local paths, and keys that hold a local path or a hub model id.
 FILE_PATHS = ("data.data_dir", "cache_dir", "selector.schedule_file")
 MAYBE_FILE_PATHS = ("teacher.path", "teacher.backbone", "data.dataset.path")
@@ -63,7 +71,9 @@ class Distribution:
 class Resources:
     """Per trial. Fractional GPUs pack several trials on one GPU."""
 
+    #: CPUs per trial.
     cpu: float = 1.0
+    #: GPUs per trial; a fraction packs several trials on one GPU.
     gpu: float = 0.0
 
 
@@ -88,12 +98,16 @@ class SweepConfig:
     #: A metric trials report with each evaluation: val_metric (the task's main metric on the
     #: validation split), val_loss, best_val_metric, train_loss or val_<metric>.
     metric: str = "val_metric"
+    #: max: a higher metric is better; min: a lower one.
     mode: Literal["max", "min"] = "max"
+    #: Trials the searcher samples (each one crossed with every grid value).
     num_samples: int = 8
+    #: At most this many trials at once. None: as many as the resources allow.
     max_concurrent: int | None = None
-    #: A name of `kdray.search.searchers.SEARCHERS`: optuna, random, grid.
+    #: What samples the trials' configs (Optuna's TPE, random sampling, or the grid alone).
     searcher: str = "optuna"
-    #: A name of `kdray.search.schedulers.SCHEDULERS`: asha, median, pbt, fifo.
+    #: What stops weak trials early (ASHA, the median rule, population-based training) or
+    #: lets every trial run (fifo).
     scheduler: str = "asha"
     #: Passed to the scheduler (e.g. grace_period, reduction_factor for ASHA).
     scheduler_options: Mapping[str, Any] = field(default_factory=dict)
@@ -101,6 +115,7 @@ class SweepConfig:
     #: (kdray.search.tune_schedulers; e.g. {acks: 3}: a learning selector is not judged while it
     #: explores).
     selector_grace: Mapping[str, int] = field(default_factory=dict)
+    #: What each trial reserves (Resources).
     resources: Resources = field(default_factory=Resources)
     #: Where results and checkpoints go (a folder or a URI every node reaches).
     storage: str = RESULTS_ROOT
@@ -108,10 +123,11 @@ class SweepConfig:
     keep: KeepConfig = field(default_factory=KeepConfig)
     #: Retries of a trial that raised.
     max_failures: int = 1
+    #: Stop the sweep after this many seconds. None: no limit.
     time_budget_s: float | None = None
+    #: Seed of Optuna's sampler (searcher: optuna); random and grid sampling are not seeded.
     seed: int = 0
-    #: Names of `kdray.search.tracking.LOGGERS` (Tune logger callbacks): csv, tensorboard,
-    #: mlflow, wandb.
+    #: Where trial results are tracked, besides kdray's own files (Tune's logger callbacks).
     loggers: tuple[str, ...] = ("csv", "tensorboard")
     #: Per logger, the callback's options (e.g. mlflow: {tracking_uri: ...}).
     logger_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -54,6 +54,15 @@ from kdray.search.tracking import check_loggers
 from kdray.selector import SELECTORS
 from kdray.training.checks import check_trial
 
+#: The sections of a sweep file, and what each holds.
+SECTIONS = {
+    "name": "The experiment's name: results land in STORAGE/NAME. Default: the file's name.",
+    "trial": "The base trial config, every section of a trial as in a trial file.",
+    "search": "Dotted trial keys (trainer.learning_rate, knowledge.weights.soft) -> one "
+    "distribution each; every other key keeps the trial's value.",
+    "sweep": "How Ray Tune runs the trials: metric, searcher, scheduler, resources, storage.",
+}
+
 
 def parse_distribution(path: str, raw: Any) -> Distribution:
     """The distribution at search path `path` (`{kind: args}`), its bounds checked."""
@@ -90,11 +99,11 @@ def parse_distribution(path: str, raw: Any) -> Distribution:
 
 def parse_sweep(raw: Mapping[str, Any], default_name: str) -> SweepSpec:
     """Validate a sweep mapping completely (no Ray needed)."""
-    unknown = [k for k in raw if k not in ("name", "trial", "search", "sweep")]
+    unknown = [k for k in raw if k not in SECTIONS]
     if unknown:
-        hint = suggest(unknown[0], ["trial", "search", "sweep"])
+        hint = suggest(unknown[0], SECTIONS)
         raise ConfigError(
-            f"unknown sweep section '{unknown[0]}'{hint}; valid: name, trial, search, sweep"
+            f"unknown sweep section '{unknown[0]}'{hint}; valid: {', '.join(SECTIONS)}"
         )
     trial = raw.get("trial") or {}
     if not isinstance(trial, Mapping):

@@ -1,5 +1,6 @@
 """cluster.yaml against Ray's cluster-launcher schema; the job entry point `ray submit` runs; the
-README's `ray job submit` against a real token-protected Ray head (slow)."""
+cluster commands of docs/sweeps.md ("On a cluster"): `ray job submit` against a real
+token-protected Ray head (slow)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_cluster_yaml_passes_rays_schema() -> None:
     assert 'pip install "torch==2.13.0" -e ~/kdray"[cluster]"' in setup and "/mnt/kdray" in setup
     head_start = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start
-    # token authentication on every node, with the token the README has the user generate
+    # token authentication on every node, with the token docs/sweeps.md has the user generate
     for start in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
         assert "RAY_AUTH_MODE=token ray start" in start[-1]
     assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
@@ -57,10 +58,13 @@ def test_schema_check_catches_a_bad_key() -> None:
         launcher_config(raw)
 
 
-def test_readme_shows_both_cluster_forms() -> None:
+def test_docs_show_both_cluster_forms() -> None:
+    """The cluster steps live in docs/sweeps.md ("On a cluster"); the README keeps the job form."""
+    docs = (ROOT / "docs" / "sweeps.md").read_text()
+    assert "ray submit cluster.yaml kdray/sweep.py -- " in docs
+    assert "ray job submit --working-dir . -- " in docs and "python -m kdray.sweep" in docs
     readme = (ROOT / "README.md").read_text()
-    assert "ray submit cluster.yaml kdray/sweep.py -- " in readme
-    assert "ray job submit --working-dir . -- " in readme and "python -m kdray.sweep" in readme
+    assert "ray job submit --working-dir . -- " in readme and "ray up cluster.yaml" in readme
 
 
 def test_sweep_script_runs_as_ray_submit_runs_it(tmp_path: Path) -> None:
@@ -78,8 +82,8 @@ def _ray(*args: str, env: dict[str, str], cwd: Path = ROOT, timeout: int = 180) 
 
 
 @pytest.mark.slow
-def test_readme_job_submit_runs_on_a_token_protected_head(tiny_cfg: dict, tmp_path: Path) -> None:
-    """The README's cluster commands on a real Ray head on the loopback address: the token
+def test_docs_job_submit_runs_on_a_token_protected_head(tiny_cfg: dict, tmp_path: Path) -> None:
+    """The cluster commands of docs/sweeps.md on a real Ray head on the loopback address: the token
     generated, the head started with token authentication, a 2-trial sweep submitted with
     `ray job submit --working-dir .` as written there, its results read where it says. A
     client without the token is refused."""
@@ -118,7 +122,7 @@ def test_readme_job_submit_runs_on_a_token_protected_head(tiny_cfg: dict, tmp_pa
             assert "2 trials: 2 finished" in out  # the sweep's own summary, in the job's log
             from kdray.analysis import load_sweep
 
-            sweep = load_sweep(storage / "job")  # STORAGE/NAME, as the README says
+            sweep = load_sweep(storage / "job")  # STORAGE/NAME, as docs/sweeps.md says
             assert list(sweep.trials["status"]) == ["finished", "finished"]
             assert len(list((storage / "job").glob("*/run/phases.parquet"))) == 2
             stranger = {**client, "HOME": str(tmp_path)}  # no token there
