@@ -19,7 +19,7 @@ import re
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
@@ -140,7 +140,7 @@ def _summary(cls: type) -> str:
 def config_keys(
     cls: type,
     prefix: str = "",
-    allowed: Mapping[str, Callable[[], Iterable[str]]] | None = None,
+    allowed: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Key]:
     """Every key `cls` accepts (sections first, then their keys), in declaration order.
 
@@ -160,7 +160,7 @@ def config_keys(
         elif get_origin(inner) is tuple and get_origin(get_args(inner)[0]) is Literal:
             choices = tuple(map(str, get_args(get_args(inner)[0])))
         if path in allowed:
-            choices = tuple(allowed[path]())
+            choices = tuple(allowed[path])
         sub, suffix = _section_of(tp)
         doc = docs[f.name] or (_summary(sub) if sub is not None else "")
         keys.append(Key(path, render_type(tp), _default(f), choices, doc, sub is not None))

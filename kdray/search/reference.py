@@ -10,7 +10,7 @@ knowledge types, searchers, ...). The docs site includes it at build time;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from kdray.base.keydoc import Key, config_keys
 from kdray.config import TrialConfig
@@ -20,7 +20,7 @@ from kdray.data.tasks import TASKS
 __all__ = ["markdown", "sweep_keys", "trial_keys"]
 
 
-def _registries() -> dict[str, Callable[[], Iterable[str]]]:
+def _registries() -> dict[str, Iterable[str]]:
     """Key -> the names it accepts, for keys whose annotation is a plain str."""
     from kdray.data.metrics import METRICS
     from kdray.knowledge import KNOWLEDGE_TYPES
@@ -32,17 +32,17 @@ def _registries() -> dict[str, Callable[[], Iterable[str]]]:
     from kdray.teacher_policy import POLICIES
 
     return {
-        "recipe": lambda: RECIPES,
-        "data.task": lambda: TASKS,
-        "data.dataset.metrics": lambda: METRICS,
-        "knowledge.types": lambda: KNOWLEDGE_TYPES,
-        "stages[].types": lambda: KNOWLEDGE_TYPES,
-        "selector.kind": lambda: SELECTORS,
-        "teacher_policy.kind": lambda: POLICIES,
-        "sweep.metric": lambda: [*GENERIC_METRICS, "val_<metric>"],
-        "sweep.searcher": lambda: SEARCHERS,
-        "sweep.scheduler": lambda: SCHEDULERS,
-        "sweep.loggers": lambda: LOGGERS,
+        "recipe": RECIPES,
+        "data.task": TASKS,
+        "data.dataset.metrics": METRICS,
+        "knowledge.types": KNOWLEDGE_TYPES,
+        "stages[].types": KNOWLEDGE_TYPES,
+        "selector.kind": SELECTORS,
+        "teacher_policy.kind": POLICIES,
+        "sweep.metric": [*GENERIC_METRICS, "val_<metric>"],
+        "sweep.searcher": SEARCHERS,
+        "sweep.scheduler": SCHEDULERS,
+        "sweep.loggers": LOGGERS,
     }
 
 
